@@ -1,0 +1,368 @@
+"""Typed, validated parameters: the only place where names in params.yaml become objects.
+
+`load_params(path)` reads params.yaml into a `Params` tree of frozen dataclasses. Every
+field declares its type and, where it matters, its allowed range or choices; a bad value
+fails *before any work* with a `ConfigError` naming the dotted key, the value and what is
+allowed, e.g.::
+
+    params.yaml: train.steps = 0: must be >= 1
+
+Unknown keys are errors too (a typo must not silently fall back to a default).
+
+YAML booleans: PyYAML follows YAML 1.1, where ``no``/``yes``/``on``/``off`` are booleans,
+so ``dvc exp run -S train.mixed_precision=no`` would turn a string into ``False``. The
+loader here resolves only ``true``/``false`` as booleans (YAML 1.2, as DVC itself reads
+params), so such values stay strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A parameter is missing, unknown, of the wrong type or out of range."""
+
+
+# --------------------------------------------------------------------------- YAML loading
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader whose booleans are only true/false (YAML 1.2), so 'no' stays a string."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+# PyYAML reads 1e-3 (no dot) as a string; YAML 1.2 and DVC read it as a float.
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file with YAML 1.2 booleans (see module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such params file")
+    try:
+        return yaml.load(path.read_text(), Loader=_Yaml12Loader)  # noqa: S506 (safe subclass)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+
+
+# --------------------------------------------------------------------------- field helpers
+
+
+def _f(default: Any = dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None, doc: str = ""):
+    """A dataclass field with range metadata checked by `_check_range`."""
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: __import__("copy").deepcopy(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+LOSSES = ("dsm", "eps", "esm", "ssm", "ssm_vr")
+DATASETS = ("gmm", "swiss_roll", "moons", "checkerboard", "digits", "hf")
+PROCESSES = ("ncsn", "ddpm")
+SAMPLERS = ("langevin", "annealed_langevin")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class GMMParams:
+    """A Gaussian mixture Σₖ wₖ N(μₖ, Σₖ); weights are normalised, covs must be SPD."""
+
+    weights: list[float] = _f([0.6, 0.3, 0.1])
+    means: list[list[float]] = _f([[-4.0, -4.0], [4.0, 4.0], [4.0, -4.0]])
+    covs: list[list[list[float]]] = _f(
+        [[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.6], [0.6, 0.8]], [[0.5, 0.0], [0.0, 1.5]]]
+    )
+
+    def validate(self, key: str) -> None:
+        k = len(self.weights)
+        if k == 0:
+            raise ConfigError(f"{key}.weights = []: need at least one component")
+        if any(w <= 0 for w in self.weights):
+            raise ConfigError(f"{key}.weights = {self.weights}: every weight must be > 0")
+        if len(self.means) != k or len(self.covs) != k:
+            raise ConfigError(
+                f"{key}: {k} weights but {len(self.means)} means and {len(self.covs)} covs; "
+                "need one mean and one covariance per weight"
+            )
+        dim = len(self.means[0])
+        for i, (m, c) in enumerate(zip(self.means, self.covs)):
+            if len(m) != dim:
+                raise ConfigError(f"{key}.means[{i}] = {m}: every mean must have dimension {dim}")
+            if len(c) != dim or any(len(row) != dim for row in c):
+                raise ConfigError(f"{key}.covs[{i}]: must be a {dim}x{dim} matrix")
+            import numpy as np
+
+            a = np.asarray(c, dtype=float)
+            if not np.allclose(a, a.T) or np.linalg.eigvalsh(a).min() <= 0:
+                raise ConfigError(f"{key}.covs[{i}] = {c}: must be symmetric positive definite")
+
+
+@dataclass(frozen=True)
+class HFParams:
+    """A Hugging Face dataset by hub name or local path (load_from_disk)."""
+
+    path: str = ""
+    name: Optional[str] = None
+    split: str = "train"
+    column: str = "x"
+    label_column: Optional[str] = None
+    value_range: list[float] = _f([-1.0, 1.0])
+    n_levels: Optional[int] = _f(None, ge=2)
+
+    def validate(self, key: str) -> None:
+        if len(self.value_range) != 2 or self.value_range[0] >= self.value_range[1]:
+            raise ConfigError(f"{key}.value_range = {self.value_range}: must be [low, high] with low < high")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    name: Literal[DATASETS] = "gmm"
+    n_train: int = _f(20000, ge=2)
+    n_test: int = _f(5000, ge=2)
+    test_fraction: float = _f(0.2, gt=0.0, lt=1.0)
+    noise: float = _f(0.05, ge=0.0)
+    gmm: GMMParams = _f(None)
+    hf: HFParams = _f(None)
+
+    def validate(self, key: str) -> None:
+        if self.name == "hf" and not self.hf.path:
+            raise ConfigError(f"{key}.hf.path = '': data.name is 'hf', so a hub name or local path is required")
+
+
+@dataclass(frozen=True)
+class ObjectiveParams:
+    projection: Literal["rademacher", "gaussian"] = "rademacher"
+    n_projections: int = _f(1, ge=1)
+    weighting: Literal["sigma2"] = "sigma2"
+    esm_max_dim: int = _f(256, ge=1)
+
+
+@dataclass(frozen=True)
+class ProcessParams:
+    name: Literal[PROCESSES] = "ncsn"
+    sigma_max: Optional[float] = _f(None, gt=0.0)
+    sigma_min: float = _f(0.01, gt=0.0)
+    n_levels: int = _f(20, ge=2)
+    beta_min: float = _f(1e-4, gt=0.0, lt=1.0)
+    beta_max: float = _f(0.02, gt=0.0, lt=1.0)
+    n_timesteps: int = _f(1000, ge=2)
+    beta_schedule: Literal["linear", "cosine"] = "linear"
+
+    def validate(self, key: str) -> None:
+        if self.sigma_max is not None and self.sigma_min >= self.sigma_max:
+            raise ConfigError(
+                f"{key}.sigma_min = {self.sigma_min} >= {key}.sigma_max = {self.sigma_max}: "
+                "need sigma_min < sigma_max"
+            )
+        if self.beta_min >= self.beta_max:
+            raise ConfigError(
+                f"{key}.beta_min = {self.beta_min} >= {key}.beta_max = {self.beta_max}: need beta_min < beta_max"
+            )
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    prediction: Literal["eps", "score", "x0"] = "eps"
+    hidden: int = _f(128, ge=1)
+    depth: int = _f(3, ge=1)
+    embedding_dim: int = _f(64, ge=2)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    steps: int = _f(4000, ge=1)
+    batch_size: int = _f(512, ge=1)
+    lr: float = _f(2e-3, gt=0.0)
+    weight_decay: float = _f(0.0, ge=0.0)
+    warmup_steps: int = _f(100, ge=0)
+    grad_clip: float = _f(1.0, ge=0.0)
+    ema_decay: float = _f(0.999, ge=0.0, lt=1.0)
+    checkpoint_every: int = _f(1000, ge=1)
+    log_every: int = _f(25, ge=1)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+
+
+@dataclass(frozen=True)
+class SamplerParams:
+    name: Literal[SAMPLERS] = "annealed_langevin"
+    n_samples: int = _f(5000, ge=1)
+    batch_size: int = _f(5000, ge=1)
+    steps_per_level: int = _f(100, ge=1)
+    step_size: float = _f(2e-5, gt=0.0)
+    langevin_steps: int = _f(2000, ge=1)
+    init: Literal["prior", "uniform"] = "prior"
+    denoise: bool = True
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    n_points: int = _f(2000, ge=2)
+    n_projections: int = _f(256, ge=1)
+    n_score_points: int = _f(2000, ge=1)
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = _f(0, ge=0)
+    loss: Literal[LOSSES] = "dsm"
+    objective: ObjectiveParams = _f(None)
+    data: DataParams = _f(None)
+    process: ProcessParams = _f(None)
+    model: ModelParams = _f(None)
+    train: TrainParams = _f(None)
+    sampler: SamplerParams = _f(None)
+    eval: EvalParams = _f(None)
+
+
+# --------------------------------------------------------------------------- generic parser
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " or null"
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; return it converted (int→float only)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed or isinstance(value, bool):
+            raise ConfigError(
+                f"{key} = {value!r}: unknown value; allowed: {', '.join(map(str, allowed))}"
+            )
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} = {value!r}: expected {_type_name(tp)}")
+        (inner,) = typing.get_args(tp)
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} = {value!r}: expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} = {value!r}: expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} = {value!r}: expected a number")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{key} = {value!r}: expected a finite number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} = {value!r}: expected a string")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")  # programming error
+
+
+def _check_range(value: Any, meta: dict, key: str) -> None:
+    if value is None or isinstance(value, (list, str, bool)):
+        return
+    for op, bound, ok in (
+        (">=", meta.get("ge"), lambda v, b: v >= b),
+        (">", meta.get("gt"), lambda v, b: v > b),
+        ("<=", meta.get("le"), lambda v, b: v <= b),
+        ("<", meta.get("lt"), lambda v, b: v < b),
+    ):
+        if bound is not None and not ok(value, bound):
+            raise ConfigError(f"{key} = {value!r}: must be {op} {bound}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Build dataclass `cls` from a mapping, validating every field (recursively)."""
+    label = prefix or "params"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label} = {data!r}: expected a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{label}." if prefix else ""
+        raise ConfigError(
+            f"unknown key {where}{unknown[0]}; allowed keys{' in ' + prefix if prefix else ''}: "
+            + ", ".join(fields)
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if name in data:
+            value = _coerce(data[name], tp, key)
+        elif dataclasses.is_dataclass(tp):
+            value = _build(tp, {}, key)
+        elif f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            value = f.default_factory()  # type: ignore[misc]
+        else:
+            raise ConfigError(f"{key} is missing")
+        _check_range(value, f.metadata, key)
+        kwargs[name] = value
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(prefix)
+    return obj
+
+
+def parse_params(data: dict, source: str = "params.yaml") -> Params:
+    """Validate a params mapping into `Params`; errors are prefixed with `source`."""
+    try:
+        return _build(Params, data, "")
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml (see module docstring for the error format)."""
+    return parse_params(read_yaml(path), str(path))
+
+
+def to_dict(obj: Any) -> dict:
+    """A plain (JSON-able) dict of a params dataclass."""
+    return dataclasses.asdict(obj)

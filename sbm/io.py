@@ -1,0 +1,130 @@
+"""Files: checkpoints (safetensors weights + JSON config in the header) and metrics JSON.
+
+Every write is atomic (temporary file in the same folder, fsync, `os.replace`), so a
+kill mid-write never leaves a half file under the final name. Nothing is ever loaded
+through pickle: tensors come from safetensors, everything else from JSON. Each file
+carries a SHA-256 of its tensors, so corruption that keeps the header readable is
+caught too (`CheckpointError`, naming the file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated, corrupt or of an unexpected kind."""
+
+
+def _atomic_target(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write `obj` as indented JSON, atomically."""
+    path = Path(path)
+    tmp = _atomic_target(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+
+
+def _digest(tensors: dict[str, Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().contiguous().cpu()
+        h.update(key.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_tensors(path: str | Path, tensors: dict[str, Tensor], meta: dict) -> None:
+    """Write tensors + JSON-able `meta` into one safetensors file, atomically."""
+    path = Path(path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    header = {"sbm": json.dumps(meta), "sha256": _digest(tensors), "format_version": str(FORMAT_VERSION)}
+    tmp = _atomic_target(path)
+    try:
+        save_file(tensors, str(tmp), metadata=header)
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict]:
+    """Read a file written by `save_tensors`; verify its checksum. -> (tensors, meta)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({err})") from err
+    if "sbm" not in header or "sha256" not in header:
+        raise CheckpointError(f"{path}: not an sbm checkpoint (no sbm metadata in the safetensors header)")
+    if _digest(tensors) != header["sha256"]:
+        raise CheckpointError(f"{path}: checksum mismatch; the file is corrupt")
+    try:
+        meta = json.loads(header["sbm"])
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: corrupt metadata ({err})") from err
+    return tensors, meta
+
+
+def save_model(path: str | Path, model, extra: dict | None = None) -> None:
+    """A trained ScoreModel: weights (net.*) + its config; `extra` is stored alongside."""
+    tensors = {f"net.{k}": v for k, v in model.net.state_dict().items()}
+    save_tensors(path, tensors, {"kind": "score_model", "model": model.to_config(), **(extra or {})})
+
+
+def load_model(path: str | Path):
+    """Rebuild a ScoreModel from `save_model`'s file. -> (model in eval mode, meta)."""
+    from .models import model_from_config
+
+    tensors, meta = load_tensors(path)
+    if meta.get("kind") != "score_model":
+        raise CheckpointError(f"{path}: holds a {meta.get('kind')!r}, not a score model")
+    model = model_from_config(meta["model"])
+    state = {k[len("net."):]: v for k, v in tensors.items() if k.startswith("net.")}
+    try:
+        model.net.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not match the stored architecture ({err})") from err
+    return model.eval(), meta

@@ -1,0 +1,103 @@
+"""One wrapper that turns any network into score, ε, x̂₀ — whatever it was trained to predict.
+
+With x_t = α x₀ + σ ε (see `sbm.processes`) the three parameterisations are related by::
+
+    score = −ε / σ,      x̂₀ = (x_t − σ ε) / α,      ε = (x_t − α x̂₀) / σ = −σ · score   (1)
+
+`to_eps` maps a raw network output F of kind `prediction` to ε; `from_eps` maps ε to the
+requested kind. Samplers, losses and guidance only call `ScoreModel.score/eps/x0`.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .processes import NoiseProcess, _bcast, process_from_config
+from .nets import net_from_config
+
+PREDICTIONS = ("eps", "score", "x0")
+
+
+def to_eps(out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor, prediction: str) -> Tensor:
+    """ε implied by a network output `out` of kind `prediction`, eq. (1). All (N, ...)."""
+    a, s = _bcast(alpha, x), _bcast(sigma, x)
+    if prediction == "eps":
+        return out
+    if prediction == "score":
+        return -s * out
+    if prediction == "x0":
+        return (x - a * out) / s
+    raise ValueError(f"unknown prediction {prediction!r}; allowed: {', '.join(PREDICTIONS)}")
+
+
+def from_eps(eps: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor, kind: str) -> Tensor:
+    """The quantity `kind` (eps | score | x0) implied by ε at x_t, eq. (1)."""
+    a, s = _bcast(alpha, x), _bcast(sigma, x)
+    if kind == "eps":
+        return eps
+    if kind == "score":
+        return -eps / s
+    if kind == "x0":
+        return (x - s * eps) / a
+    raise ValueError(f"unknown kind {kind!r}; allowed: {', '.join(PREDICTIONS)}")
+
+
+class ScoreModel(nn.Module):
+    """net(x_t, noise_cond(t)) read as `prediction`; exposes score/eps/x0 at (x (N, ...), t (N,))."""
+
+    def __init__(self, net: nn.Module, process: NoiseProcess, prediction: str = "eps"):
+        super().__init__()
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"model.prediction = {prediction!r}: allowed {', '.join(PREDICTIONS)}")
+        self.net = net
+        self.process = process
+        self.prediction = prediction
+
+    def forward(self, x: Tensor, t: Tensor, cond=None) -> Tensor:
+        """The raw network output, shaped like x."""
+        return self.net(x, self.process.noise_cond(t))
+
+    def predict(self, x: Tensor, t: Tensor, kind: str, cond=None) -> Tensor:
+        a, s = self.process.marginal(t)
+        eps = to_eps(self(x, t, cond), x, a, s, self.prediction)
+        return from_eps(eps, x, a, s, kind)
+
+    def score(self, x: Tensor, t: Tensor, cond=None) -> Tensor:
+        """∇ₓ log p_t(x), shaped like x."""
+        return self.predict(x, t, "score", cond)
+
+    def eps(self, x: Tensor, t: Tensor, cond=None) -> Tensor:
+        return self.predict(x, t, "eps", cond)
+
+    def x0(self, x: Tensor, t: Tensor, cond=None) -> Tensor:
+        return self.predict(x, t, "x0", cond)
+
+    def to_config(self) -> dict:
+        return {"net": self.net.config, "process": self.process.to_config(), "prediction": self.prediction}
+
+
+def model_from_config(cfg: dict) -> ScoreModel:
+    """Rebuild an (untrained) ScoreModel from `ScoreModel.to_config()`."""
+    return ScoreModel(net_from_config(cfg["net"]), process_from_config(cfg["process"]), cfg["prediction"])
+
+
+class AnalyticScoreModel(nn.Module):
+    """A known score function s(x, t) (e.g. a Gaussian mixture's) behind the ScoreModel API."""
+
+    def __init__(self, score_fn, process: NoiseProcess):
+        super().__init__()
+        self.score_fn = score_fn
+        self.process = process
+
+    def score(self, x: Tensor, t: Tensor, cond=None) -> Tensor:
+        return self.score_fn(x, t)
+
+    def predict(self, x, t, kind, cond=None):
+        a, s = self.process.marginal(t)
+        return from_eps(-_bcast(s, x) * self.score(x, t), x, a, s, kind)
+
+    def eps(self, x, t, cond=None):
+        return self.predict(x, t, "eps")
+
+    def x0(self, x, t, cond=None):
+        return self.predict(x, t, "x0")
