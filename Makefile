@@ -10,6 +10,8 @@ BIN := $(VENV)/bin
 TORCH_INDEX ?=
 STAMP := $(VENV)/.installed-stamp
 export DVC_NO_ANALYTICS := 1
+# stages run `python stages/...`: the venv must come first on PATH
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: run test env clean-env
 

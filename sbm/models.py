@@ -6,6 +6,14 @@ With x_t = α x₀ + σ ε (see `sbm.processes`) the three parameterisations are
 
 `to_eps` maps a raw network output F of kind `prediction` to ε; `from_eps` maps ε to the
 requested kind. Samplers, losses and guidance only call `ScoreModel.score/eps/x0`.
+
+The network sees its input scaled to unit variance at every level (the c_in of Karras
+et al. 2022)::
+
+    F = net(c_in(t) · x_t, noise_cond(t)),   c_in(t) = 1 / √(α(t)² σ_data² + σ(t)²)      (2)
+
+where σ_data is the per-coordinate standard deviation of the training data; otherwise the
+inputs at σ_max ≈ the data's diameter would be tens of times larger than at σ_min.
 """
 
 from __future__ import annotations
@@ -45,17 +53,22 @@ def from_eps(eps: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor, kind: str) ->
 class ScoreModel(nn.Module):
     """net(x_t, noise_cond(t)) read as `prediction`; exposes score/eps/x0 at (x (N, ...), t (N,))."""
 
-    def __init__(self, net: nn.Module, process: NoiseProcess, prediction: str = "eps"):
+    def __init__(self, net: nn.Module, process: NoiseProcess, prediction: str = "eps", data_std: float = 1.0):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise ValueError(f"model.prediction = {prediction!r}: allowed {', '.join(PREDICTIONS)}")
+        if not data_std > 0:
+            raise ValueError(f"data_std = {data_std}: must be > 0")
         self.net = net
         self.process = process
         self.prediction = prediction
+        self.data_std = float(data_std)
 
     def forward(self, x: Tensor, t: Tensor, cond=None) -> Tensor:
-        """The raw network output, shaped like x."""
-        return self.net(x, self.process.noise_cond(t))
+        """The raw network output F of eq. (2), shaped like x."""
+        a, s = self.process.marginal(t)
+        c_in = (a**2 * self.data_std**2 + s**2).rsqrt()
+        return self.net(_bcast(c_in, x) * x, self.process.noise_cond(t))
 
     def predict(self, x: Tensor, t: Tensor, kind: str, cond=None) -> Tensor:
         a, s = self.process.marginal(t)
@@ -73,12 +86,14 @@ class ScoreModel(nn.Module):
         return self.predict(x, t, "x0", cond)
 
     def to_config(self) -> dict:
-        return {"net": self.net.config, "process": self.process.to_config(), "prediction": self.prediction}
+        return {"net": self.net.config, "process": self.process.to_config(), "prediction": self.prediction,
+                "data_std": self.data_std}
 
 
 def model_from_config(cfg: dict) -> ScoreModel:
     """Rebuild an (untrained) ScoreModel from `ScoreModel.to_config()`."""
-    return ScoreModel(net_from_config(cfg["net"]), process_from_config(cfg["process"]), cfg["prediction"])
+    return ScoreModel(net_from_config(cfg["net"]), process_from_config(cfg["process"]), cfg["prediction"],
+                      cfg.get("data_std", 1.0))
 
 
 class AnalyticScoreModel(nn.Module):

@@ -69,3 +69,10 @@ def net_from_config(cfg: dict) -> nn.Module:
     if kind not in NETS:
         raise ValueError(f"checkpoint names an unknown network kind {kind!r}; known: {', '.join(NETS)}")
     return NETS[kind](**cfg)
+
+
+def build_net(model_cfg, shape: list[int]) -> nn.Module:
+    """The architecture for examples of `shape` from params `model` (vectors: MLPNet)."""
+    if len(shape) != 1:
+        raise ValueError(f"data of shape {list(shape)}: only vector data (one dimension) is supported yet")
+    return MLPNet(shape[0], model_cfg.hidden, model_cfg.depth, model_cfg.embedding_dim)

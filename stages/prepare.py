@@ -1,0 +1,35 @@
+"""DVC stage `prepare`: build the dataset named in params.yaml (see `sbm.data`).
+
+    python stages/prepare.py [--params params.yaml] [--out data/prepared] [--report reports/prepare.json]
+
+Writes OUT/dataset, OUT/meta.json and REPORT (the meta without the bulky "gmm" entry).
+Bad params or data exit with status 2 and one line on stderr (`sbm.stage.run_stage`).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import sbm.config
+import sbm.data
+from sbm.io import write_json
+from sbm.stage import run_stage
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    ap.add_argument("--out", default="data/prepared", help="output directory (default: data/prepared)")
+    ap.add_argument("--report", default="reports/prepare.json", help="metrics JSON (default: reports/prepare.json)")
+    args = ap.parse_args(argv)
+    params = sbm.config.load_params(args.params)
+    meta = sbm.data.prepare(params.data, params.seed, args.out)
+    write_json(args.report, {k: v for k, v in meta.items() if k != "gmm"})
+    print(f"prepare: {meta['name']} shape={meta['shape']} train={meta['n_train']} test={meta['n_test']} "
+          f"range=[{meta['value_range'][0]:.3g}, {meta['value_range'][1]:.3g}] "
+          f"sigma_max={meta['sigma_max']:.4g} classes={meta['n_classes']} -> {args.out}")
+    return meta
+
+
+if __name__ == "__main__":
+    run_stage("prepare", main)  # ConfigError/ValueError/FileNotFoundError -> exit 2, one line

@@ -1,0 +1,58 @@
+"""DVC stage `sample`: draw samples from the trained score model.
+
+Reads params (seed, sampler), the model and the data meta; writes
+data/samples/samples.safetensors, reports/sample.json and reports/samples.png.
+"""
+
+import argparse
+
+import torch
+
+from sbm import data, io
+from sbm.config import load_params
+from sbm.plots import plot_samples
+from sbm.samplers import build_sampler, initial_state, schedule_for
+from sbm.stage import run_stage
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--model", default="data/models/score.safetensors")
+    ap.add_argument("--out", default="data/samples/samples.safetensors")
+    ap.add_argument("--metrics", default="reports/sample.json")
+    ap.add_argument("--plot", default="reports/samples.png")
+    args = ap.parse_args()
+
+    params = load_params(args.params)
+    cfg = params.sampler
+    meta = data.load_meta(args.data)
+    model, _ = io.load_model(args.model)
+    sampler = build_sampler(cfg)
+    schedule = schedule_for(cfg, model.process)
+    g = torch.Generator().manual_seed(params.seed)
+    chunks, nfe, seconds = [], 0, 0.0
+    for start in range(0, cfg.n_samples, cfg.batch_size):
+        n = min(cfg.batch_size, cfg.n_samples - start)
+        x_T = initial_state(cfg, model.process, (n, *meta["shape"]), data_range=meta["value_range"], generator=g)
+        out = sampler(model, x_T, schedule, generator=g, progress=True)
+        chunks.append(out.x)
+        nfe, seconds = out.nfe, seconds + out.wall_time_s
+    x = torch.cat(chunks)
+    bad = (~torch.isfinite(x.flatten(1))).any(1).sum().item()
+    if bad:
+        raise ValueError(f"{bad} of {len(x)} samples are not finite (sampler {cfg.name}, step_size "
+                         f"{cfg.step_size}); lower sampler.step_size or check the model")
+    info = {"sampler": cfg.name, "n": len(x), "nfe": nfe, "wall_time_s": round(seconds, 3),
+            "seconds_per_sample": seconds / len(x)}
+    io.save_tensors(args.out, {"x": x}, {"kind": "samples", **info})
+    io.write_json(args.metrics, info)
+    test, _ = data.load_split(args.data, "test")
+    plot_samples(x, args.plot, reference=test if x[0].numel() == 2 else None,
+                 title=f"{cfg.name}, NFE {nfe}")
+    print(f"sample: {len(x)} samples with {cfg.name}, NFE {nfe}, {seconds:.1f}s")
+
+
+if __name__ == "__main__":
+    run_stage("sample", main)

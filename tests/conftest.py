@@ -1,0 +1,19 @@
+import pytest
+import torch
+
+from sbm.gmm import GaussianMixture
+
+
+@pytest.fixture
+def mixture() -> GaussianMixture:
+    """An unequal-weight 2-D mixture with correlated components (the default's shape)."""
+    return GaussianMixture(
+        [0.6, 0.3, 0.1],
+        [[-4.0, -4.0], [4.0, 4.0], [4.0, -4.0]],
+        [[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.6], [0.6, 0.8]], [[0.5, 0.0], [0.0, 1.5]]],
+    )
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

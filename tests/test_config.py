@@ -1,0 +1,102 @@
+"""params.yaml is the single source: it parses, lists every key, and bad values fail early."""
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from sbm.config import ConfigError, Params, load_params, parse_params, read_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _leaf_keys(cls, prefix=""):
+    for f in dataclasses.fields(cls):
+        tp = cls.__dataclass_fields__[f.name].type
+        sub = {"objective", "data", "process", "model", "train", "sampler", "eval", "gmm", "hf"}
+        nested = f.name in sub
+        if nested:
+            import typing
+
+            hint = typing.get_type_hints(cls)[f.name]
+            yield from _leaf_keys(hint, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}"
+
+
+def _flatten(d, prefix=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flatten(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"
+
+
+def test_repo_params_parse_and_list_every_key():
+    params = load_params(ROOT / "params.yaml")
+    assert isinstance(params, Params)
+    in_file = set(_flatten(read_yaml(ROOT / "params.yaml")))
+    assert in_file == set(_leaf_keys(Params)), "params.yaml must list every parameter (and only those)"
+
+
+def test_every_key_in_params_yaml_is_commented():
+    lines = (ROOT / "params.yaml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"^\s*([A-Za-z_]+):", line)
+        if not m:
+            continue
+        above = lines[i - 1].strip() if i else ""
+        assert "#" in line or above.startswith("#"), f"params.yaml line {i + 1} ({m.group(1)}) has no comment"
+
+
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        ({"trian": {}}, r"unknown key trian; allowed keys: seed, loss"),
+        ({"train": {"stpes": 3}}, r"unknown key train\.stpes; allowed keys in train: steps"),
+        ({"train": {"steps": "many"}}, r"train\.steps = 'many': expected an integer"),
+        ({"train": {"steps": 2.5}}, r"train\.steps = 2\.5: expected an integer"),
+        ({"train": {"steps": True}}, r"train\.steps = True: expected an integer"),
+        ({"sampler": {"denoise": "yes"}}, r"sampler\.denoise = 'yes': expected true or false"),
+        ({"data": {"gmm": {"means": "x"}}}, r"data\.gmm\.means = 'x': expected a list"),
+        ({"train": {"steps": 0}}, r"train\.steps = 0: must be >= 1"),
+        ({"sampler": {"steps_per_level": 0}}, r"sampler\.steps_per_level = 0: must be >= 1"),
+        ({"process": {"sigma_min": -0.1}}, r"process\.sigma_min = -0\.1: must be > 0"),
+        ({"process": {"sigma_max": -3}}, r"process\.sigma_max = -3\.0: must be > 0"),
+        ({"process": {"sigma_min": 2.0, "sigma_max": 1.0}}, r"sigma_min = 2\.0 >= process\.sigma_max = 1\.0"),
+        ({"train": {"lr": float("nan")}}, r"train\.lr = nan: expected a finite number"),
+        ({"loss": "sm"}, r"loss = 'sm': unknown value; allowed: dsm, eps, esm, ssm, ssm_vr"),
+        ({"sampler": {"name": "euler"}}, r"sampler\.name = 'euler': unknown value; allowed: langevin"),
+        ({"data": {"name": "mnist"}}, r"data\.name = 'mnist': unknown value; allowed: gmm"),
+        ({"process": {"name": "vp"}}, r"process\.name = 'vp': unknown value; allowed: ncsn, ddpm"),
+        ({"data": {"gmm": {"weights": [0.5, 0.5]}}}, r"data\.gmm: 2 weights but 3 means"),
+        ({"data": {"gmm": {"weights": [1.0], "means": [[0, 0]], "covs": [[[1, 2], [2, 1]]]}}},
+         r"data\.gmm\.covs\[0\].*symmetric positive definite"),
+        ({"data": {"name": "hf"}}, r"data\.hf\.path = '': data\.name is 'hf'"),
+        ({"train": None, "model": 3}, r"model = 3: expected a mapping"),
+    ],
+)
+def test_bad_params_fail_with_key_value_and_allowed(data, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        parse_params(data)
+    assert str(info.value).startswith("params.yaml: ")
+
+
+def test_yaml_booleans_do_not_swallow_strings(tmp_path):
+    # PyYAML's YAML 1.1 would read `no` as False; DVC's -S writes it unquoted.
+    p = tmp_path / "params.yaml"
+    p.write_text("train:\n  mixed_precision: no\n  lr: 1e-3\nsampler:\n  denoise: false\n")
+    params = load_params(p)
+    assert params.train.mixed_precision == "no"
+    assert params.train.lr == 1e-3
+    assert params.sampler.denoise is False
+
+
+def test_missing_params_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: no such params file"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_ints_are_accepted_for_floats():
+    assert parse_params({"process": {"sigma_min": 1}}).process.sigma_min == 1.0
