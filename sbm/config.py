@@ -80,8 +80,10 @@ def _f(default: Any = dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None
 
 LOSSES = ("dsm", "eps", "esm", "ssm", "ssm_vr")
 DATASETS = ("gmm", "swiss_roll", "moons", "checkerboard", "digits", "hf")
-PROCESSES = ("ncsn", "ddpm")
-SAMPLERS = ("langevin", "annealed_langevin")
+PROCESSES = ("ncsn", "ve", "vp", "subvp", "ddpm")
+SAMPLERS = (
+    "langevin", "annealed_langevin", "euler_maruyama", "pc", "ddpm", "ddim", "ode_euler", "ode_heun", "ode_adaptive",
+)
 
 
 # --------------------------------------------------------------------------- sections
@@ -157,7 +159,7 @@ class DataParams:
 class ObjectiveParams:
     projection: Literal["rademacher", "gaussian"] = "rademacher"
     n_projections: int = _f(1, ge=1)
-    weighting: Literal["sigma2"] = "sigma2"
+    weighting: Literal["sigma2", "likelihood"] = "sigma2"
     esm_max_dim: int = _f(256, ge=1)
 
 
@@ -167,10 +169,11 @@ class ProcessParams:
     sigma_max: Optional[float] = _f(None, gt=0.0)
     sigma_min: float = _f(0.01, gt=0.0)
     n_levels: int = _f(20, ge=2)
-    beta_min: float = _f(1e-4, gt=0.0, lt=1.0)
-    beta_max: float = _f(0.02, gt=0.0, lt=1.0)
+    beta_min: float = _f(0.1, gt=0.0)
+    beta_max: float = _f(20.0, gt=0.0)
     n_timesteps: int = _f(1000, ge=2)
     beta_schedule: Literal["linear", "cosine"] = "linear"
+    t_min: float = _f(1e-3, ge=0.0, lt=1.0)
 
     def validate(self, key: str) -> None:
         if self.sigma_max is not None and self.sigma_min >= self.sigma_max:
@@ -181,6 +184,11 @@ class ProcessParams:
         if self.beta_min >= self.beta_max:
             raise ConfigError(
                 f"{key}.beta_min = {self.beta_min} >= {key}.beta_max = {self.beta_max}: need beta_min < beta_max"
+            )
+        if self.name == "ddpm" and self.beta_max >= self.n_timesteps:
+            raise ConfigError(
+                f"{key}.beta_max = {self.beta_max} with n_timesteps = {self.n_timesteps}: DDPM's β_i = β/N "
+                "must stay below 1"
             )
 
 
@@ -211,11 +219,34 @@ class SamplerParams:
     name: Literal[SAMPLERS] = "annealed_langevin"
     n_samples: int = _f(5000, ge=1)
     batch_size: int = _f(5000, ge=1)
+    steps: Optional[int] = _f(None, ge=1)
     steps_per_level: int = _f(100, ge=1)
     step_size: float = _f(2e-5, gt=0.0)
     langevin_steps: int = _f(2000, ge=1)
+    predictor: Literal["euler_maruyama", "reverse_diffusion", "none"] = "reverse_diffusion"
+    corrector: Literal["langevin", "annealed_langevin", "none"] = "langevin"
+    corrector_steps: int = _f(1, ge=1)
+    snr: float = _f(0.16, gt=0.0)
+    eta: float = _f(0.0, ge=0.0, le=1.0)
+    rtol: float = _f(1e-5, gt=0.0)
+    atol: float = _f(1e-5, gt=0.0)
     init: Literal["prior", "uniform"] = "prior"
     denoise: bool = True
+
+    def validate(self, key: str) -> None:
+        if self.name == "pc" and self.predictor == "none" and self.corrector == "none":
+            raise ConfigError(f"{key}.predictor = {key}.corrector = 'none': the pc sampler needs at least one")
+
+
+@dataclass(frozen=True)
+class LikelihoodParams:
+    divergence: Literal["exact", "hutchinson"] = "exact"
+    probe: Literal["rademacher", "gaussian"] = "rademacher"
+    n_probes: int = _f(1, ge=1)
+    rtol: float = _f(1e-5, gt=0.0)
+    atol: float = _f(1e-5, gt=0.0)
+    n_points: int = _f(1000, ge=1)
+    batch_size: int = _f(1000, ge=1)
 
 
 @dataclass(frozen=True)
@@ -223,6 +254,17 @@ class EvalParams:
     n_points: int = _f(2000, ge=2)
     n_projections: int = _f(256, ge=1)
     n_score_points: int = _f(2000, ge=1)
+    compare_samplers: list[str] = _f(["annealed_langevin", "euler_maruyama", "pc", "ddim", "ode_heun"])
+    compare_steps: list[int] = _f([10, 20, 50, 100])
+
+    def validate(self, key: str) -> None:
+        for i, name in enumerate(self.compare_samplers):
+            if name not in SAMPLERS:
+                raise ConfigError(f"{key}.compare_samplers[{i}] = {name!r}: unknown sampler; allowed: "
+                                  + ", ".join(SAMPLERS))
+        for i, n in enumerate(self.compare_steps):
+            if n < 1:
+                raise ConfigError(f"{key}.compare_steps[{i}] = {n}: must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -235,6 +277,7 @@ class Params:
     model: ModelParams = _f(None)
     train: TrainParams = _f(None)
     sampler: SamplerParams = _f(None)
+    likelihood: LikelihoodParams = _f(None)
     eval: EvalParams = _f(None)
 
 

@@ -2,7 +2,10 @@
 
 All objectives train one noise-conditional model s_θ(x, t) across the levels of its
 process: t ~ process.sample_t, x̃ = α(t) x₀ + σ(t) ε, and each level is weighted by
-λ(σ) = σ² (NCSN) so every level contributes on the same scale. The training loop reduces.
+λ(t) = σ(t)² (`sigma2`, NCSN: every level contributes on the same scale) or
+λ(t) = g(t)² (`likelihood`, Song et al. 2021b: the weighted DSM then bounds the negative
+log-likelihood). Formulas below are written for λ = σ²; with another λ each is multiplied
+by λ(t)/σ(t)². The training loop reduces.
 
 - dsm (Vincent 2011), per level::          ½ σ² ‖s_θ(x̃, t) + (x̃ − α x₀)/σ²‖² = ½ ‖σ s_θ + ε‖²     (1)
 - eps (Ho et al. 2020)::                  ‖ε − ε_θ(x̃, t)‖²,  ε_θ = −σ s_θ   (= 2 × (1))         (2)
@@ -17,6 +20,7 @@ E[v vᵀ] = I. (3) costs one backward pass per dimension, so it is refused above
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
@@ -90,25 +94,37 @@ def _noised(model, x0: Tensor):
     return t, eps, model.process.perturb(x0, t, eps)
 
 
-def dsm_loss(model, x0: Tensor, cond=None) -> Tensor:
+def relative_weight(process, t: Tensor, weighting: str) -> Tensor:
+    """λ(t)/σ(t)², the factor that turns the σ²-weighted formulas into weighting λ, (N,)."""
+    if weighting == "sigma2":
+        return torch.ones_like(t)
+    if weighting == "likelihood":
+        g = process.sde(t[:, None], t)[1]
+        return g**2 / process.sigma(t) ** 2
+    raise ConfigError(f"objective.weighting = {weighting!r}: allowed sigma2, likelihood")
+
+
+def dsm_loss(model, x0: Tensor, cond=None, *, weighting: str = "sigma2") -> Tensor:
     """Denoising score matching across levels, eq. (1), -> (N,)."""
     t, eps, xt = _noised(model, x0)
-    return dsm_objective(model.score(xt, t, cond), eps, model.process.sigma(t))
+    value = dsm_objective(model.score(xt, t, cond), eps, model.process.sigma(t))
+    return relative_weight(model.process, t, weighting) * value
 
 
-def eps_loss(model, x0: Tensor, cond=None) -> Tensor:
+def eps_loss(model, x0: Tensor, cond=None, *, weighting: str = "sigma2") -> Tensor:
     """ε-prediction across levels, eq. (2), -> (N,)."""
     t, eps, xt = _noised(model, x0)
-    return (eps - model.eps(xt, t, cond)).flatten(1).pow(2).sum(1)
+    value = (eps - model.eps(xt, t, cond)).flatten(1).pow(2).sum(1)
+    return relative_weight(model.process, t, weighting) * value
 
 
-def make_level_loss(objective: Callable, **kwargs) -> LossFn:
-    """Apply a fixed-level objective (esm/ssm) to x̃ ~ p_t at sampled levels, weighted σ²."""
+def make_level_loss(objective: Callable, *, weighting: str = "sigma2", **kwargs) -> LossFn:
+    """Apply a fixed-level objective (esm/ssm) to x̃ ~ p_t at sampled levels, weighted λ(t)."""
 
     def loss(model, x0: Tensor, cond=None) -> Tensor:
         t, _, xt = _noised(model, x0)
         value = objective(lambda x: model.score(x, t, cond), xt, **kwargs)
-        return model.process.sigma(t) ** 2 * value
+        return model.process.sigma(t) ** 2 * relative_weight(model.process, t, weighting) * value
 
     return loss
 
@@ -116,9 +132,9 @@ def make_level_loss(objective: Callable, **kwargs) -> LossFn:
 def build_loss(name: str, cfg: ObjectiveParams, data_dim: int) -> LossFn:
     """The loss named by params `loss`, configured by `objective`; data_dim = numel per example."""
     if name == "dsm":
-        return dsm_loss
+        return partial(dsm_loss, weighting=cfg.weighting)
     if name == "eps":
-        return eps_loss
+        return partial(eps_loss, weighting=cfg.weighting)
     if name == "esm":
         if data_dim > cfg.esm_max_dim:
             raise ConfigError(
@@ -126,10 +142,11 @@ def build_loss(name: str, cfg: ObjectiveParams, data_dim: int) -> LossFn:
                 f"data has {data_dim} dimensions > objective.esm_max_dim = {cfg.esm_max_dim}; "
                 "use ssm, ssm_vr, dsm or eps, or raise objective.esm_max_dim"
             )
-        return make_level_loss(esm_objective)
+        return make_level_loss(esm_objective, weighting=cfg.weighting)
     if name in ("ssm", "ssm_vr"):
         return make_level_loss(
             ssm_objective,
+            weighting=cfg.weighting,
             n_projections=cfg.n_projections,
             projection=cfg.projection,
             variance_reduced=name == "ssm_vr",
