@@ -1,7 +1,7 @@
 """Compare DVC experiments: one table of params and metrics, the best of each marked, and
 their training-loss curves side by side — written to reports/compare.md (+ PNG).
 
-Rows come from `dvc.api.exp_show()` (the workspace, the baseline commit and every
+Rows come from `dvc exp show --json` (the workspace, the baseline commit and every
 experiment derived from it). A metric's direction (lower or higher is better) comes from
 `DIRECTIONS`; metrics not listed there are shown but not ranked. Loss curves are read
 from each experiment's git commit (dvclive's TSV is kept in git, `cache: false`), so no
@@ -11,6 +11,7 @@ DVC remote is needed.
 from __future__ import annotations
 
 import io as _io
+import json
 import subprocess
 from pathlib import Path
 
@@ -29,46 +30,67 @@ DIRECTIONS = {
     "logp_samples": "max", "nll": "min", "nll_gap": "min", "bpd": "min", "fid": "min", "accuracy": "max",
     "final_loss": None, "train_seconds": "min", "wall_time_s": "min", "seconds_per_sample": "min",
 }
+#: metric columns left out of the table: data description and bookkeeping
+HIDDEN = ("prepare.", "train_score.steps", "train_score.resumed_from", "train_score.n_params", "train_score.loss",
+          "sample.n", "sample.seconds_per_sample", "n_samples", "n_eval", "score_rel_err_l", "mmd_bandwidths")
 #: params shown in the table (others are shown only when they differ between rows)
 KEY_PARAMS = ("loss", "process.name", "sampler.name", "train.steps")
 
 
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _row(name: str, rev: str, data: dict) -> dict:
+    """Params as dotted names; metrics of reports/metrics.json by name, others as file.key."""
+    row = {"name": name, "rev": rev}
+    for file, content in (data.get("params") or {}).items():
+        row.update({f"param:{k}": v for k, v in _flatten(content.get("data")).items()})
+    for file, content in (data.get("metrics") or {}).items():
+        stem = Path(file).stem
+        prefix = "" if stem == "metrics" else f"{stem}."
+        row.update({f"metric:{prefix}{k}": v for k, v in _flatten(content.get("data")).items()})
+    return row
+
+
 def collect(repo: str | None = None) -> pd.DataFrame:
-    """One row per experiment (and the baseline/workspace), columns = params + metrics."""
-    import dvc.api
-
-    rows = dvc.api.exp_show(repo=repo)
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    keep = [c for c in df.columns if ":" in c or c in ("Experiment", "rev")]
-    df = df[keep].copy()
-    name = df["Experiment"].where(df["Experiment"].notna() & (df["Experiment"] != ""), df["rev"])
-    df.insert(0, "name", name)
-    return df.drop(columns=[c for c in ("Experiment",) if c in df.columns])
-
-
-def _short(col: str) -> str:
-    """'reports/metrics.json:swd' -> 'swd'; 'params.yaml:train.steps' -> 'train.steps'."""
-    return col.split(":", 1)[1] if ":" in col else col
+    """One row per baseline commit, workspace and experiment (`dvc exp show --json`)."""
+    out = subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, check=True, capture_output=True,
+                         text=True).stdout
+    rows = []
+    for base in json.loads(out):
+        if base.get("data"):
+            name = base.get("name") or (base["rev"] if base["rev"] == "workspace" else base["rev"][:7])
+            rows.append(_row(name, base["rev"][:9], base["data"]))
+        for group in base.get("experiments") or []:
+            for rev in group.get("revs") or []:
+                if rev.get("data"):
+                    rows.append(_row(rev.get("name") or group.get("name") or rev["rev"], rev["rev"][:7],
+                                     rev["data"]))
+    return pd.DataFrame(rows)
 
 
 def summarize(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     """The comparison table (params that matter + scalar metrics) and, per ranked metric,
     the row index of the best value."""
-    params = [c for c in df.columns if c.startswith("params.yaml:")]
-    shown_params = [c for c in params if _short(c) in KEY_PARAMS
-                    or df[c].astype(str).nunique(dropna=False) > 1]
-    metrics = [c for c in df.columns if c.startswith("reports/") and pd.api.types.is_numeric_dtype(df[c])]
-    metrics = [c for c in metrics if _short(c) in DIRECTIONS or not _short(c).startswith("score_rel_err_l")]
+    params = [c for c in df.columns if c.startswith("param:")]
+    shown_params = [c for c in params if c[6:] in KEY_PARAMS or df[c].astype(str).nunique(dropna=False) > 1]
+    metrics = [c for c in df.columns if c.startswith("metric:") and pd.api.types.is_numeric_dtype(df[c])
+               and not c[7:].startswith(HIDDEN)]
     table = df[["name", "rev", *shown_params, *metrics]].copy()
-    table.columns = ["name", "rev", *(_short(c) for c in shown_params), *(_short(c) for c in metrics)]
-    table = table.loc[:, ~table.columns.duplicated()]
+    table.columns = ["name", "rev", *(c.split(":", 1)[1] for c in shown_params + metrics)]
     best = {}
     for col in table.columns:
-        direction = DIRECTIONS.get(col)
+        direction = DIRECTIONS.get(col.rsplit(".", 1)[-1]) if col in [m.split(":", 1)[1] for m in metrics] else None
         values = pd.to_numeric(table[col], errors="coerce")
-        if direction and values.notna().sum() > 1:
+        if direction and values.notna().sum() > 1 and values.nunique() > 1:
             best[col] = int(values.idxmin() if direction == "min" else values.idxmax())
     return table, best
 
@@ -98,7 +120,7 @@ def plot_curves(table: pd.DataFrame, png: Path, repo: str | None = None) -> bool
     """Training-loss curves of every row, side by side in one PNG; False if none found."""
     curves = []
     for _, row in table.iterrows():
-        rev = row["rev"] if row["rev"] != "workspace" else None
+        rev = row["rev"] if row["rev"] not in ("workspace", "") else None
         curve = _loss_curve(rev, repo) if rev else None
         if curve is None and rev is None:
             path = Path(repo or ".") / LOSS_TSV
