@@ -212,6 +212,8 @@ class TrainParams:
     checkpoint_every: int = _f(1000, ge=1)
     log_every: int = _f(25, ge=1)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_accumulation: int = _f(1, ge=1)
+    launcher: str = "python"
 
 
 @dataclass(frozen=True)
