@@ -9,9 +9,9 @@ import argparse
 import torch
 
 from sbm import data, io
+from sbm.comparison import draw
 from sbm.config import load_params
 from sbm.plots import plot_samples
-from sbm.samplers import build_sampler, initial_state, schedule_for
 from sbm.stage import run_stage
 
 
@@ -29,17 +29,8 @@ def main() -> None:
     cfg = params.sampler
     meta = data.load_meta(args.data)
     model, _ = io.load_model(args.model)
-    sampler = build_sampler(cfg)
-    schedule = schedule_for(cfg, model.process)
-    g = torch.Generator().manual_seed(params.seed)
-    chunks, nfe, seconds = [], 0, 0.0
-    for start in range(0, cfg.n_samples, cfg.batch_size):
-        n = min(cfg.batch_size, cfg.n_samples - start)
-        x_T = initial_state(cfg, model.process, (n, *meta["shape"]), data_range=meta["value_range"], generator=g)
-        out = sampler(model, x_T, schedule, generator=g, progress=True)
-        chunks.append(out.x)
-        nfe, seconds = out.nfe, seconds + out.wall_time_s
-    x = torch.cat(chunks)
+    x, nfe, seconds = draw(model, cfg, cfg.n_samples, meta["shape"], data_range=meta["value_range"],
+                           seed=params.seed, progress=True)
     bad = (~torch.isfinite(x.flatten(1))).any(1).sum().item()
     if bad:
         raise ValueError(f"{bad} of {len(x)} samples are not finite (sampler {cfg.name}, step_size "

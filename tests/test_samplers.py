@@ -1,13 +1,18 @@
 """Samplers driven by the exact score of a mixture: they must reproduce it."""
 
+import numpy as np
 import pytest
 import torch
 
-from sbm.config import SamplerParams
+from sbm.config import SAMPLERS, ConfigError, SamplerParams
 from sbm.gmm import GaussianMixture
+from sbm.metrics import sliced_wasserstein
 from sbm.models import AnalyticScoreModel
-from sbm.processes import NCSNLadder
-from sbm.samplers import annealed_langevin, build_sampler, initial_state, langevin, run_loop
+from sbm.processes import NCSNLadder, SubVPSDE, VESDE, VPSDE, process_from_config
+from sbm.samplers import (
+    annealed_langevin, build_sampler, ddim_step, ddpm_step, initial_state, langevin, reverse_diffusion_step, run_loop,
+    schedule_for, snr_langevin_update,
+)
 
 # NCSN's motivating example (Song & Ermon 2019, Fig. 3): modes far apart, weights 0.8 / 0.2.
 TWO_MODES = GaussianMixture([0.8, 0.2], [[5.0, 5.0], [-5.0, -5.0]], [[[1.0, 0.0], [0.0, 1.0]]] * 2)
@@ -78,3 +83,200 @@ def test_samplers_built_from_params(mixture, name):
     out = sampler(model, x_T, LADDER.grid())
     assert out.x.shape == (20, 2) and torch.isfinite(out.x).all()
     assert out.nfe == (5 if name == "langevin" else 20) + int(cfg.denoise)
+
+
+# ------------------------------------------------------------------ the whole sampler family
+#
+# Every sampler is driven by the exact score of the `mixture` fixture and must reproduce
+# it. x_T is drawn from the exact marginal p_1 = α_1 x₀ + σ_1 ε (not the prior) so that only
+# the sampler's own error is measured: for VE with σ_max = 20 the prior N(0, 400 I) misses
+# the mixture's mean (−0.8, −1.6) by 0.09 sd, which alone moves the weights by ≈ 0.02.
+
+VE = VESDE(0.01, 20.0)
+VP = VPSDE()
+SUBVP = SubVPSDE()
+DDPM_LIN = process_from_config({"name": "ddpm", "beta_schedule": "linear", "beta_min": 0.1, "beta_max": 20.0,
+                                "n_timesteps": 200})
+DDPM_COS = process_from_config({"name": "ddpm", "beta_schedule": "cosine", "beta_min": 0.1, "beta_max": 20.0,
+                                "n_timesteps": 200})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny (≤ 4000 × 2): intra-op threads only add synchronisation, which
+    on a busy 2-core machine made one score evaluation 100× slower (25 ms instead of 0.2 ms)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+N_MIX = 4000  # weight s.e. ≤ sqrt(.24/4000) ≈ 0.008: a 0.04 tolerance is 5 s.e. (≥ 3.9 after ≤ 0.01 of bias)
+N_PROJ = 128
+
+# (sampler params, process): every sampler and every process at least once; steps chosen
+# so the discretisation bias of the weights is ≤ 0.01 (measured at n = 20000; the largest,
+# ≈ 0.009, are the pc samplers with the reverse-diffusion predictor).
+ACCURACY_CASES = [
+    (dict(name="euler_maruyama", steps=200), VE),
+    (dict(name="pc", steps=100, predictor="reverse_diffusion", corrector="langevin"), VP),
+    (dict(name="pc", steps=100, predictor="euler_maruyama", corrector="annealed_langevin", step_size=1e-4), LADDER),
+    (dict(name="pc", steps=100, predictor="reverse_diffusion", corrector="none"), SUBVP),
+    (dict(name="ddpm", steps=None), DDPM_LIN),
+    (dict(name="ddim", steps=50, eta=0.0), DDPM_COS),
+    (dict(name="ddim", steps=50, eta=0.5), DDPM_LIN),
+    (dict(name="ode_euler", steps=100), SUBVP),
+    (dict(name="ode_heun", steps=30), VE),
+    (dict(name="ode_heun", steps=30), VP),
+    (dict(name="ode_adaptive"), VP),
+]
+
+
+def _exact_x_T(mixture, process, n, g):
+    """x_1 ~ p_1 exactly: α(1) x₀ + σ(1) ε with x₀ from the mixture."""
+    x0, _ = mixture.sample(n, generator=g)
+    return process.perturb(x0, torch.ones(n), torch.randn(n, mixture.dim, generator=g))
+
+
+def _sw_floor(mixture, n, g, pairs=8):
+    """Mean SW₂ between independent true samples of size n: what sampling noise alone gives
+    (≈ 0.25 at n = 4000, dominated by the multinomial noise of the weights across modes ≈ 11 apart)."""
+    return float(np.mean([sliced_wasserstein(mixture.sample(n, generator=g)[0], mixture.sample(n, generator=g)[0],
+                                             N_PROJ, generator=g) for _ in range(pairs)]))
+
+
+@pytest.mark.parametrize("kw,process", ACCURACY_CASES,
+                         ids=[f"{kw['name']}-{type(p).__name__}-{kw.get('predictor', '')}{kw.get('corrector', '')}"
+                              f"{kw.get('eta', '')}" for kw, p in ACCURACY_CASES])
+def test_sampler_reproduces_the_mixture(mixture, kw, process):
+    """SW₂ to fresh true samples within 3× the true-vs-true floor (over 100 seeds the
+    true-vs-true SW₂ at n = 4000 has mean 0.25, 95th percentile 0.45 and maximum 0.53, so
+    3 × floor ≈ 0.75 is not reached by sampling noise; a weight off by 0.03 alone gives
+    SW₂ ≈ √(0.03 · 8²) ≈ 1.4), and every mixture weight within 0.04 (see N_MIX)."""
+    g = torch.Generator().manual_seed(1)
+    cfg = SamplerParams(**kw)
+    model = AnalyticScoreModel(mixture.exact_score_fn(process), process)
+    out = build_sampler(cfg)(model, _exact_x_T(mixture, process, N_MIX, g), schedule_for(cfg, process), generator=g)
+    assert torch.isfinite(out.x).all()
+    sw = sliced_wasserstein(out.x, mixture.sample(N_MIX, generator=g)[0], N_PROJ, generator=g)
+    floor = _sw_floor(mixture, N_MIX, g)
+    assert sw < 3 * floor, (sw, floor)
+    w = torch.bincount(mixture.nearest_component(out.x), minlength=3).double() / N_MIX
+    assert (w - mixture.weights).abs().max() < 0.04, w
+
+
+def _expected_nfe(cfg: SamplerParams, k: int) -> int:
+    """The NFE conventions of `sbm.samplers` for a k-point schedule."""
+    base = {
+        "langevin": cfg.langevin_steps,
+        "annealed_langevin": k * cfg.steps_per_level,
+        "euler_maruyama": k - 1, "ddpm": k - 1, "ddim": k - 1, "ode_euler": k - 1,
+        "ode_heun": 2 * (k - 1),
+        "pc": (k - 1) * (cfg.predictor != "none") + k * cfg.corrector_steps * (cfg.corrector != "none"),
+    }[cfg.name]
+    return base + int(cfg.denoise)
+
+
+FIXED_STEP = [dict(name=n) for n in SAMPLERS if n != "ode_adaptive"] + [
+    dict(name="pc", predictor="none", corrector="langevin", corrector_steps=3),
+    dict(name="pc", predictor="euler_maruyama", corrector="annealed_langevin", corrector_steps=2),
+    dict(name="pc", predictor="reverse_diffusion", corrector="none", denoise=False),
+    dict(name="ddim", eta=0.7, denoise=False),
+]
+
+
+@pytest.mark.parametrize("kw", FIXED_STEP, ids=lambda kw: "-".join(str(v) for v in kw.values()))
+@pytest.mark.parametrize("process", [VP, DDPM_LIN], ids=["vp", "ddpm"])
+def test_fixed_step_samplers_count_their_evaluations(mixture, kw, process):
+    cfg = SamplerParams(steps=7, steps_per_level=2, langevin_steps=5, step_size=1e-4, **kw)
+    model = AnalyticScoreModel(mixture.exact_score_fn(process), process)
+    seen = []
+    out = build_sampler(cfg)(model, process.prior_sample((8, 2)), schedule_for(cfg, process),
+                             callback=lambda i, t, x: seen.append(i))
+    assert out.x.shape == (8, 2) and torch.isfinite(out.x).all()
+    assert out.nfe == _expected_nfe(cfg, 7)
+    assert seen == ([0] if cfg.name == "langevin" else list(range(7)))
+
+
+def test_schedule_for_uses_steps_or_the_native_grid():
+    assert len(schedule_for(SamplerParams(steps=None), LADDER)) == 10
+    assert len(schedule_for(SamplerParams(steps=None), DDPM_LIN)) == 200
+    assert len(schedule_for(SamplerParams(steps=None), VP)) == 1000
+    s = schedule_for(SamplerParams(steps=25), VP)
+    assert len(s) == 25 and s[0] == 1 and s[-1] == pytest.approx(VP.t_min)
+
+
+def test_pc_with_neither_predictor_nor_corrector_is_refused():
+    with pytest.raises(ConfigError, match="predictor"):
+        build_sampler(SamplerParams(name="pc", predictor="none", corrector="none"))
+
+
+def test_ode_adaptive_agrees_with_fine_heun_and_is_deterministic(mixture):
+    """RK45 (rtol = atol = 1e-6) and Heun with 1600 steps solve the same ODE from the same x_T.
+    Most samples agree to ~1e-6; the worst ones start near the separatrix between modes,
+    where the flow stretches errors: there Heun's error, measured at 100/400/1600 steps, is
+    0.14 / 0.012 / 7e-4 (second order), RK45's ≈ 1e-4. Hence max < 3e-3 and median < 1e-4,
+    against a data scale of ≈ 1."""
+    g = torch.Generator().manual_seed(2)
+    model = AnalyticScoreModel(mixture.exact_score_fn(VP), VP)
+    x_T = VP.prior_sample((200, 2), generator=g)
+    adaptive = build_sampler(SamplerParams(name="ode_adaptive", rtol=1e-6, atol=1e-6))
+    heun = build_sampler(SamplerParams(name="ode_heun"))
+    a = adaptive(model, x_T, VP.grid(), generator=torch.Generator().manual_seed(0))
+    h = heun(model, x_T, VP.grid(1601))
+    dist = (a.x - h.x).norm(dim=1)
+    assert dist.max() < 3e-3 and dist.median() < 1e-4, (dist.max(), dist.median())
+    assert 20 < a.nfe < 1000  # the solver's own evaluations (+ the denoise), far fewer than Heun's 3201
+    # deterministic: the same x_T gives the same samples whatever the generator's state
+    again = adaptive(model, x_T.clone(), VP.grid(), generator=torch.Generator().manual_seed(99))
+    assert torch.equal(a.x, again.x)
+    h2 = heun(model, x_T.clone(), VP.grid(1601), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(h.x, h2.x)
+
+
+def test_ddim_with_eta_one_is_the_ddpm_posterior(mixture):
+    """Eq. (7) with η = 1 rewrites eq. (6): with the same noise both give the same step,
+    between consecutive DDPM steps and between any two times of a continuous process."""
+    for process, (t, s) in [(DDPM_LIN, DDPM_LIN.time(torch.tensor([120, 119]))), (VE, torch.tensor([0.7, 0.4]))]:
+        model = AnalyticScoreModel(mixture.exact_score_fn(process), process)
+        x = process.prior_sample((50, 2))
+        a = ddpm_step(model, x, t, s, generator=torch.Generator().manual_seed(0))
+        b = ddim_step(model, x, t, s, eta=1.0, generator=torch.Generator().manual_seed(0))
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_reverse_diffusion_and_snr_corrector_discretise_like_score_sde(mixture):
+    """Eq. (4) is score_sde's `discretize`: VE g_Δ² = σ_t² − σ_s²; DDPM f_Δ = (√(1−β_i) − 1) x,
+    g_Δ² = β_i; the corrector's a_i of eq. (5) is 1 for VE and 1 − β_i for DDPM."""
+    x = torch.randn(30, 2) * 3
+    t, s = torch.tensor(0.6), torch.tensor(0.5)
+    model = AnalyticScoreModel(mixture.exact_score_fn(VE), VE)
+    g2 = VE.sigma(t.reshape(1)).item() ** 2 - VE.sigma(s.reshape(1)).item() ** 2
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    expect = x + g2 * model.score(x, t.expand(30)) + g2**0.5 * z
+    got = reverse_diffusion_step(model, x, t, s, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(got, expect, atol=1e-4)
+
+    model = AnalyticScoreModel(mixture.exact_score_fn(DDPM_LIN), DDPM_LIN)
+    i = 150
+    t, s = DDPM_LIN.time(torch.tensor([i, i - 1]))
+    beta = DDPM_LIN.betas[i].item()
+    expect = (2 - (1 - beta) ** 0.5) * x + beta * model.score(x, t.expand(30)) + beta**0.5 * z
+    got = reverse_diffusion_step(model, x, t, s, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(got, expect, atol=1e-5)
+
+    # the corrector step: δ = 2 a (r ‖z‖/‖s‖)², with a from the marginals
+    for process, sched, a in [(VE, torch.tensor([0.6, 0.5]), 1.0), (DDPM_LIN, DDPM_LIN.time(torch.tensor([i, i - 1])),
+                                                                    1 - beta)]:
+        model = AnalyticScoreModel(mixture.exact_score_fn(process), process)
+        sc = model.score(x, sched[0].expand(30))
+        ratio = z.norm(dim=1).mean() / sc.norm(dim=1).mean()
+        delta = 2 * a * (0.16 * ratio) ** 2
+        got = snr_langevin_update(model, x, 0, sched, snr=0.16, generator=torch.Generator().manual_seed(0))
+        assert torch.allclose(got, x + delta * sc + (2 * delta) ** 0.5 * z, atol=1e-5)
+
+
+def test_ddpm_schedule_time_grid_round_trips():
+    """The ddpm sampler's native grid visits every DDPM step N−1, …, 0 once (t_i = (i+1)/N)."""
+    grid = DDPM_LIN.grid()
+    assert torch.equal(DDPM_LIN.index(grid), torch.arange(199, -1, -1))

@@ -1,0 +1,40 @@
+"""DVC stage `compare_samplers`: every sampler in eval.compare_samplers at every step count
+in eval.compare_steps, on the trained model — NFE, wall time per sample and the
+sample-to-test distance next to the real-data floor (sbm.comparison).
+
+Writes reports/samplers.json (rows) and reports/samplers.png (quality vs NFE).
+"""
+
+import argparse
+
+from sbm import data, io
+from sbm.comparison import compare_samplers, plot_quality_vs_nfe
+from sbm.config import load_params
+from sbm.stage import run_stage
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--model", default="data/models/score.safetensors")
+    ap.add_argument("--out", default="reports/samplers.json")
+    ap.add_argument("--plot", default="reports/samplers.png")
+    args = ap.parse_args()
+
+    params = load_params(args.params)
+    meta = data.load_meta(args.data)
+    model, _ = io.load_model(args.model)
+    test, _ = data.load_split(args.data, "test")
+    train, _ = data.load_split(args.data, "train")
+    n = min(params.eval.n_points, len(test), len(train))
+    rows = compare_samplers(model, params.sampler, params.eval.compare_samplers, params.eval.compare_steps,
+                            test=test, reference=train, n=n, n_projections=params.eval.n_projections,
+                            data_range=meta.get("value_range"), seed=params.seed)
+    io.write_json(args.out, {"n": n, "rows": rows})
+    plot_quality_vs_nfe(rows, args.plot)
+    print(f"compare_samplers: {len(rows)} runs on {n} samples each -> {args.out}")
+
+
+if __name__ == "__main__":
+    run_stage("compare_samplers", main)
