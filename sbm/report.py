@@ -47,6 +47,8 @@ class ReportInputs:
     sample: Path = Path("reports/sample.json")
     loss_tsv: Path = Path("reports/live/train_score/plots/metrics/loss.tsv")
     samples_png: Path = Path("reports/samples.png")
+    samplers: Path = Path("reports/samplers.json")
+    samplers_png: Path = Path("reports/samplers.png")
 
     def __post_init__(self):
         for name in self.__dataclass_fields__:
@@ -159,6 +161,40 @@ def quality_section(m: dict | None, sample: dict | None, inp: ReportInputs) -> l
     return out
 
 
+def likelihood_section(m: dict | None) -> list[str]:
+    """Test NLL along the probability-flow ODE (nats/example or bits/dim) and, for the
+    mixture, the exact NLL of the same points under the true density."""
+    if m is None or not any(k in m for k in ("nll", "bpd")):
+        return []
+    rows = [(label, m.get(key)) for key, label in (
+        ("nll", "model NLL (nats / example)"), ("nll_exact", "exact NLL under the true density"),
+        ("nll_gap", "gap to the exact NLL"), ("bpd", "model NLL (bits / dim, dequantised)"),
+        ("nll_nfe", "NFE per ODE solve")) if m.get(key) is not None]
+    df = pd.DataFrame(rows, columns=["test likelihood", "value"])
+    return ["## Likelihood", "", "log p₀(x) integrated along the probability-flow ODE on test points.", "",
+            _table(df.map(_fmt)), ""]
+
+
+def samplers_section(inp: ReportInputs) -> list[str]:
+    """The sampler comparison: NFE, time per sample and distance to test per (sampler, steps)."""
+    data = _json_or_none(inp.samplers)
+    if data is None:
+        return ["## Sampler comparison", "", _skip("the sampler comparison", inp.samplers, "compare_samplers"), ""]
+    rows = data.get("rows") or []
+    if not rows:
+        return ["## Sampler comparison", "", "_No samplers listed in eval.compare_samplers._", ""]
+    df = pd.DataFrame(rows)
+    cols = [c for c in ("sampler", "steps", "nfe", "seconds_per_sample", "swd", "swd_floor", "mmd", "non_finite")
+            if c in df.columns]
+    out = ["## Sampler comparison", "",
+           f"Each sampler at each step count on the same model and seed, n = {data.get('n')} samples; "
+           "distances to the test split, the floor is real training points against the same test points.", "",
+           _table(df[cols].map(_fmt)), ""]
+    if inp.samplers_png.is_file():
+        out += [f"![quality vs NFE]({_rel(inp.samplers_png, inp.out)})", ""]
+    return out
+
+
 def score_table(levels: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([{"level": i, "t": r["t"], "σ": r["sigma"], "MSE": r["mse"],
                           "E‖∇log p‖²": r["score_sq"], "relative": r["rel_err"]}
@@ -226,7 +262,9 @@ def build_report(inp: ReportInputs) -> str:
     lines = ["# sbm report", ""]
     lines += data_section(_json_or_none(inp.prepare), inp.prepare)
     lines += quality_section(m, _json_or_none(inp.sample), inp)
+    lines += likelihood_section(m)
     lines += gmm_section(_json_or_none(inp.detail), inp)
+    lines += samplers_section(inp)
     lines += training_section(_json_or_none(inp.train), inp)
     lines += samples_section(inp)
     text = "\n".join(lines).rstrip() + "\n"

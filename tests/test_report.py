@@ -152,6 +152,11 @@ def _write_training_outputs(r: Path) -> None:
                                            "resumed_from": None, "n_params": 1234})
     io.write_json(r / "prepare.json", {"name": "gmm", "shape": [2], "n_train": 600, "n_test": 300, "sigma_max": 12.0})
     io.write_json(r / "sample.json", {"sampler": "annealed_langevin", "n": 400, "nfe": 10, "wall_time_s": 0.1})
+    io.write_json(r / "samplers.json", {"n": 400, "rows": [
+        {"sampler": "ddim", "steps": 10, "nfe": 10, "seconds_per_sample": 1e-4, "swd": 0.31, "swd_floor": 0.12,
+         "mmd": 0.01, "mmd_floor": 0.0, "non_finite": 0},
+        {"sampler": "ode_heun", "steps": 10, "nfe": 19, "seconds_per_sample": 2e-4, "swd": 0.25, "swd_floor": 0.12,
+         "mmd": 0.005, "mmd_floor": 0.0, "non_finite": 0}]})
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(1, 1))
@@ -166,7 +171,8 @@ def test_report_stage_end_to_end(pipeline):
     _write_training_outputs(r)
     files = {"metrics": "metrics.json", "detail": "eval_detail.json", "train": "train_score.json",
              "prepare": "prepare.json", "sample": "sample.json", "loss-tsv": "live/train_score/plots/metrics/loss.tsv",
-             "samples-png": "samples.png", "out": "report.md", "loss-png": "loss.png"}
+             "samples-png": "samples.png", "out": "report.md", "loss-png": "loss.png", "samplers": "samplers.json",
+             "samplers-png": "samplers.png"}
     text = load_stage("report").main([a for k, f in files.items() for a in (f"--{k}", str(r / f))])
     assert (r / "report.md").read_text() == text
     assert "_Skipped" not in text
@@ -182,15 +188,18 @@ def test_report_stage_end_to_end(pipeline):
     # training and images
     assert "final_loss" in text and "![training loss](loss.png)" in text and "![samples](samples.png)" in text
     assert (r / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # sampler comparison: one row per (sampler, steps) with its NFE and distance
+    part = text[text.index("## Sampler comparison"):]
+    assert "| ddim " in part and "| ode_heun " in part and "0.31" in part and "19" in part
 
 
 def test_report_skips_absent_inputs_with_notes(tmp_path):
     inp = ReportInputs(out=tmp_path / "r" / "report.md", loss_png=tmp_path / "r" / "loss.png",
                        **{k: tmp_path / "absent" / k for k in ("metrics", "detail", "train", "prepare", "sample",
-                                                                 "loss_tsv", "samples_png")})
+                                                                 "loss_tsv", "samples_png", "samplers")})
     text = build_report(inp)
     notes = [ln for ln in text.splitlines() if ln.startswith("_Skipped")]
-    assert len(notes) == 7 and all("not found" in n for n in notes)
+    assert len(notes) == 8 and all("not found" in n for n in notes)
     assert "evaluate" in text and "train_score" in text
     assert not (tmp_path / "r" / "loss.png").exists()
     assert "|" not in text  # no tables without inputs
