@@ -1,14 +1,20 @@
-"""DVC stage `evaluate`: how close are the samples to the data, and (for the Gaussian mixture)
-how close is the learned score to the exact one.
+"""DVC stage `evaluate`: how close are the samples to the data, how likely the test data is
+under the model, and (for the Gaussian mixture) how close is the learned score to the exact one.
 
-Reads params (seed, eval), data/prepared (train + test splits, meta), the samples and, for
-the gmm data, the score model; writes reports/metrics.json (flat scalars, for `dvc metrics
-show` / `dvc exp show`) and reports/eval_detail.json (per-level tables, weights).
+Reads params (seed, eval, likelihood), data/prepared (train + test splits, meta), the samples
+and the score model; writes reports/metrics.json (flat scalars, for `dvc metrics show` /
+`dvc exp show`) and reports/eval_detail.json (per-level tables, weights, likelihood settings).
 
 Distances (sbm.metrics.distance_report): SW₂ and MMD² of samples vs test points, next to
 the floor — the same distances from real training points to the same test points.
+Likelihood (sbm.likelihood.dataset_nll): the probability-flow ODE log-likelihood of the first
+`likelihood.n_points` test points — `nll` (mean nats per example) for continuous data, or,
+when meta.json has n_levels (quantised data, e.g. digits), `bpd`: bits/dim of the points
+dequantised by u ~ U[0, Δ) (the variational bound of sbm.likelihood, eq. 5); `nll_nfe`,
+the mean number of score evaluations per ODE solve.
 Gaussian mixture only: score error per noise level against the exact score, mixture
-weights read off the samples, mean true log-density of samples and of test points.
+weights read off the samples, mean true log-density of samples and of test points, and
+`nll_exact` = −mean true log p₀ of the same likelihood points, `nll_gap` = nll − nll_exact.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import math
 import torch
 from tqdm import tqdm
 
-from sbm import data, io, metrics
+from sbm import data, io, likelihood, metrics
 from sbm.config import load_params
 from sbm.gmm import GaussianMixture
 from sbm.stage import run_stage
@@ -87,6 +93,30 @@ def evaluate_gmm(model, gmm: GaussianMixture, samples, test, n_score_points: int
     return flat, detail
 
 
+def evaluate_likelihood(model, test, meta: dict, cfg, seed: int, gmm: GaussianMixture | None = None,
+                        progress: bool = True) -> tuple[dict, dict]:
+    """ODE NLL of the first cfg.n_points test points (`likelihood` params) -> (flat metrics, detail)."""
+    points = test[: cfg.n_points]
+    n_levels = meta.get("n_levels")
+    data_range = meta.get("data_range") or [-1.0, 1.0]
+    summary, _ = likelihood.dataset_nll(
+        model, points, batch_size=cfg.batch_size, divergence=cfg.divergence, probe=cfg.probe,
+        n_probes=cfg.n_probes, rtol=cfg.rtol, atol=cfg.atol, n_levels=n_levels, data_range=data_range,
+        generator=torch.Generator().manual_seed(seed), progress=progress)
+    flat = {k: summary[k] for k in ("nll", "bpd") if k in summary}
+    flat["nll_nfe"] = summary["nll_nfe"]
+    if gmm is not None and n_levels is None:
+        flat["nll_exact"] = -metrics.mean_log_density(points.reshape(len(points), -1), gmm)
+        flat["nll_gap"] = flat["nll"] - flat["nll_exact"]
+    detail = {"likelihood": {
+        **{k: getattr(cfg, k) for k in ("divergence", "probe", "n_probes", "rtol", "atol", "batch_size")},
+        "n": summary["n"], "batches": summary["nll_batches"], "dequantized": n_levels is not None,
+        "bin_width": likelihood.bin_width(n_levels, data_range) if n_levels is not None else None,
+        **flat,
+    }}
+    return flat, detail
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
@@ -109,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     if gmm is not None and gmm.dim != samples[0].numel():
         raise ValueError(f"{args.data}/meta.json: the mixture has dimension {gmm.dim}, "
                          f"the samples {samples[0].numel()}")
-    model = io.load_model(args.model)[0] if gmm is not None else None  # fail before the work
+    model = io.load_model(args.model)[0]  # fail before the work
     train_x, _ = data.load_split(args.data, "train")
     test_x, _ = data.load_split(args.data, "test")
 
@@ -127,10 +157,19 @@ def main(argv: list[str] | None = None) -> dict:
                                       progress=not args.no_progress)
         flat.update(gflat)
         detail.update(gdetail)
+    lflat, ldetail = evaluate_likelihood(model, test_x, meta, params.likelihood, params.seed, gmm,
+                                         progress=not args.no_progress)
+    flat.update(lflat)
+    detail.update(ldetail)
     msg = (f"evaluate: SW₂ {flat['swd']:.4f} (floor {flat['swd_floor']:.4f}), "
            f"MMD² {flat['mmd']:.2e} (floor {flat['mmd_floor']:.2e})")
     if gmm is not None:
         msg += f", score rel. err. {flat['score_rel_err_mean']:.3f}, weight err. {flat['weight_err_max']:.3f}"
+    if "bpd" in flat:
+        msg += f", {flat['bpd']:.3f} bits/dim"
+    else:
+        msg += f", NLL {flat['nll']:.3f} nats" + (f" (exact {flat['nll_exact']:.3f})" if "nll_exact" in flat else "")
+    msg += f" ({flat['nll_nfe']:.0f} NFE)"
     flat, detail = _clean(flat), _clean(detail)
     io.write_json(args.metrics, flat)
     io.write_json(args.detail, detail)

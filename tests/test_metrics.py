@@ -237,3 +237,105 @@ def test_mean_log_density_lower_for_shifted_points(gmm):
     assert lx == pytest.approx(ly, abs=0.1)  # two draws of the same distribution
     shifted = metrics.mean_log_density(x + torch.tensor([2.0, 2.0]), gmm)
     assert shifted < lx - 1.0
+
+
+# --------------------------------------------------------------------------- evaluate stage: likelihood
+
+
+def _load_evaluate():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "stages" / "evaluate.py"
+    spec = importlib.util.spec_from_file_location("_stage_evaluate_nll", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _write_prepared(d, x_train, x_test, meta_extra: dict) -> None:
+    """The layout of sbm.data.prepare: dataset/{train,test} (x flat float32, label int64) + meta.json."""
+    import datasets
+
+    from sbm import io
+
+    dim = x_train.shape[1]
+    features = datasets.Features({"x": datasets.List(datasets.Value("float32"), length=dim),
+                                  "label": datasets.Value("int64")})
+    datasets.DatasetDict({
+        s: datasets.Dataset.from_dict({"x": x.numpy(), "label": torch.full((len(x),), -1).numpy()},
+                                      features=features)
+        for s, x in {"train": x_train, "test": x_test}.items()
+    }).save_to_disk(str(d / "dataset"))
+    io.write_json(d / "meta.json", {
+        "shape": [dim], "dim": dim, "n_train": len(x_train), "n_test": len(x_test),
+        "value_range": [float(x_train.min()), float(x_train.max())], "n_levels": None, "data_range": None,
+        "sigma_max": 12.0, "gmm": None, "n_classes": None, **meta_extra,
+    })
+
+
+def _eval_pipeline(tmp_path, x_train, x_test, meta_extra, process) -> list[str]:
+    """prepared data, an untrained model, samples and params under tmp_path -> evaluate's argv."""
+    from sbm import io
+    from sbm.models import ScoreModel
+    from sbm.nets import MLPNet
+
+    dim = x_train.shape[1]
+    _write_prepared(tmp_path / "prepared", x_train, x_test, meta_extra)
+    torch.manual_seed(0)
+    io.save_model(tmp_path / "score.safetensors", ScoreModel(MLPNet(dim, hidden=16, depth=1), process))
+    io.save_tensors(tmp_path / "samples.safetensors", {"x": x_train[:100] + 0.5},
+                    {"kind": "samples", "sampler": "ode_heun"})
+    (tmp_path / "params.yaml").write_text(
+        "seed: 3\neval:\n  n_points: 100\n  n_projections: 16\n  n_score_points: 50\n"
+        "likelihood:\n  n_points: 40\n  batch_size: 25\n")
+    files = {"params": "params.yaml", "data": "prepared", "model": "score.safetensors",
+             "samples": "samples.safetensors", "metrics": "reports/metrics.json", "detail": "reports/eval_detail.json"}
+    return [a for k, f in files.items() for a in (f"--{k}", str(tmp_path / f))] + ["--no-progress"]
+
+
+def test_evaluate_stage_reports_nll_and_exact_nll_for_the_mixture(gmm, tmp_path):
+    import json
+
+    from sbm.processes import VPSDE
+
+    x_train, _ = gmm.sample(300, generator=gen(20))
+    x_test, _ = gmm.sample(60, generator=gen(21))
+    argv = _eval_pipeline(tmp_path, x_train, x_test, {"name": "gmm", "gmm": gmm.to_dict(), "n_classes": 3},
+                          VPSDE(0.1, 20, t_min=1e-3))
+    flat = _load_evaluate().main(argv)
+    assert json.loads((tmp_path / "reports" / "metrics.json").read_text()) == flat
+    assert {"nll", "nll_nfe", "nll_exact", "nll_gap"} <= set(flat) and "bpd" not in flat
+    assert {"swd", "mmd", "score_rel_err_mean", "logp_test"} <= set(flat)  # the existing metrics stay
+    # nll_exact: −mean true log p₀ of the first likelihood.n_points = 40 test points
+    assert flat["nll_exact"] == pytest.approx(float(-gmm.log_prob(x_test[:40].double()).mean()), rel=1e-6)
+    assert flat["nll_gap"] == pytest.approx(flat["nll"] - flat["nll_exact"])
+    assert math.isfinite(flat["nll"]) and flat["nll_nfe"] > 0
+    detail = json.loads((tmp_path / "reports" / "eval_detail.json").read_text())["likelihood"]
+    assert detail["n"] == 40 and detail["batches"] == 2 and detail["dequantized"] is False
+    assert detail["divergence"] == "exact"
+    assert _load_evaluate().main(argv) == flat  # same params and seed: the same metrics
+
+
+def test_evaluate_stage_reports_bits_per_dim_for_quantised_data(tmp_path):
+    import json
+
+    from sbm import io
+    from sbm.likelihood import dataset_nll
+    from sbm.processes import VPSDE
+
+    # digits-like: 17 levels k/8 − 1 on [−1, 1], D = 4, no mixture
+    x = torch.randint(0, 17, (200, 4), generator=gen(22)).float() / 8 - 1
+    argv = _eval_pipeline(tmp_path, x[:150], x[150:], {"name": "digits", "n_levels": 17, "data_range": [-1.0, 1.0]},
+                          VPSDE(0.1, 20, t_min=1e-3))
+    flat = _load_evaluate().main(argv)
+    assert "bpd" in flat and "nll" not in flat
+    assert not any(k.startswith(("nll_exact", "nll_gap", "score_")) for k in flat)
+    assert math.isfinite(flat["bpd"]) and flat["nll_nfe"] > 0
+    detail = json.loads((tmp_path / "reports" / "eval_detail.json").read_text())["likelihood"]
+    assert detail["dequantized"] is True and detail["bin_width"] == 0.125 and detail["n"] == 40
+    # the stage is sbm.likelihood.dataset_nll on the first 40 test points, dequantised, seeded by `seed`
+    model = io.load_model(tmp_path / "score.safetensors")[0]
+    summary, _ = dataset_nll(model, x[150:190], batch_size=25, n_levels=17, data_range=(-1, 1),
+                             generator=torch.Generator().manual_seed(3))
+    assert flat["bpd"] == pytest.approx(summary["bpd"], rel=1e-9)

@@ -76,7 +76,7 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     d, env = repo
     dvc = [sys.executable, "-m", "dvc"]
     first = _run([*dvc, "repro"], d, env)
-    assert _ran(first) == {"prepare", "train_score", "sample", "evaluate", "report"}
+    assert _ran(first) == {"prepare", "train_score", "sample", "compare_samplers", "evaluate", "report"}
     for out in ("data/models/score.safetensors", "reports/metrics.json", "reports/report.md",
                 "reports/samples.png", "reports/loss.png"):
         assert (d / out).is_file(), out

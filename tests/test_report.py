@@ -78,7 +78,8 @@ def test_evaluate_stage_writes_flat_finite_metrics(pipeline):
     assert m == flat
     expected = {"n_samples", "n_eval", "swd", "swd_floor", "swd_ratio", "mmd", "mmd_floor",
                 "score_rel_err_mean", "score_rel_err_max", "score_mse_mean", "weight_err_max", "weight_tv",
-                "logp_samples", "logp_test", "logp_gap"} | {f"score_rel_err_l{i:02d}" for i in range(20)}
+                "logp_samples", "logp_test", "logp_gap", "nll", "nll_nfe", "nll_exact", "nll_gap"} | {
+                f"score_rel_err_l{i:02d}" for i in range(20)}
     assert set(m) == expected
     for k, v in m.items():  # flat scalars only, all finite
         assert isinstance(v, (int, float)) and math.isfinite(v), (k, v)
@@ -100,13 +101,14 @@ def test_evaluate_stage_writes_flat_finite_metrics(pipeline):
     assert evaluate.main(eval_args(pipeline)) == flat
 
 
-def test_evaluate_without_mixture_needs_no_model(pipeline, tmp_path):
+def test_evaluate_without_mixture_has_no_analytic_metrics(pipeline, tmp_path):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(500, 2, generator=g)
     no_label = torch.full((500,), -1, dtype=torch.int64)
     write_prepared(tmp_path / "moons", x[:300], no_label[:300], x[300:], no_label[300:], None, "moons")
-    flat = load_stage("evaluate").main(eval_args(pipeline, data=tmp_path / "moons", model=tmp_path / "absent"))
-    assert "swd" in flat and not any(k.startswith(("score_", "weight_", "logp_")) for k in flat)
+    flat = load_stage("evaluate").main(eval_args(pipeline, data=tmp_path / "moons"))
+    assert "swd" in flat and "nll" in flat
+    assert not any(k.startswith(("score_", "weight_", "logp_", "nll_exact")) for k in flat)
 
 
 def _run_cli(main, argv):
