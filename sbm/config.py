@@ -193,11 +193,49 @@ class ProcessParams:
 
 
 @dataclass(frozen=True)
+class UNetParams:
+    """The U-Net (`sbm.nets.UNetNet`, a diffusers UNet2DModel) used for (C, H, W) data.
+
+    One level per entry of `channels` (len − 1 down-samplings by 2); `attention` flags
+    self-attention per level and must have the same length."""
+
+    channels: list[int] = _f([64, 128])
+    layers_per_block: int = _f(2, ge=1)
+    attention: list[bool] = _f([False, True])
+    mid_attention: bool = True
+    norm_groups: int = _f(16, ge=1)
+
+    def validate(self, key: str) -> None:
+        _check_levels(self.channels, self.attention, self.norm_groups, key)
+        if self.mid_attention and self.channels[-1] % 8:
+            raise ConfigError(f"{key}.channels = {self.channels}: mid_attention needs the last level's channels "
+                              "divisible by 8 (the attention head size)")
+
+
+def _check_levels(channels: list[int], attention: list[bool] | None, groups: int, key: str) -> None:
+    if not channels:
+        raise ConfigError(f"{key}.channels = []: need at least one level")
+    for c in channels:
+        if c < 1 or c % groups:
+            raise ConfigError(f"{key}.channels = {channels}: every entry must be a positive multiple of "
+                              f"{key}.norm_groups = {groups}")
+    if attention is not None:
+        if len(attention) != len(channels):
+            raise ConfigError(f"{key}.attention = {attention}: needs one true/false per level "
+                              f"({len(channels)} levels in {key}.channels)")
+        for c, a in zip(channels, attention):
+            if a and c % 8:
+                raise ConfigError(f"{key}.channels = {channels}: a level with attention needs channels divisible "
+                                  "by 8 (the attention head size)")
+
+
+@dataclass(frozen=True)
 class ModelParams:
     prediction: Literal["eps", "score", "x0"] = "eps"
     hidden: int = _f(128, ge=1)
     depth: int = _f(3, ge=1)
     embedding_dim: int = _f(64, ge=2)
+    unet: UNetParams = _f(None)
 
 
 @dataclass(frozen=True)
@@ -270,6 +308,47 @@ class EvalParams:
 
 
 @dataclass(frozen=True)
+class VAEParams:
+    """The KL autoencoder of latent models (`sbm.latent`, a diffusers AutoencoderKL).
+
+    Down-sampling factor f = 2^(len(channels) − 1); latents are (latent_channels, H/f, W/f).
+    decoder_std: σ of the Gaussian decoder p(x|z) = N(x̂(z), σ² I); null = learned (one σ
+    per image channel). steps/batch_size/lr override `train` for this model."""
+
+    channels: list[int] = _f([32, 64, 64])
+    layers_per_block: int = _f(1, ge=1)
+    latent_channels: int = _f(4, ge=1)
+    norm_groups: int = _f(16, ge=1)
+    kl_weight: float = _f(1.0, ge=0.0)
+    decoder_std: Optional[float] = _f(None, gt=0.0)
+    steps: int = _f(3000, ge=1)
+    batch_size: int = _f(128, ge=1)
+    lr: float = _f(1e-3, gt=0.0)
+    bound_samples: int = _f(1, ge=1)
+
+    def validate(self, key: str) -> None:
+        _check_levels(self.channels, None, self.norm_groups, key)
+
+
+@dataclass(frozen=True)
+class EvaluatorParams:
+    """The evaluator classifier (`sbm.evaluator`) whose penultimate features define FID."""
+
+    channels: list[int] = _f([32, 64])
+    hidden: int = _f(128, ge=2)
+    steps: int = _f(1500, ge=1)
+    batch_size: int = _f(128, ge=1)
+    lr: float = _f(2e-3, gt=0.0)
+    weight_decay: float = _f(1e-4, ge=0.0)
+    feature: Literal["evaluator", "inception"] = "evaluator"
+    inception_weights: Optional[str] = None
+
+    def validate(self, key: str) -> None:
+        if not self.channels or any(c < 1 for c in self.channels):
+            raise ConfigError(f"{key}.channels = {self.channels}: need at least one positive channel count")
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = _f(0, ge=0)
     loss: Literal[LOSSES] = "dsm"
@@ -281,6 +360,8 @@ class Params:
     sampler: SamplerParams = _f(None)
     likelihood: LikelihoodParams = _f(None)
     eval: EvalParams = _f(None)
+    vae: VAEParams = _f(None)
+    evaluator: EvaluatorParams = _f(None)
 
 
 # --------------------------------------------------------------------------- generic parser

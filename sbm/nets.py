@@ -59,7 +59,92 @@ class MLPNet(nn.Module):
         return self.out(h)
 
 
-NETS = {"mlp": MLPNet}
+# --------------------------------------------------------------------------- U-Net (images, latents)
+
+
+def pad_to_multiple(x: Tensor, multiple: int, value: float = 0.0) -> tuple[Tensor, tuple[int, int]]:
+    """Pad (N, C, H, W) on the bottom/right to H', W' divisible by `multiple`. -> (padded, (H, W))."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = nn.functional.pad(x, (0, pw, 0, ph), value=value)
+    return x, (h, w)
+
+
+def check_unet_levels(channels, attention, norm_groups: int, head_dim: int, mid_attention: bool = False,
+                      where: str = "model.unet") -> None:
+    """Raise ValueError (naming the params key) if the U-Net settings are inconsistent."""
+    channels, attention = list(channels), list(attention)
+    if not channels:
+        raise ValueError(f"{where}.channels = []: need at least one level")
+    if len(attention) != len(channels):
+        raise ValueError(f"{where}.attention = {attention}: needs one true/false per level "
+                         f"({len(channels)} levels in {where}.channels = {channels})")
+    for c in channels:
+        if c < 1 or c % norm_groups:
+            raise ValueError(f"{where}.channels = {channels}: every entry must be a positive multiple of "
+                             f"{where}.norm_groups = {norm_groups} (GroupNorm)")
+    for c, a in zip(channels + channels[-1:], attention + [mid_attention]):
+        if a and c % head_dim:
+            raise ValueError(f"{where}.channels = {channels}: levels with attention (and the bottleneck, with "
+                             f"mid_attention) need channels divisible by the attention head size {head_dim}")
+
+
+class UNetNet(nn.Module):
+    """Noise-conditional U-Net for images or latents: (x (N, C, H, W), c (N,)) -> (N, C, H, W).
+
+    A diffusers `UNet2DModel` (Ho et al. 2020; Song et al. 2021 style): one resolution level
+    per entry of `channels`, `layers_per_block` ResNet blocks per level, self-attention at the
+    levels flagged in `attention` (and in the bottleneck if `mid_attention`), GroupNorm with
+    `norm_groups` groups. Level i has `channels[i]` channels; every level but the last halves
+    the resolution, so there are L − 1 = len(channels) − 1 down-samplings (8×8 digits: use 2
+    or 3 levels; 4×4 / 2×2 latents: 1 or 2).
+
+    Noise conditioning: c ∈ [0, 1] is passed as the diffusers timestep `time_scale · c`
+    (1000 by default), so the sinusoidal embedding sin/cos(time_scale · c · ωⱼ),
+    ωⱼ = 10000^(−j/(d/2)), d = channels[0], sees the same range as DDPM's integer timesteps
+    0..999 (as `sinusoidal_embedding` does for the MLP); it is then mapped by a 2-layer MLP
+    to 4·channels[0] features added inside every ResNet block.
+
+    Sizes: H and W are zero-padded on the bottom/right to multiples of 2^(L−1) and the
+    output is cropped back, so any H, W works (e.g. 2×2 latents with 3 levels run at 4×4).
+
+    `config` holds every constructor argument, so `net_from_config(net.config)` rebuilds it."""
+
+    def __init__(self, in_channels: int, height: int, width: int, channels=(64, 128), layers_per_block: int = 2,
+                 attention=(False, True), mid_attention: bool = True, norm_groups: int = 16,
+                 time_scale: float = 1000.0, head_dim: int = 8):
+        super().__init__()
+        from diffusers import UNet2DModel
+
+        channels, attention = [int(c) for c in channels], [bool(a) for a in attention]
+        check_unet_levels(channels, attention, norm_groups, head_dim, mid_attention)
+        self.config = {"kind": "unet", "in_channels": int(in_channels), "height": int(height), "width": int(width),
+                       "channels": channels, "layers_per_block": int(layers_per_block), "attention": attention,
+                       "mid_attention": bool(mid_attention), "norm_groups": int(norm_groups),
+                       "time_scale": float(time_scale), "head_dim": int(head_dim)}
+        self.multiple = 2 ** (len(channels) - 1)
+        self.time_scale = float(time_scale)
+        size = [-(-int(height) // self.multiple) * self.multiple, -(-int(width) // self.multiple) * self.multiple]
+        self.unet = UNet2DModel(
+            sample_size=tuple(size), in_channels=in_channels, out_channels=in_channels,
+            block_out_channels=tuple(channels), layers_per_block=layers_per_block,
+            down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention),
+            up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)),
+            add_attention=mid_attention, norm_num_groups=norm_groups, attention_head_dim=head_dim,
+            time_embedding_type="positional", flip_sin_to_cos=True, freq_shift=0,
+        )
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.config["in_channels"]:
+            raise ValueError(f"UNetNet expects (N, {self.config['in_channels']}, H, W) inputs, got {tuple(x.shape)}")
+        xp, (h, w) = pad_to_multiple(x, self.multiple)
+        t = self.time_scale * c.float().reshape(-1)  # (N,) or (1,): diffusers broadcasts over the batch
+        out = self.unet(xp, t, return_dict=False)[0]
+        return out[..., :h, :w]
+
+
+NETS = {"mlp": MLPNet, "unet": UNetNet}
 
 
 def net_from_config(cfg: dict) -> nn.Module:
@@ -72,7 +157,15 @@ def net_from_config(cfg: dict) -> nn.Module:
 
 
 def build_net(model_cfg, shape: list[int]) -> nn.Module:
-    """The architecture for examples of `shape` from params `model` (vectors: MLPNet)."""
-    if len(shape) != 1:
-        raise ValueError(f"data of shape {list(shape)}: only vector data (one dimension) is supported yet")
-    return MLPNet(shape[0], model_cfg.hidden, model_cfg.depth, model_cfg.embedding_dim)
+    """The architecture for examples of `shape` from params `model`.
+
+    shape (D,): `MLPNet` (model.hidden, model.depth, model.embedding_dim);
+    shape (C, H, W) (images, latents): `UNetNet` with the settings of `model.unet`."""
+    shape = [int(s) for s in shape]
+    if len(shape) == 1:
+        return MLPNet(shape[0], model_cfg.hidden, model_cfg.depth, model_cfg.embedding_dim)
+    if len(shape) == 3:
+        u = model_cfg.unet
+        return UNetNet(shape[0], shape[1], shape[2], u.channels, u.layers_per_block, u.attention,
+                       u.mid_attention, u.norm_groups)
+    raise ValueError(f"data of shape {shape}: supported are vectors (D,) (MLP) and images/latents (C, H, W) (U-Net)")

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _leaf_keys(cls, prefix=""):
     for f in dataclasses.fields(cls):
         tp = cls.__dataclass_fields__[f.name].type
-        sub = {"objective", "data", "process", "model", "train", "sampler", "likelihood", "eval", "gmm", "hf"}
+        sub = {"objective", "data", "process", "model", "train", "sampler", "likelihood", "eval", "gmm", "hf",
+               "unet", "vae", "evaluator"}
         nested = f.name in sub
         if nested:
             import typing
