@@ -1,7 +1,7 @@
 """Sampler comparison: quality against cost for several samplers and step counts.
 
-`compare_samplers` runs each named sampler at each step count on the same model, from
-the same seed, and measures NFE (network evaluations per batch), wall time per sample and
+`compare_samplers` runs each named sampler at each NFE budget (`settings_for_nfe`) on the
+same model, from the same seed, and measures NFE (network evaluations per batch), wall time per sample and
 the sample-to-test distances of `sbm.metrics.distance_report` (sliced Wasserstein, MMD),
 so samplers can be read off one quality-vs-NFE plot.
 """
@@ -40,21 +40,50 @@ def draw(model, cfg: SamplerParams, n: int, shape, *, data_range=None, seed: int
     return torch.cat(chunks), nfe, seconds
 
 
+def settings_for_nfe(base: SamplerParams, name: str, nfe: int, native_levels: int) -> SamplerParams:
+    """`base` with sampler `name` set to spend about `nfe` network evaluations per batch.
+
+    Inverts the NFE count of each sampler for a grid of K times and a final denoise d
+    (see sbm.samplers): (K−1)+d for euler_maruyama/ddpm/ddim/ode_euler, 2(K−1)+d for
+    ode_heun, (K−1)+K·c+d for pc (c corrector steps), K·T+d for annealed_langevin (K the
+    process's native levels where the budget allows, T steps per level), T+d for langevin.
+    ode_adaptive sets its own NFE through rtol/atol and keeps `base`'s."""
+    d = int(base.denoise)
+    budget = max(nfe - d, 1)
+    cfg = dataclasses.replace(base, name=name)
+    if name in ("euler_maruyama", "ddpm", "ddim", "ode_euler"):
+        return dataclasses.replace(cfg, steps=budget + 1)
+    if name == "ode_heun":
+        return dataclasses.replace(cfg, steps=max(budget // 2, 1) + 1)
+    if name == "pc":
+        pred = base.predictor != "none"
+        corr = base.corrector_steps if base.corrector != "none" else 0
+        return dataclasses.replace(cfg, steps=max((budget + pred) // (pred + corr), 2))
+    if name == "annealed_langevin":
+        levels = min(native_levels, budget)
+        return dataclasses.replace(cfg, steps=levels, steps_per_level=max(budget // levels, 1))
+    if name == "langevin":
+        return dataclasses.replace(cfg, langevin_steps=budget)
+    return cfg
+
+
 def compare_samplers(
-    model, base: SamplerParams, names: list[str], steps: list[int], *, test: Tensor, reference: Tensor,
+    model, base: SamplerParams, names: list[str], budgets: list[int], *, test: Tensor, reference: Tensor,
     n: int, n_projections: int = 256, data_range=None, seed: int = 0, progress: bool = True,
 ) -> list[dict]:
-    """One row per (sampler, steps): sampler, steps, nfe, seconds_per_sample, swd, swd_floor, mmd, mmd_floor.
+    """One row per (sampler, NFE budget): sampler, budget, nfe (actual), steps, seconds_per_sample,
+    swd, swd_floor, mmd, mmd_floor, non_finite. n samples of test's shape per run, same seed.
 
-    Each run uses `base` with `name` and `steps` replaced; n samples of test's shape."""
+    ode_adaptive sets its own NFE (rtol/atol), so it runs once."""
     rows = []
-    runs = [(name, s) for name in names for s in steps]
-    for name, s in tqdm(runs, desc="sampler comparison", disable=not progress):
-        cfg = dataclasses.replace(base, name=name, steps=s, batch_size=min(base.batch_size, n))
+    native = len(model.process.grid())
+    runs = [(name, b) for name in names for b in (budgets if name != "ode_adaptive" else budgets[:1])]
+    for name, budget in tqdm(runs, desc="sampler comparison", disable=not progress):
+        cfg = dataclasses.replace(settings_for_nfe(base, name, budget, native), batch_size=min(base.batch_size, n))
         x, nfe, seconds = draw(model, cfg, n, tuple(test.shape[1:]), data_range=data_range, seed=seed)
         finite = torch.isfinite(x.flatten(1)).all(1)
-        row = {"sampler": name, "steps": s, "nfe": nfe, "seconds_per_sample": seconds / n,
-               "non_finite": int((~finite).sum())}
+        row = {"sampler": name, "budget": budget if name != "ode_adaptive" else None, "nfe": nfe,
+               "steps": cfg.steps, "seconds_per_sample": seconds / n, "non_finite": int((~finite).sum())}
         if finite.all():
             d = distance_report(x, test, reference, n_points=n, n_projections=n_projections, seed=seed)
             row.update({k: d[k] for k in ("swd", "swd_floor", "mmd", "mmd_floor")})

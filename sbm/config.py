@@ -295,16 +295,17 @@ class EvalParams:
     n_projections: int = _f(256, ge=1)
     n_score_points: int = _f(2000, ge=1)
     compare_samplers: list[str] = _f(["annealed_langevin", "euler_maruyama", "pc", "ddim", "ode_heun"])
-    compare_steps: list[int] = _f([10, 20, 50, 100])
+    compare_nfe: list[int] = _f([10, 20, 50, 100])
+    compare_points: int = _f(2000, ge=2)
 
     def validate(self, key: str) -> None:
         for i, name in enumerate(self.compare_samplers):
             if name not in SAMPLERS:
                 raise ConfigError(f"{key}.compare_samplers[{i}] = {name!r}: unknown sampler; allowed: "
                                   + ", ".join(SAMPLERS))
-        for i, n in enumerate(self.compare_steps):
+        for i, n in enumerate(self.compare_nfe):
             if n < 1:
-                raise ConfigError(f"{key}.compare_steps[{i}] = {n}: must be >= 1")
+                raise ConfigError(f"{key}.compare_nfe[{i}] = {n}: must be >= 1")
 
 
 @dataclass(frozen=True)

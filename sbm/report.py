@@ -184,10 +184,10 @@ def samplers_section(inp: ReportInputs) -> list[str]:
     if not rows:
         return ["## Sampler comparison", "", "_No samplers listed in eval.compare_samplers._", ""]
     df = pd.DataFrame(rows)
-    cols = [c for c in ("sampler", "steps", "nfe", "seconds_per_sample", "swd", "swd_floor", "mmd", "non_finite")
+    cols = [c for c in ("sampler", "budget", "steps", "nfe", "seconds_per_sample", "swd", "swd_floor", "mmd", "non_finite")
             if c in df.columns]
     out = ["## Sampler comparison", "",
-           f"Each sampler at each step count on the same model and seed, n = {data.get('n')} samples; "
+           f"Each sampler at each NFE budget (eval.compare_nfe) on the same model and seed, n = {data.get('n')} samples; "
            "distances to the test split, the floor is real training points against the same test points.", "",
            _table(df[cols].map(_fmt)), ""]
     if inp.samplers_png.is_file():

@@ -1,5 +1,5 @@
 """DVC stage `compare_samplers`: every sampler in eval.compare_samplers at every step count
-in eval.compare_steps, on the trained model — NFE, wall time per sample and the
+in eval.compare_nfe (NFE budgets), on the trained model — NFE, wall time per sample and the
 sample-to-test distance next to the real-data floor (sbm.comparison).
 
 Writes reports/samplers.json (rows) and reports/samplers.png (quality vs NFE).
@@ -27,8 +27,8 @@ def main() -> None:
     model, _ = io.load_model(args.model)
     test, _ = data.load_split(args.data, "test")
     train, _ = data.load_split(args.data, "train")
-    n = min(params.eval.n_points, len(test), len(train))
-    rows = compare_samplers(model, params.sampler, params.eval.compare_samplers, params.eval.compare_steps,
+    n = min(params.eval.compare_points, len(test), len(train))
+    rows = compare_samplers(model, params.sampler, params.eval.compare_samplers, params.eval.compare_nfe,
                             test=test, reference=train, n=n, n_projections=params.eval.n_projections,
                             data_range=meta.get("value_range"), seed=params.seed)
     io.write_json(args.out, {"n": n, "rows": rows})

@@ -21,7 +21,7 @@ TINY = {
     "sampler": {"n_samples": 300, "batch_size": 300, "steps_per_level": 5},
     "likelihood": {"n_points": 20, "batch_size": 20, "rtol": 1e-3, "atol": 1e-3},
     "eval": {"n_points": 300, "n_score_points": 200, "n_projections": 32, "compare_samplers": [],
-             "compare_steps": [5]},
+             "compare_nfe": [5]},
 }
 
 
