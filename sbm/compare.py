@@ -32,6 +32,7 @@ DIRECTIONS = {
 }
 #: metric columns left out of the table: data description and bookkeeping
 HIDDEN = ("prepare.", "train_score.steps", "train_score.resumed_from", "train_score.n_params", "train_score.loss",
+          "train_score.world_size",
           "sample.n", "sample.seconds_per_sample", "n_samples", "n_eval", "score_rel_err_l", "mmd_bandwidths")
 #: params shown in the table (others are shown only when they differ between rows)
 KEY_PARAMS = ("loss", "process.name", "sampler.name", "train.steps")

@@ -106,25 +106,3 @@ def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict]:
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path}: corrupt metadata ({err})") from err
     return tensors, meta
-
-
-def save_model(path: str | Path, model, extra: dict | None = None) -> None:
-    """A trained ScoreModel: weights (net.*) + its config; `extra` is stored alongside."""
-    tensors = {f"net.{k}": v for k, v in model.net.state_dict().items()}
-    save_tensors(path, tensors, {"kind": "score_model", "model": model.to_config(), **(extra or {})})
-
-
-def load_model(path: str | Path):
-    """Rebuild a ScoreModel from `save_model`'s file. -> (model in eval mode, meta)."""
-    from .models import model_from_config
-
-    tensors, meta = load_tensors(path)
-    if meta.get("kind") != "score_model":
-        raise CheckpointError(f"{path}: holds a {meta.get('kind')!r}, not a score model")
-    model = model_from_config(meta["model"])
-    state = {k[len("net."):]: v for k, v in tensors.items() if k.startswith("net.")}
-    try:
-        model.net.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not match the stored architecture ({err})") from err
-    return model.eval(), meta

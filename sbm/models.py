@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from . import io
 from .processes import NoiseProcess, _bcast, process_from_config
 from .nets import net_from_config
 
@@ -94,6 +95,27 @@ def model_from_config(cfg: dict) -> ScoreModel:
     """Rebuild an (untrained) ScoreModel from `ScoreModel.to_config()`."""
     return ScoreModel(net_from_config(cfg["net"]), process_from_config(cfg["process"]), cfg["prediction"],
                       cfg.get("data_std", 1.0))
+
+
+def save_model(path, model: ScoreModel, extra: dict | None = None) -> None:
+    """A trained ScoreModel as one safetensors file: weights (net.*) + its config (JSON header)."""
+    tensors = {f"net.{k}": v for k, v in model.net.state_dict().items()}
+    io.save_tensors(path, tensors, {"kind": "score_model", "model": model.to_config(), **(extra or {})})
+
+
+def load_model(path) -> tuple[ScoreModel, dict]:
+    """Rebuild a ScoreModel from `save_model`'s file -> (model in eval mode, meta).
+    Raises io.CheckpointError naming the file if it is missing, corrupt or not a score model."""
+    tensors, meta = io.load_tensors(path)
+    if meta.get("kind") != "score_model":
+        raise io.CheckpointError(f"{path}: holds a {meta.get('kind')!r}, not a score model")
+    model = model_from_config(meta["model"])
+    state = {k[len("net."):]: v for k, v in tensors.items() if k.startswith("net.")}
+    try:
+        model.net.load_state_dict(state)
+    except RuntimeError as err:
+        raise io.CheckpointError(f"{path}: weights do not match the stored architecture ({err})") from err
+    return model.eval(), meta
 
 
 class AnalyticScoreModel(nn.Module):

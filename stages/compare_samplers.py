@@ -7,7 +7,7 @@ Writes reports/samplers.json (rows) and reports/samplers.png (quality vs NFE).
 
 import argparse
 
-from sbm import data, io
+from sbm import data, io, models
 from sbm.comparison import compare_samplers, plot_quality_vs_nfe
 from sbm.config import load_params
 from sbm.stage import run_stage
@@ -24,7 +24,7 @@ def main() -> None:
 
     params = load_params(args.params)
     meta = data.load_meta(args.data)
-    model, _ = io.load_model(args.model)
+    model, _ = models.load_model(args.model)
     test, _ = data.load_split(args.data, "test")
     train, _ = data.load_split(args.data, "train")
     n = min(params.eval.compare_points, len(test), len(train))

@@ -25,7 +25,7 @@ import math
 import torch
 from tqdm import tqdm
 
-from sbm import data, io, likelihood, metrics
+from sbm import data, io, likelihood, metrics, models
 from sbm.config import load_params
 from sbm.gmm import GaussianMixture
 from sbm.stage import run_stage
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     if gmm is not None and gmm.dim != samples[0].numel():
         raise ValueError(f"{args.data}/meta.json: the mixture has dimension {gmm.dim}, "
                          f"the samples {samples[0].numel()}")
-    model = io.load_model(args.model)[0]  # fail before the work
+    model = models.load_model(args.model)[0]  # fail before the work
     train_x, _ = data.load_split(args.data, "train")
     test_x, _ = data.load_split(args.data, "test")
 

@@ -8,7 +8,7 @@ import argparse
 
 import torch
 
-from sbm import data, io
+from sbm import data, io, models
 from sbm.comparison import draw
 from sbm.config import load_params
 from sbm.plots import plot_samples
@@ -28,7 +28,7 @@ def main() -> None:
     params = load_params(args.params)
     cfg = params.sampler
     meta = data.load_meta(args.data)
-    model, _ = io.load_model(args.model)
+    model, _ = models.load_model(args.model)
     x, nfe, seconds = draw(model, cfg, cfg.n_samples, meta["shape"], data_range=meta["value_range"],
                            seed=params.seed, progress=True)
     bad = (~torch.isfinite(x.flatten(1))).any(1).sum().item()

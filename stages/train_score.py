@@ -3,11 +3,17 @@
 Reads params (seed, loss, objective, process, model, train), data/prepared; writes the EMA
 model to data/models/score.safetensors, resumable state to data/checkpoints/score
 (persisted by DVC), the loss curve through dvclive and reports/train_score.json.
+
+Started by `train.launcher` (dvc.yaml: `${train.launcher} stages/train_score.py`): `python`
+runs one process; `accelerate launch --multi_gpu --num_processes N --main_process_port 0`
+runs N that share each batch (sbm.train). Only the main process writes files.
 """
 
 import argparse
 
-from sbm import data, io
+import torch
+
+from sbm import data, io, models
 from sbm.config import load_params, to_dict
 from sbm.losses import build_loss
 from sbm.models import ScoreModel
@@ -32,21 +38,28 @@ def main() -> None:
     x, _ = data.load_split(args.data, "train")
     process = build_process(params.process, meta)
     data_std = float(x.std())  # σ_data of the input scaling c_in (sbm.models, eq. 2)
+    torch.manual_seed(params.seed)  # the initial weights (under DDP, rank 0's are broadcast)
     model = ScoreModel(build_net(params.model, meta["shape"]), process, params.model.prediction, data_std)
     loss_fn = build_loss(params.loss, params.objective, meta["dim"])  # refuses esm in high dim, before work
     fp_config = {"loss": params.loss, "objective": to_dict(params.objective), "model": model.to_config(),
                  "data": {k: meta.get(k) for k in ("name", "shape", "n_train", "sigma_max", "seed")}}
     ema_model, result = train(model, loss_fn, x, params.train, seed=params.seed, ckpt_dir=args.checkpoints,
                               live_dir=args.live, config_for_fingerprint=fp_config)
-    io.save_model(args.out, ema_model, extra={"loss": params.loss, "data_shape": meta["shape"],
+    if not result.is_main_process:
+        return
+    models.save_model(args.out, ema_model, extra={"loss": params.loss, "data_shape": meta["shape"],
                                               "data_range": meta.get("value_range")})
     n_params = sum(p.numel() for p in ema_model.net.parameters())
     io.write_json(args.metrics, {"loss": params.loss, "final_loss": result.final_loss, "steps": result.steps,
                                  "train_seconds": round(result.seconds, 2), "resumed_from": result.resumed_from,
-                                 "n_params": n_params})
+                                 "n_params": n_params, "world_size": result.world_size})
     print(f"train_score: {params.loss} loss {result.final_loss:.4f} after {result.steps} steps "
           f"({result.seconds:.1f}s, {n_params} parameters)")
 
 
 if __name__ == "__main__":
-    run_stage("train_score", main)
+    try:
+        run_stage("train_score", main)
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

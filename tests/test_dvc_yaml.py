@@ -43,7 +43,7 @@ def _deps(stage: dict) -> set[str]:
 @pytest.mark.parametrize("name", list(STAGES))
 def test_stage_deps_cover_its_sbm_imports(name):
     stage = STAGES[name]
-    script = re.search(r"python (stages/\w+\.py)", stage["cmd"]).group(1)
+    script = re.search(r"(stages/\w+\.py)", stage["cmd"]).group(1)
     deps = _deps(stage)
     assert script in deps
     missing = _sbm_imports(ROOT / script) - deps - {"sbm/__init__.py"}
@@ -53,7 +53,7 @@ def test_stage_deps_cover_its_sbm_imports(name):
 @pytest.mark.parametrize("name", list(STAGES))
 def test_stage_params_cover_the_sections_its_script_reads(name):
     stage = STAGES[name]
-    script = (ROOT / re.search(r"python (stages/\w+\.py)", stage["cmd"]).group(1)).read_text()
+    script = (ROOT / re.search(r"(stages/\w+\.py)", stage["cmd"]).group(1)).read_text()
     read = set(re.findall(r"\bparams\.(\w+)", script)) - {"yaml"}
     declared = {(p if isinstance(p, str) else next(iter(p))).split(".")[0] for p in stage.get("params", [])}
     assert read <= declared, f"stage {name} reads params {sorted(read - declared)} not declared in dvc.yaml"

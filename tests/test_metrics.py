@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from sbm import metrics
+from sbm import models, metrics
 from sbm.gmm import GaussianMixture
 from sbm.models import AnalyticScoreModel
 from sbm.processes import DDPMSchedule, NCSNLadder, ddpm_betas
@@ -283,7 +283,7 @@ def _eval_pipeline(tmp_path, x_train, x_test, meta_extra, process) -> list[str]:
     dim = x_train.shape[1]
     _write_prepared(tmp_path / "prepared", x_train, x_test, meta_extra)
     torch.manual_seed(0)
-    io.save_model(tmp_path / "score.safetensors", ScoreModel(MLPNet(dim, hidden=16, depth=1), process))
+    models.save_model(tmp_path / "score.safetensors", ScoreModel(MLPNet(dim, hidden=16, depth=1), process))
     io.save_tensors(tmp_path / "samples.safetensors", {"x": x_train[:100] + 0.5},
                     {"kind": "samples", "sampler": "ode_heun"})
     (tmp_path / "params.yaml").write_text(
@@ -335,7 +335,7 @@ def test_evaluate_stage_reports_bits_per_dim_for_quantised_data(tmp_path):
     detail = json.loads((tmp_path / "reports" / "eval_detail.json").read_text())["likelihood"]
     assert detail["dequantized"] is True and detail["bin_width"] == 0.125 and detail["n"] == 40
     # the stage is sbm.likelihood.dataset_nll on the first 40 test points, dequantised, seeded by `seed`
-    model = io.load_model(tmp_path / "score.safetensors")[0]
+    model = models.load_model(tmp_path / "score.safetensors")[0]
     summary, _ = dataset_nll(model, x[150:190], batch_size=25, n_levels=17, data_range=(-1, 1),
                              generator=torch.Generator().manual_seed(3))
     assert flat["bpd"] == pytest.approx(summary["bpd"], rel=1e-9)

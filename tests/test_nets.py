@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sbm.config import ConfigError, load_params, parse_params
-from sbm.io import load_model, save_model
+from sbm.models import load_model, save_model
 from sbm.losses import build_loss
 from sbm.models import ScoreModel
 from sbm.nets import MLPNet, UNetNet, build_net, net_from_config

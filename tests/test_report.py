@@ -10,7 +10,7 @@ import matplotlib
 import pytest
 import torch
 
-from sbm import io
+from sbm import models, io
 from sbm.gmm import GaussianMixture
 from sbm.models import ScoreModel
 from sbm.nets import MLPNet
@@ -56,7 +56,7 @@ def pipeline(tmp_path):
     xte, yte = GMM.sample(300, generator=g)
     write_prepared(tmp_path / "prepared", xtr, ytr, xte, yte, GMM.to_dict(), "gmm")
     torch.manual_seed(0)  # the untrained network's initialisation only
-    io.save_model(tmp_path / "score.safetensors", ScoreModel(MLPNet(2, hidden=16, depth=1), NCSNLadder(0.01, 12.0, N_LEVELS)))
+    models.save_model(tmp_path / "score.safetensors", ScoreModel(MLPNet(2, hidden=16, depth=1), NCSNLadder(0.01, 12.0, N_LEVELS)))
     samples, _ = GMM.sample(400, generator=g)
     io.save_tensors(tmp_path / "samples.safetensors", {"x": samples + 2.0},
                     {"kind": "samples", "sampler": "annealed_langevin", "nfe": 10, "wall_time_s": 0.1})

@@ -1,10 +1,19 @@
-"""The training loop: real short trainings reach the exact score; resume is exact; failures are clear."""
+"""The training loop: real short trainings reach the exact score; resume is exact (also after
+kill -9 of the stage); shards and micro-batches partition each batch; failures are clear."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from sbm import models, io
 from sbm.config import parse_params
 from sbm.errors import TrainingError
 from sbm.gmm import GaussianMixture
@@ -13,7 +22,7 @@ from sbm.metrics import score_error_per_level
 from sbm.models import ScoreModel
 from sbm.nets import MLPNet
 from sbm.processes import NCSNLadder
-from sbm.train import train
+from sbm.train import EMA, _Batches, batch_indices, shard, train
 
 LADDER = NCSNLadder(0.1, 20.0, 10)
 
@@ -69,13 +78,15 @@ def _loss():
 def test_resume_continues_exactly_where_it_stopped(mixture, tmp_path):
     x, _ = mixture.sample(2000, generator=torch.Generator().manual_seed(0))
     cfg = _train_params(steps=60, checkpoint_every=20)
-    full, _ = train(_model(x), _loss(), x, cfg, seed=3, ckpt_dir=tmp_path / "a", progress=False)
+    full, full_result = train(_model(x), _loss(), x, cfg, seed=3, ckpt_dir=tmp_path / "a", progress=False)
 
     # interrupted after 40 steps, then rerun with the full budget
     train(_model(x), _loss(), x, _train_params(steps=40, checkpoint_every=20), seed=3,
           ckpt_dir=tmp_path / "b", progress=False)
     resumed, result = train(_model(x), _loss(), x, cfg, seed=3, ckpt_dir=tmp_path / "b", progress=False)
     assert result.resumed_from == 40 and result.steps == 60
+    # the logging window (50 steps) spans the resume: the reported loss is the uninterrupted one
+    assert result.final_loss == full_result.final_loss
     for (k, a), b in zip(full.net.state_dict().items(), resumed.net.state_dict().values()):
         assert torch.equal(a, b), k
 
@@ -129,3 +140,142 @@ def test_bad_data_is_refused_before_training(mixture, tmp_path):
     x[3, 1] = float("nan")
     with pytest.raises(TrainingError, match="NaN or inf"):
         train(model, _loss(), x, _train_params(batch_size=10), seed=0, ckpt_dir=tmp_path, progress=False)
+
+
+# ---------------------------------------------------------------- sharding, accumulation, EMA, resume
+
+
+def test_shards_partition_the_global_batch():
+    batches = _Batches(1003, 100, 7, "cpu")
+    for step in (0, 1, 9, 10, 11, 25, 9, 0):  # across epochs (10 batches per epoch) and back
+        idx = batch_indices(1003, 100, step, 7)
+        assert torch.equal(batches(step), idx)  # the per-epoch cache changes nothing
+        for world, accumulation in ((1, 1), (2, 1), (3, 2), (4, 3), (7, 5)):
+            parts = [shard(shard(idx, r, world), j, accumulation) for r in range(world) for j in range(accumulation)]
+            assert torch.equal(torch.cat(parts), idx)  # disjoint, in order, together the batch
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def _det_loss(model, x, cond=None):
+    t = torch.full((x.shape[0],), 0.5)
+    return (model(x, t) - x).pow(2).sum(1)
+
+
+def test_gradient_accumulation_is_the_same_step_as_one_big_batch(mixture, tmp_path):
+    """A loss with no randomness: 3 uneven micro-batches (250 = 83 + 84 + 83) per step give the
+    weights of one batch of 250 (float summation order only)."""
+    x, _ = mixture.sample(1000, generator=torch.Generator().manual_seed(0))
+    runs = {}
+    for a in (1, 3):
+        cfg = _train_params(steps=20, batch_size=250, gradient_accumulation=a, checkpoint_every=10)
+        runs[a] = train(_model(x), _det_loss, x, cfg, seed=1, ckpt_dir=tmp_path / str(a), progress=False)
+    (m1, r1), (m3, r3) = runs[1], runs[3]
+    for (k, a), b in zip(m1.net.state_dict().items(), m3.net.state_dict().values()):
+        assert torch.allclose(a, b, atol=2e-6, rtol=0), (k, (a - b).abs().max())
+    assert r1.final_loss == pytest.approx(r3.final_loss, rel=1e-5)
+
+
+def test_micro_batches_need_an_example_each(mixture, tmp_path):
+    x, _ = mixture.sample(100)
+    with pytest.raises(TrainingError, match=r"batch_size = 4 is smaller than 1 process\(es\) × "
+                                            r"train.gradient_accumulation = 5"):
+        train(_model(x), _loss(), x, _train_params(batch_size=4, gradient_accumulation=5), seed=0,
+              ckpt_dir=tmp_path, progress=False)
+
+
+def test_ema_follows_equation_1():
+    net = MLPNet(2, 8, 1, 4)
+    ema = EMA(net, 0.9).attach(net)
+    ref = {k: v.clone() for k, v in net.state_dict().items()}
+    for step in range(5):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        ema.update(net, step)
+        d = min(0.9, (1 + step) / (10 + step))
+        ref = {k: d * ref[k] + (1 - d) * v for k, v in net.state_dict().items()}
+    for k, v in ref.items():
+        assert torch.allclose(ema.shadow[k], v, atol=1e-6), k
+
+
+def test_rerun_after_the_last_step_reports_the_finished_run(mixture, tmp_path):
+    x, _ = mixture.sample(2000, generator=torch.Generator().manual_seed(0))
+    cfg = _train_params(steps=40, checkpoint_every=20, log_every=15)
+    first, r1 = train(_model(x), _loss(), x, cfg, seed=3, ckpt_dir=tmp_path, progress=False)
+    again, r2 = train(_model(x), _loss(), x, cfg, seed=3, ckpt_dir=tmp_path, progress=False)
+    assert r2.resumed_from == 40 and r2.steps == 40 and r2.checkpoint == r1.checkpoint
+    assert r2.final_loss == r1.final_loss and r1.final_loss == r1.final_loss  # not nan
+    for a, b in zip(first.net.state_dict().values(), again.net.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- kill -9 and rerun the stage
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE_PARAMS = {
+    "seed": 0,
+    "data": {"name": "gmm", "n_train": 2000, "n_test": 200},
+    "process": {"n_levels": 10},
+    "model": {"hidden": 32, "depth": 2, "embedding_dim": 16},
+    # checkpoints (every 100) fall inside logging windows (every 30): the resumed run must
+    # still report the uninterrupted run's loss
+    "train": {"steps": 600, "batch_size": 128, "warmup_steps": 20, "checkpoint_every": 100, "log_every": 30},
+}
+
+
+def _stage_cmd(work: Path, data_dir: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "stages" / "train_score.py"), "--params", str(work / "params.yaml"),
+            "--data", str(data_dir), "--out", str(work / "score.safetensors"), "--checkpoints", str(work / "ckpt"),
+            "--live", str(work / "live"), "--metrics", str(work / "train_score.json")]
+
+
+def _stage_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _run_stage(work: Path, data_dir: Path) -> dict:
+    proc = subprocess.run(_stage_cmd(work, data_dir), env=_stage_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return io.read_json(work / "train_score.json")
+
+
+@pytest.mark.slow
+def test_stage_killed_after_a_checkpoint_resumes_to_the_uninterrupted_model(tmp_path):
+    from sbm import data
+
+    data_dir = tmp_path / "prepared"
+    data.prepare(parse_params(STAGE_PARAMS).data, STAGE_PARAMS["seed"], data_dir)
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    for work in (killed, clean):
+        work.mkdir()
+        (work / "params.yaml").write_text(yaml.safe_dump(STAGE_PARAMS))
+
+    proc = subprocess.Popen(_stage_cmd(killed, data_dir), env=_stage_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list((killed / "ckpt").glob("step_*.safetensors")):
+        assert proc.poll() is None, f"the stage ended before its first checkpoint: {proc.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, "no checkpoint after 120 s"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL, "the stage finished before it could be killed; raise train.steps"
+    present = sorted(int(p.stem.split("_")[1]) for p in (killed / "ckpt").glob("step_*.safetensors"))
+    assert present and present[-1] < 600 and not (killed / "score.safetensors").exists()
+
+    resumed = _run_stage(killed, data_dir)
+    assert resumed["resumed_from"] == present[-1] > 0  # the newest checkpoint on disk at the kill
+    assert resumed["steps"] == 600
+    uninterrupted = _run_stage(clean, data_dir)
+    assert uninterrupted["resumed_from"] == 0
+    a, _ = models.load_model(killed / "score.safetensors")
+    b, _ = models.load_model(clean / "score.safetensors")
+    for (k, va), vb in zip(a.net.state_dict().items(), b.net.state_dict().values()):
+        assert torch.equal(va, vb), k  # bitwise: every step's batch and noise are functions of (seed, step)
+    assert resumed["final_loss"] == pytest.approx(uninterrupted["final_loss"], rel=1e-12)
+
+    # once more: nothing left to train; the report still names the finished run
+    again = _run_stage(killed, data_dir)
+    assert again["resumed_from"] == 600 and again["steps"] == 600
+    assert again["final_loss"] == pytest.approx(uninterrupted["final_loss"], rel=1e-12)
