@@ -230,13 +230,21 @@ def ddpm_betas(schedule: str, n: int, beta_min: float, beta_max: float) -> Tenso
 class DDPMSchedule(NoiseProcess):
     """Discrete DDPM: α_i = √ᾱ_i, σ_i = √(1 − ᾱ_i) at t_i = (i+1)/N, i = 0..N−1."""
 
-    def __init__(self, betas: Tensor, *, schedule: str = "linear", beta_min: float = 0.0, beta_max: float = 0.0):
+    def __init__(self, betas: Tensor, *, schedule: str | None = None, beta_min: float | None = None,
+                 beta_max: float | None = None):
+        """betas: β_1..β_N (N,). Give schedule/beta_min/beta_max when they produced the betas
+        (`ddpm_betas`): the config then names them; otherwise it stores the betas themselves."""
         self.betas = betas.double()
         self.n = len(betas)
+        if not ((self.betas > 0) & (self.betas < 1)).all():
+            raise ConfigError("process: every DDPM β_i must lie in (0, 1)")
         self.alphas_cumprod = torch.cumprod(1 - self.betas, 0)
         self.t_min = 1.0 / self.n
-        self._cfg = {"name": "ddpm", "beta_schedule": schedule, "beta_min": beta_min,
-                     "beta_max": beta_max, "n_timesteps": self.n}
+        if schedule is None:
+            self._cfg = {"name": "ddpm", "betas": self.betas.tolist()}
+        else:
+            self._cfg = {"name": "ddpm", "beta_schedule": schedule, "beta_min": beta_min,
+                         "beta_max": beta_max, "n_timesteps": self.n}
 
     def index(self, t: Tensor) -> Tensor:
         """The timestep index i of t = (i+1)/N (nearest), (N,) long."""
@@ -297,6 +305,8 @@ def process_from_config(d: dict) -> NoiseProcess:
         return VESDE(d["sigma_min"], d["sigma_max"], d["t_min"])
     if name in ("vp", "subvp"):
         return (VPSDE if name == "vp" else SubVPSDE)(d["beta_min"], d["beta_max"], d["t_min"])
+    if name == "ddpm" and "betas" in d:
+        return DDPMSchedule(torch.tensor(d["betas"], dtype=torch.float64))
     if name == "ddpm":
         if d["beta_max"] / d["n_timesteps"] >= 1:
             raise ConfigError(f"process.beta_max / n_timesteps = {d['beta_max'] / d['n_timesteps']}: "
