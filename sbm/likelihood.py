@@ -272,3 +272,29 @@ def dataset_nll(model, x: Tensor, *, batch_size: int, divergence: str = "exact",
     else:
         summary["nll"] = float(-logp.mean())
     return summary, logp
+
+
+def nll_metrics(model, test: Tensor, meta: dict, cfg, seed: int, gmm=None,
+                progress: bool = True) -> tuple[dict, dict]:
+    """ODE NLL of the first cfg.n_points test points (`likelihood` params; dequantised when
+    meta has n_levels) -> (flat scalars: nll or bpd, nll_nfe, and with a mixture `gmm` the
+    exact nll_exact and nll_gap; detail)."""
+    points = test[: cfg.n_points]
+    n_levels = meta.get("n_levels")
+    data_range = meta.get("data_range") or [-1.0, 1.0]
+    summary, _ = dataset_nll(
+        model, points, batch_size=cfg.batch_size, divergence=cfg.divergence, probe=cfg.probe,
+        n_probes=cfg.n_probes, rtol=cfg.rtol, atol=cfg.atol, n_levels=n_levels, data_range=data_range,
+        generator=torch.Generator().manual_seed(seed), progress=progress)
+    flat = {k: summary[k] for k in ("nll", "bpd") if k in summary}
+    flat["nll_nfe"] = summary["nll_nfe"]
+    if gmm is not None and n_levels is None:
+        flat["nll_exact"] = -float(gmm.log_prob(points.reshape(len(points), -1).double()).mean())
+        flat["nll_gap"] = flat["nll"] - flat["nll_exact"]
+    detail = {"likelihood": {
+        **{k: getattr(cfg, k) for k in ("divergence", "probe", "n_probes", "rtol", "atol", "batch_size")},
+        "n": summary["n"], "batches": summary["nll_batches"], "dequantized": n_levels is not None,
+        "bin_width": bin_width(n_levels, data_range) if n_levels is not None else None,
+        **flat,
+    }}
+    return flat, detail

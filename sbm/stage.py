@@ -7,6 +7,7 @@ process with exit status 2 and one line on stderr naming what is wrong — no tr
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable
 
@@ -17,6 +18,17 @@ from .io import CheckpointError
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, CheckpointError, TrainingError, FileNotFoundError, ValueError,
 )
+
+
+def stage_parser(doc: str | None, **paths: str) -> argparse.ArgumentParser:
+    """An argument parser with --params (default params.yaml) and one --<name> option per
+    keyword, defaulting to the pipeline's layout (underscores become dashes), so tests and
+    users can point a stage at other files."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    for name, default in paths.items():
+        ap.add_argument(f"--{name.replace('_', '-')}", dest=name, default=default, help=f"default: {default}")
+    return ap
 
 
 def run_stage(name: str, main: Callable[[], object]) -> None:

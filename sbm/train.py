@@ -240,6 +240,20 @@ def _nan_if_none(v) -> float:
     return float("nan") if v is None else float(v)
 
 
+def _truncate_live(live_dir: Path, step: int) -> None:
+    """Drop dvclive rows logged after `step` (a run killed after its last checkpoint logged
+    them), so the resumed run's curve continues without duplicates."""
+    for tsv in (live_dir / "plots" / "metrics").glob("*.tsv"):
+        lines = tsv.read_text().splitlines()
+        if not lines:
+            continue
+        col = lines[0].split("\t").index("step") if "step" in lines[0].split("\t") else None
+        if col is None:
+            continue
+        kept = [lines[0]] + [ln for ln in lines[1:] if ln and int(float(ln.split("\t")[col])) <= step]
+        tsv.write_text("\n".join(kept) + "\n")
+
+
 # ---------------------------------------------------------------- the loop
 
 
@@ -315,10 +329,17 @@ def train(
     scale = W * A / B  # see module docstring: per-micro-batch sum × W·A/B → global batch mean
 
     live = None
-    if live_dir is not None and accel.is_main_process and start_step < cfg.steps:
+    if live_dir is not None and accel.is_main_process:
         from dvclive import Live
 
+        if start_step > 0:
+            _truncate_live(Path(live_dir), start_step)
         live = Live(str(live_dir), resume=start_step > 0, save_dvc_exp=False, dvcyaml=None)
+        if start_step >= cfg.steps and not (Path(live_dir) / "plots" / "metrics" / "loss.tsv").exists():
+            # nothing left to train and the curve was lost: keep the declared output, one point
+            live.step = start_step
+            live.log_metric("loss", final_loss)
+            live.next_step()
 
     def flush(pending: list[Tensor], done: int) -> None:
         """Reduce the pending per-step loss sums over processes into `window` (host floats)."""

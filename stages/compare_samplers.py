@@ -5,22 +5,15 @@ sample-to-test distance next to the real-data floor (sbm.comparison).
 Writes reports/samplers.json (rows) and reports/samplers.png (quality vs NFE).
 """
 
-import argparse
-
 from sbm import data, io, models
 from sbm.comparison import compare_samplers, plot_quality_vs_nfe
 from sbm.config import load_params
-from sbm.stage import run_stage
+from sbm.stage import run_stage, stage_parser
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data/prepared")
-    ap.add_argument("--model", default="data/models/score.safetensors")
-    ap.add_argument("--out", default="reports/samplers.json")
-    ap.add_argument("--plot", default="reports/samplers.png")
-    args = ap.parse_args()
+    args = stage_parser(__doc__, data="data/prepared", model="data/models/score.safetensors",
+                        out="reports/samplers.json", plot="reports/samplers.png").parse_args()
 
     params = load_params(args.params)
     meta = data.load_meta(args.data)

@@ -19,31 +19,12 @@ weights read off the samples, mean true log-density of samples and of test point
 
 from __future__ import annotations
 
-import argparse
-import math
-
 import torch
-from tqdm import tqdm
 
 from sbm import data, io, likelihood, metrics, models
 from sbm.config import load_params
 from sbm.gmm import GaussianMixture
-from sbm.stage import run_stage
-
-#: evaluate the score error on at most this many noise levels of the model's grid
-MAX_SCORE_LEVELS = 20
-
-
-def _clean(v):
-    """JSON-safe copy: floats that are not finite become None (JSON has no NaN)."""
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
+from sbm.stage import run_stage, stage_parser
 
 def load_samples(path) -> tuple[torch.Tensor, dict]:
     """x (N, ...) of a samples file; ValueError naming the file if any sample is not finite."""
@@ -60,71 +41,10 @@ def load_samples(path) -> tuple[torch.Tensor, dict]:
     return x, meta
 
 
-def evaluate_gmm(model, gmm: GaussianMixture, samples, test, n_score_points: int, seed: int,
-                 progress: bool = True) -> tuple[dict, dict]:
-    """Analytic-truth metrics for Gaussian-mixture data -> (flat metrics, detail)."""
-    levels = model.process.grid()
-    if len(levels) > MAX_SCORE_LEVELS:
-        levels = model.process.grid(MAX_SCORE_LEVELS)
-    g = torch.Generator().manual_seed(seed)
-    rows = []
-    for t in tqdm(levels.reshape(-1, 1), desc="evaluate: score error", unit="level", disable=not progress):
-        rows += metrics.score_error_per_level(model, gmm, t, n_score_points, g)
-    true_w = gmm.weights.tolist()
-    rec_w = metrics.mixture_weights(samples.reshape(len(samples), -1), gmm)
-    rel = [r["rel_err"] for r in rows]
-    flat = {
-        "score_rel_err_mean": sum(rel) / len(rel),
-        "score_rel_err_max": max(rel),
-        "score_mse_mean": sum(r["mse"] for r in rows) / len(rows),
-        "weight_err_max": max(abs(a - b) for a, b in zip(rec_w, true_w)),
-        "weight_tv": 0.5 * sum(abs(a - b) for a, b in zip(rec_w, true_w)),
-        "logp_samples": metrics.mean_log_density(samples.reshape(len(samples), -1), gmm),
-        "logp_test": metrics.mean_log_density(test.reshape(len(test), -1), gmm),
-    }
-    flat["logp_gap"] = flat["logp_test"] - flat["logp_samples"]
-    for i, r in enumerate(rows):  # level 0 = the noisiest (the grid decreases in t)
-        flat[f"score_rel_err_l{i:02d}"] = r["rel_err"]
-    detail = {
-        "score_levels": rows,
-        "weights": {"true": true_w, "recovered": rec_w, "means": gmm.means.tolist()},
-        "logp": {"samples": flat["logp_samples"], "test": flat["logp_test"]},
-    }
-    return flat, detail
-
-
-def evaluate_likelihood(model, test, meta: dict, cfg, seed: int, gmm: GaussianMixture | None = None,
-                        progress: bool = True) -> tuple[dict, dict]:
-    """ODE NLL of the first cfg.n_points test points (`likelihood` params) -> (flat metrics, detail)."""
-    points = test[: cfg.n_points]
-    n_levels = meta.get("n_levels")
-    data_range = meta.get("data_range") or [-1.0, 1.0]
-    summary, _ = likelihood.dataset_nll(
-        model, points, batch_size=cfg.batch_size, divergence=cfg.divergence, probe=cfg.probe,
-        n_probes=cfg.n_probes, rtol=cfg.rtol, atol=cfg.atol, n_levels=n_levels, data_range=data_range,
-        generator=torch.Generator().manual_seed(seed), progress=progress)
-    flat = {k: summary[k] for k in ("nll", "bpd") if k in summary}
-    flat["nll_nfe"] = summary["nll_nfe"]
-    if gmm is not None and n_levels is None:
-        flat["nll_exact"] = -metrics.mean_log_density(points.reshape(len(points), -1), gmm)
-        flat["nll_gap"] = flat["nll"] - flat["nll_exact"]
-    detail = {"likelihood": {
-        **{k: getattr(cfg, k) for k in ("divergence", "probe", "n_probes", "rtol", "atol", "batch_size")},
-        "n": summary["n"], "batches": summary["nll_batches"], "dequantized": n_levels is not None,
-        "bin_width": likelihood.bin_width(n_levels, data_range) if n_levels is not None else None,
-        **flat,
-    }}
-    return flat, detail
-
-
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data/prepared")
-    ap.add_argument("--model", default="data/models/score.safetensors")
-    ap.add_argument("--samples", default="data/samples/samples.safetensors")
-    ap.add_argument("--metrics", default="reports/metrics.json")
-    ap.add_argument("--detail", default="reports/eval_detail.json")
+    ap = stage_parser(__doc__, data="data/prepared", model="data/models/score.safetensors",
+                      samples="data/samples/samples.safetensors", metrics="reports/metrics.json",
+                      detail="reports/eval_detail.json")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
 
@@ -153,11 +73,11 @@ def main(argv: list[str] | None = None) -> dict:
         "distances": dist,
     }
     if gmm is not None:
-        gflat, gdetail = evaluate_gmm(model, gmm, samples, test_x, cfg.n_score_points, params.seed,
+        gflat, gdetail = metrics.gmm_metrics(model, gmm, samples, test_x, cfg.n_score_points, params.seed,
                                       progress=not args.no_progress)
         flat.update(gflat)
         detail.update(gdetail)
-    lflat, ldetail = evaluate_likelihood(model, test_x, meta, params.likelihood, params.seed, gmm,
+    lflat, ldetail = likelihood.nll_metrics(model, test_x, meta, params.likelihood, params.seed, gmm,
                                          progress=not args.no_progress)
     flat.update(lflat)
     detail.update(ldetail)
@@ -170,7 +90,6 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         msg += f", NLL {flat['nll']:.3f} nats" + (f" (exact {flat['nll_exact']:.3f})" if "nll_exact" in flat else "")
     msg += f" ({flat['nll_nfe']:.0f} NFE)"
-    flat, detail = _clean(flat), _clean(detail)
     io.write_json(args.metrics, flat)
     io.write_json(args.detail, detail)
     print(msg)

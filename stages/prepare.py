@@ -8,20 +8,15 @@ Bad params or data exit with status 2 and one line on stderr (`sbm.stage.run_sta
 
 from __future__ import annotations
 
-import argparse
 
 import sbm.config
 import sbm.data
 from sbm.io import write_json
-from sbm.stage import run_stage
+from sbm.stage import run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    ap.add_argument("--out", default="data/prepared", help="output directory (default: data/prepared)")
-    ap.add_argument("--report", default="reports/prepare.json", help="metrics JSON (default: reports/prepare.json)")
-    args = ap.parse_args(argv)
+    args = stage_parser(__doc__, out="data/prepared", report="reports/prepare.json").parse_args(argv)
     params = sbm.config.load_params(args.params)
     meta = sbm.data.prepare(params.data, params.seed, args.out)
     write_json(args.report, {k: v for k, v in meta.items() if k != "gmm"})

@@ -4,26 +4,19 @@ Reads params (seed, sampler), the model and the data meta; writes
 data/samples/samples.safetensors, reports/sample.json and reports/samples.png.
 """
 
-import argparse
-
 import torch
 
 from sbm import data, io, models
 from sbm.comparison import draw
 from sbm.config import load_params
 from sbm.plots import plot_samples
-from sbm.stage import run_stage
+from sbm.stage import run_stage, stage_parser
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data/prepared")
-    ap.add_argument("--model", default="data/models/score.safetensors")
-    ap.add_argument("--out", default="data/samples/samples.safetensors")
-    ap.add_argument("--metrics", default="reports/sample.json")
-    ap.add_argument("--plot", default="reports/samples.png")
-    args = ap.parse_args()
+    args = stage_parser(__doc__, data="data/prepared", model="data/models/score.safetensors",
+                        out="data/samples/samples.safetensors", metrics="reports/sample.json",
+                        plot="reports/samples.png").parse_args()
 
     params = load_params(args.params)
     cfg = params.sampler

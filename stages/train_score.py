@@ -9,8 +9,6 @@ runs one process; `accelerate launch --multi_gpu --num_processes N --main_proces
 runs N that share each batch (sbm.train). Only the main process writes files.
 """
 
-import argparse
-
 import torch
 
 from sbm import data, io, models
@@ -19,19 +17,14 @@ from sbm.losses import build_loss
 from sbm.models import ScoreModel
 from sbm.nets import build_net
 from sbm.processes import build_process
-from sbm.stage import run_stage
+from sbm.stage import run_stage, stage_parser
 from sbm.train import train
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data/prepared")
-    ap.add_argument("--out", default="data/models/score.safetensors")
-    ap.add_argument("--checkpoints", default="data/checkpoints/score")
-    ap.add_argument("--live", default="reports/live/train_score")
-    ap.add_argument("--metrics", default="reports/train_score.json")
-    args = ap.parse_args()
+    args = stage_parser(__doc__, data="data/prepared", out="data/models/score.safetensors",
+                        checkpoints="data/checkpoints/score", live="reports/live/train_score",
+                        metrics="reports/train_score.json").parse_args()
 
     params = load_params(args.params)
     meta = data.load_meta(args.data)

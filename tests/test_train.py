@@ -279,3 +279,26 @@ def test_stage_killed_after_a_checkpoint_resumes_to_the_uninterrupted_model(tmp_
     again = _run_stage(killed, data_dir)
     assert again["resumed_from"] == 600 and again["steps"] == 600
     assert again["final_loss"] == pytest.approx(uninterrupted["final_loss"], rel=1e-12)
+
+
+def test_resumed_run_continues_the_dvclive_curve_without_duplicates(mixture, tmp_path):
+    """The live dir persists with the checkpoints: rows logged after the last checkpoint (a
+    kill) are dropped on resume, and a finished run whose curve was deleted gets it back."""
+    x, _ = mixture.sample(2000, generator=torch.Generator().manual_seed(0))
+    live, ckpt = tmp_path / "live", tmp_path / "ckpt"
+    tsv = live / "plots" / "metrics" / "loss.tsv"
+    train(_model(x), _loss(), x, _train_params(steps=40, checkpoint_every=20, log_every=10), seed=3,
+          ckpt_dir=ckpt, live_dir=live, progress=False)
+    (ckpt / "step_00000040.safetensors").unlink()  # as if killed between step 30's log and step 40's checkpoint
+    train(_model(x), _loss(), x, _train_params(steps=60, checkpoint_every=20, log_every=10), seed=3,
+          ckpt_dir=ckpt, live_dir=live, progress=False)
+    rows = [line.split("\t") for line in tsv.read_text().splitlines()]
+    col = rows[0].index("step")
+    steps = [int(float(r[col])) for r in rows[1:]]
+    assert steps == [10, 20, 30, 40, 50, 60]
+    import shutil
+
+    shutil.rmtree(live)  # DVC without persist would delete it before the rerun
+    _, result = train(_model(x), _loss(), x, _train_params(steps=60, checkpoint_every=20, log_every=10), seed=3,
+                      ckpt_dir=ckpt, live_dir=live, progress=False)
+    assert result.resumed_from == 60 and tsv.is_file()
