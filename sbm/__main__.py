@@ -1,28 +1,84 @@
-"""Command line: `python -m sbm <command>`.
+"""Command line: `python -m sbm <command>` (or `sbm <command>` once installed).
 
+  sample    draw samples from a trained score model into a PNG (and optionally a tensor file)
   compare   write reports/compare.md: the DVC experiments' params and metrics side by side
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+
+from .config import SAMPLERS, SamplerParams
+
+
+def _sample(args) -> None:
+    from . import io, models
+    from .comparison import draw
+    from .plots import plot_samples
+
+    model, meta = models.load_model(args.checkpoint)
+    shape = meta.get("data_shape")
+    if not shape:
+        raise io.CheckpointError(f"{args.checkpoint}: no data_shape in its metadata; was it written by train_score?")
+    cfg = SamplerParams(name=args.sampler, n_samples=args.n, batch_size=min(args.n, args.batch_size),
+                        steps=args.steps, denoise=not args.no_denoise)
+    if args.step_size is not None:
+        cfg = dataclasses.replace(cfg, step_size=args.step_size)
+    x, nfe, seconds = draw(model, cfg, args.n, shape, seed=args.seed, progress=True)
+    bad = int((~x.flatten(1).isfinite().all(1)).sum())
+    if bad:
+        raise ValueError(f"{bad} of {len(x)} samples are not finite ({args.sampler}, steps {args.steps}); "
+                         "try more steps or another sampler")
+    plot_samples(x, args.out, title=f"{args.sampler}, NFE {nfe}")
+    if args.save:
+        io.save_tensors(args.save, {"x": x}, {"kind": "samples", "sampler": args.sampler, "nfe": nfe,
+                                              "wall_time_s": seconds, "checkpoint": str(args.checkpoint)})
+    print(f"sample: {len(x)} samples, {args.sampler}, NFE {nfe}, {seconds:.1f}s -> {args.out}")
+
+
+def _compare(args) -> None:
+    from .compare import write_report
+
+    text = write_report(args.out, args.repo)
+    print(text if args.print else f"wrote {args.out}")
 
 
 def main(argv: list[str] | None = None) -> None:
+    from .stage import USER_ERRORS
+
     ap = argparse.ArgumentParser(prog="sbm", description="score-based generative modelling pipeline")
     sub = ap.add_subparsers(dest="command", required=True)
+
+    smp = sub.add_parser("sample", help="draw samples from a trained model into a PNG")
+    smp.add_argument("--checkpoint", default="data/models/score.safetensors", help="a score model (train_score)")
+    smp.add_argument("--n", type=int, default=64, help="number of samples")
+    smp.add_argument("--sampler", default="ddim", choices=SAMPLERS)
+    smp.add_argument("--steps", type=int, default=50, help="levels/steps from t = 1 to t_min")
+    smp.add_argument("--step-size", type=float, default=None, help="Langevin step size ε")
+    smp.add_argument("--batch-size", type=int, default=1000)
+    smp.add_argument("--seed", type=int, default=0)
+    smp.add_argument("--no-denoise", action="store_true", help="skip the final Tweedie denoise")
+    smp.add_argument("--out", default="samples.png", help="PNG: scatter (2-D) or image grid")
+    smp.add_argument("--save", default=None, help="also write the samples as a safetensors file")
+    smp.set_defaults(run=_sample)
+
     cmp = sub.add_parser("compare", help="compare DVC experiments into a markdown report")
     cmp.add_argument("--out", default="reports/compare.md")
     cmp.add_argument("--repo", default=None, help="DVC repository (default: the current one)")
     cmp.add_argument("--print", action="store_true", help="also print the report")
+    cmp.set_defaults(run=_compare)
+
     args = ap.parse_args(argv)
-
-    if args.command == "compare":
-        from .compare import write_report
-
-        text = write_report(args.out, args.repo)
-        print(text if args.print else f"wrote {args.out}")
+    for name in ("n", "steps", "batch_size"):
+        if getattr(args, name, 1) is not None and getattr(args, name, 1) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    try:
+        args.run(args)
+    except USER_ERRORS as err:
+        print(f"sbm {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
