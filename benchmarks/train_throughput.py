@@ -1,9 +1,10 @@
-"""Training throughput: the project's loop (`sbm.train.train`) against a plain PyTorch loop.
+"""Throughput: the project's training loop (`sbm.train.train`) against a plain PyTorch loop, and
+DDIM sampling speed, for the MLP (2-D points) and the diffusers U-Net (1×8×8 digit images).
 
-Both loops train the same network (a fresh copy, same initial weights), with the same
-optimizer (AdamW, lr and weight decay of params `train`), batch size, gradient clipping
-and loss (params `loss`, default dsm over the noise process's levels), in the same process
-on the same device, after a warm-up of each. The plain loop is the minimum::
+Training. Both loops train the same network (a fresh copy, same initial weights), with the
+same optimizer (AdamW, lr and weight decay of params `train`), batch size, gradient clipping
+and loss (params `loss`, default dsm, over params `process`), in the same process on the same
+device, after a warm-up of each. The plain loop is the minimum::
 
     idx = randint(n, (B,)); loss = loss_fn(model, x[idx]).mean()
     opt.zero_grad(); loss.backward(); clip_grad_norm_(...); opt.step()
@@ -15,13 +16,32 @@ one checkpoint at the end. Its cost over the plain loop is reported and must sta
 
 Repeats alternate the two loops (and which goes first); each loop's best run is its rate
 (as `timeit` does: on a shared machine the other runs measure the neighbours), medians are
-reported too. Prints a table; writes reports/benchmarks/train_throughput.json.
+reported too.
 
-    python benchmarks/train_throughput.py                      # MLP on the 2-D mixture
-    python benchmarks/train_throughput.py --threads 1 --steps 1000 --repeats 5
-    python benchmarks/train_throughput.py --net mlp --batch-size 4096
+Networks (`--net`):
 
-`--net` picks the network from NETS (extend it with the image U-Net when it exists).
+- `mlp`: the default pipeline's case, `MLPNet` of params `model` on 20000 draws of the 2-D
+  Gaussian mixture of params `data`; batch params `train.batch_size` (512).
+- `unet`: `UNetNet` (a diffusers UNet2DModel) on the 1797 scikit-learn digits as (1, 8, 8)
+  images in [-1, 1] (`--images random`: N(0, 1) images instead); channels `--unet-channels`
+  (default 32,64), the other settings from params `model.unet` (2 ResNet blocks per level,
+  attention at the 4×4 level and in the bottleneck, 16 GroupNorm groups); batch 128.
+  Its process is params `process` with σ_max = the max pairwise distance of the images.
+
+Sampling. Samples per second of the DDIM sampler (`--sample-steps` 50: 49 steps and the final
+denoise, 50 network evaluations) through `sbm.comparison.draw`, with an *untrained* model of
+each network (the cost does not depend on the weights): 5000 points of the MLP in one batch
+(params `sampler.batch_size`), 256 images of the U-Net in one batch. Best of `--sample-repeats`
+after one warm-up draw.
+
+Prints tables; merges the results into reports/benchmarks/train_throughput.json (one entry
+per net, so `--net unet` keeps the MLP's) and writes the markdown summary
+reports/benchmarks/train_throughput.md from it.
+
+    python benchmarks/train_throughput.py                      # both nets, training and sampling
+    python benchmarks/train_throughput.py --net mlp --threads 1 --steps 1000 --repeats 5
+    python benchmarks/train_throughput.py --net unet --no-sampling
+    python benchmarks/train_throughput.py --sampling-only
 """
 
 from __future__ import annotations
@@ -29,6 +49,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import statistics
 import sys
@@ -42,34 +63,79 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sbm.comparison import draw  # noqa: E402
 from sbm.config import load_params  # noqa: E402
+from sbm.data import max_pairwise_distance  # noqa: E402
 from sbm.gmm import GaussianMixture  # noqa: E402
 from sbm.losses import build_loss  # noqa: E402
 from sbm.models import ScoreModel  # noqa: E402
-from sbm.nets import MLPNet  # noqa: E402
-from sbm.processes import NCSNLadder  # noqa: E402
+from sbm.nets import MLPNet, UNetNet  # noqa: E402
+from sbm.processes import build_process  # noqa: E402
 from sbm.train import make_optimizer, train  # noqa: E402
 
 BUDGET = 0.10  # the project's loop may cost at most 10 % over the plain loop
+OUT = ROOT / "reports" / "benchmarks" / "train_throughput.json"
 
 
-def _mlp_setup(params, n: int, seed: int):
+@dataclasses.dataclass
+class Setup:
+    x: torch.Tensor  # training data (N, ...)
+    make_model: Callable[[], ScoreModel]  # a fresh model, same initial weights every call
+    dim: int  # numel per example
+    data: str  # what x is, in words
+    batch_size: int | None  # default training batch (None: params train.batch_size)
+    steps: int  # default timed steps per run
+    warmup: int  # default untimed steps of each loop
+    sample_n: int  # samples drawn (one batch) in the sampling benchmark
+    sample_unit: str
+
+
+def _process(params, x: torch.Tensor):
+    """params `process`, σ_max = null resolved as the prepare stage does (max pairwise distance)."""
+    return build_process(params.process, {"sigma_max": max_pairwise_distance(x[:5000])})
+
+
+def _mlp_setup(params, args) -> Setup:
     """The default pipeline's case: the residual MLP on the 2-D Gaussian mixture of params `data`."""
     g = params.data.gmm
-    x, _ = GaussianMixture(g.weights, g.means, g.covs).sample(n, generator=torch.Generator().manual_seed(seed))
-    sigma_max = float(torch.cdist(x[:2000], x[:2000]).max())
-    process = NCSNLadder(params.process.sigma_min, sigma_max, params.process.n_levels)
+    x, _ = GaussianMixture(g.weights, g.means, g.covs).sample(args.n or 20000,
+                                                              generator=torch.Generator().manual_seed(params.seed))
+    process = _process(params, x)
     m = params.model
 
     def make_model() -> ScoreModel:
-        torch.manual_seed(seed)
+        torch.manual_seed(params.seed)
         return ScoreModel(MLPNet(2, m.hidden, m.depth, m.embedding_dim), process, m.prediction, float(x.std()))
 
-    return x, make_model, 2
+    return Setup(x, make_model, 2, f"{len(x)} points of the 2-D mixture", None, 500, 50,
+                 params.sampler.batch_size, "points")
 
 
-# name -> (params, n examples, seed) -> (data (N, ...), make_model(), numel per example)
-NETS: dict[str, Callable] = {"mlp": _mlp_setup}
+def _unet_setup(params, args) -> Setup:
+    """The diffusers U-Net on digit-sized (1, 8, 8) images."""
+    if args.images == "digits":
+        from sklearn.datasets import load_digits
+
+        x = torch.from_numpy(load_digits().data / 16.0 * 2.0 - 1.0).float().reshape(-1, 1, 8, 8)
+        what = f"{len(x)} scikit-learn digits, 1×8×8"
+    else:
+        x = torch.randn(args.n or 2000, 1, 8, 8, generator=torch.Generator().manual_seed(params.seed))
+        what = f"{len(x)} random N(0, 1) images, 1×8×8"
+    process = _process(params, x)
+    m, u = params.model, params.model.unet
+    channels = [int(c) for c in args.unet_channels.split(",")]
+    attention = list(u.attention) if len(u.attention) == len(channels) else [False] * (len(channels) - 1) + [True]
+
+    def make_model() -> ScoreModel:
+        torch.manual_seed(params.seed)
+        net = UNetNet(1, 8, 8, channels, u.layers_per_block, attention, u.mid_attention, u.norm_groups)
+        return ScoreModel(net, process, m.prediction, float(x.std()))
+
+    return Setup(x, make_model, 64, what, 128, 60, 10, 256, "images")
+
+
+# name -> (params, args) -> Setup
+NETS: dict[str, Callable] = {"mlp": _mlp_setup, "unet": _unet_setup}
 
 
 def _sync(device: torch.device) -> None:
@@ -106,48 +172,31 @@ def project_loop(make_model, loss_fn, x: torch.Tensor, cfg, steps: int, live: bo
     return result.seconds
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--net", choices=sorted(NETS), default="mlp", help="network and data (default: mlp)")
-    ap.add_argument("--params", default=str(ROOT / "params.yaml"), help="model/train/loss settings")
-    ap.add_argument("--batch-size", type=int, default=None, help="default: params train.batch_size")
-    ap.add_argument("--steps", type=int, default=500, help="timed steps per run")
-    ap.add_argument("--warmup", type=int, default=50, help="untimed steps of each loop first")
-    ap.add_argument("--repeats", type=int, default=5, help="alternating plain/project runs; best compared")
-    ap.add_argument("--n", type=int, default=20000, help="training examples")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    ap.add_argument("--no-live", action="store_true", help="the project's loop without dvclive logging")
-    ap.add_argument("--out", default=str(ROOT / "reports" / "benchmarks" / "train_throughput.json"))
-    args = ap.parse_args(argv)
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    params = load_params(args.params)
+def bench_training(name: str, setup: Setup, params, args, device: torch.device) -> dict:
     cfg = params.train
-    if args.batch_size:
-        cfg = dataclasses.replace(cfg, batch_size=args.batch_size)
-    x, make_model, dim = NETS[args.net](params, args.n, params.seed)
-    loss_fn = build_loss(params.loss, params.objective, dim)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # what accelerate picks
+    batch = args.batch_size or setup.batch_size
+    if batch:
+        cfg = dataclasses.replace(cfg, batch_size=batch)
+    steps, warmup = args.steps or setup.steps, args.warmup if args.warmup is not None else setup.warmup
+    loss_fn = build_loss(params.loss, params.objective, setup.dim)
+    mk, x = setup.make_model, setup.x
 
-    plain_loop(make_model, loss_fn, x, cfg, args.warmup, device)
-    project_loop(make_model, loss_fn, x, cfg, args.warmup, not args.no_live)
+    plain_loop(mk, loss_fn, x, cfg, warmup, device)
+    project_loop(mk, loss_fn, x, cfg, warmup, not args.no_live)
     times: dict[str, list[float]] = {"plain": [], "project": []}
-    runners = {"plain": lambda: plain_loop(make_model, loss_fn, x, cfg, args.steps, device),
-               "project": lambda: project_loop(make_model, loss_fn, x, cfg, args.steps, not args.no_live)}
+    runners = {"plain": lambda: plain_loop(mk, loss_fn, x, cfg, steps, device),
+               "project": lambda: project_loop(mk, loss_fn, x, cfg, steps, not args.no_live)}
     for r in range(args.repeats):
-        for name in (("plain", "project") if r % 2 == 0 else ("project", "plain")):
-            times[name].append(runners[name]())
+        for which in (("plain", "project") if r % 2 == 0 else ("project", "plain")):
+            times[which].append(runners[which]())
 
-    rate = {k: args.steps / min(v) for k, v in times.items()}
-    median_rate = {k: args.steps / statistics.median(v) for k, v in times.items()}
+    rate = {k: steps / min(v) for k, v in times.items()}
+    median_rate = {k: steps / statistics.median(v) for k, v in times.items()}
     overhead = rate["plain"] / rate["project"] - 1
-    n_params = sum(p.numel() for p in make_model().net.parameters())
+    n_params = sum(p.numel() for p in mk().net.parameters())
     report = {
-        "net": args.net, "n_params": n_params, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "loss": params.loss,
-        "batch_size": cfg.batch_size, "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
+        "net": name, "data": setup.data, "n_params": n_params, "process": params.process.name, "loss": params.loss,
+        "batch_size": cfg.batch_size, "steps": steps, "warmup": warmup, "repeats": args.repeats,
         "log_every": cfg.log_every, "dvclive": not args.no_live,
         "plain": {"steps_per_s": rate["plain"], "median_steps_per_s": median_rate["plain"], "seconds": times["plain"]},
         "project": {"steps_per_s": rate["project"], "median_steps_per_s": median_rate["project"],
@@ -155,21 +204,144 @@ def main(argv: list[str] | None = None) -> dict:
         "overhead": overhead, "median_overhead": median_rate["plain"] / median_rate["project"] - 1,
         "budget": BUDGET, "within_budget": overhead <= BUDGET,
     }
-    rows = [("plain PyTorch loop", "plain"), ("sbm.train.train", "project")]
-    print(f"{args.net} ({n_params} parameters), {params.loss}, batch {cfg.batch_size}, {args.steps} steps × "
-          f"{args.repeats} repeats on {device} ({torch.get_num_threads()} threads)")
+    print(f"\n{name}: {setup.data} ({n_params} parameters), {params.loss}, batch {cfg.batch_size}, "
+          f"{steps} steps × {args.repeats} repeats on {device} ({torch.get_num_threads()} threads)")
     print(f"{'loop':<20} {'steps/s':>9} {'ms/step':>8} {'median steps/s':>15}   runs (s)")
-    for label, key in rows:
+    for label, key in (("plain PyTorch loop", "plain"), ("sbm.train.train", "project")):
         r = rate[key]
-        print(f"{label:<20} {r:9.1f} {1e3 / r:8.3f} {median_rate[key]:15.1f}   "
+        print(f"{label:<20} {r:9.2f} {1e3 / r:8.2f} {median_rate[key]:15.2f}   "
               f"{' '.join(f'{t:.2f}' for t in times[key])}")
     print(f"overhead of sbm.train.train: {100 * overhead:+.1f} % best-of-{args.repeats} "
           f"({100 * report['median_overhead']:+.1f} % median; budget {100 * BUDGET:.0f} %) -> "
           f"{'OK' if overhead <= BUDGET else 'OVER BUDGET'}")
+    return report
+
+
+def bench_sampling(name: str, setup: Setup, params, args, device: torch.device) -> dict:
+    model = setup.make_model().to(device).eval()
+    n = setup.sample_n
+    cfg = dataclasses.replace(params.sampler, name="ddim", steps=args.sample_steps, batch_size=n, eta=0.0)
+    shape = tuple(setup.x.shape[1:])
+    draw(model, dataclasses.replace(cfg, batch_size=min(n, 64)), min(n, 64), shape, seed=1)  # warm-up
+    seconds, nfe = [], 0
+    for r in range(args.sample_repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        x, nfe, _ = draw(model, cfg, n, shape, seed=r)
+        _sync(device)
+        seconds.append(time.perf_counter() - t0)
+        assert x.shape == (n, *shape)
+    best, med = min(seconds), statistics.median(seconds)
+    report = {"net": name, "sampler": "ddim", "eta": 0.0, "steps": args.sample_steps, "nfe": nfe,
+              "denoise": cfg.denoise, "n": n, "batch_size": n, "shape": list(shape), "unit": setup.sample_unit,
+              "seconds": seconds, "samples_per_s": n / best, "median_samples_per_s": n / med,
+              "ms_per_nfe": 1e3 * best / nfe, "n_params": sum(p.numel() for p in model.net.parameters())}
+    print(f"\nsampling {name}: ddim, {args.sample_steps} steps ({nfe} NFE), {n} "
+          f"{_what(shape, setup.sample_unit)} in one batch: {n / best:.1f} {setup.sample_unit}/s best-of-"
+          f"{args.sample_repeats} ({n / med:.1f} median; {1e3 * best / nfe:.2f} ms per network evaluation; "
+          f"runs {' '.join(f'{s:.2f}' for s in seconds)} s)")
+    return report
+
+
+def _what(shape, unit: str) -> str:
+    return f"{shape[0]}-D {unit}" if len(shape) == 1 else f"{'×'.join(map(str, shape))} {unit}"
+
+
+def _load_previous(path: Path) -> dict:
+    try:
+        old = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return old if "training" in old else {}  # the older single-net layout is replaced
+
+
+def markdown(report: dict) -> str:
+    env = report["environment"]
+    lines = [
+        "# Throughput: training loop overhead and DDIM sampling speed",
+        "",
+        f"Generated by `benchmarks/train_throughput.py` on {report['date']}: {env['cpu_count']} CPU cores, "
+        f"torch {env['torch']} ({env['threads']} threads), device {env['device']}. "
+        "Numbers are best-of-N (medians in parentheses); the JSON next to this file has every run.",
+        "",
+        "## Training: `sbm.train.train` vs a plain PyTorch loop",
+        "",
+        "Same network, initial weights, optimizer, batch, clipping and loss; the project's loop adds "
+        "accelerate, permutation batches, per-step seeding, lr warm-up, the EMA, dvclive logging and "
+        f"a final checkpoint. Budget: at most {100 * BUDGET:.0f} % slower.",
+        "",
+        "| net | data | parameters | batch | steps × repeats | plain steps/s | project steps/s | overhead | "
+        "verdict |",
+        "|:--|:--|--:|--:|--:|--:|--:|--:|:--|",
+    ]
+    for name, t in report["training"].items():
+        lines.append(
+            f"| {name} | {t['data']} | {t['n_params']:,} | {t['batch_size']} | {t['steps']} × {t['repeats']} | "
+            f"{t['plain']['steps_per_s']:.2f} ({t['plain']['median_steps_per_s']:.2f}) | "
+            f"{t['project']['steps_per_s']:.2f} ({t['project']['median_steps_per_s']:.2f}) | "
+            f"{100 * t['overhead']:+.1f} % ({100 * t['median_overhead']:+.1f} %) | "
+            f"{'within budget' if t['within_budget'] else '**over budget**'} |")
+    if report.get("sampling"):
+        lines += [
+            "",
+            "## Sampling: DDIM, untrained models (the cost does not depend on the weights)",
+            "",
+            "| net | samples | one batch of | steps | NFE | samples/s | ms per network evaluation |",
+            "|:--|:--|--:|--:|--:|--:|--:|",
+        ]
+        for name, s in report["sampling"].items():
+            lines.append(
+                f"| {name} | {_what(s['shape'], s['unit'])} | {s['n']} | {s['steps']} | {s['nfe']} | "
+                f"{s['samples_per_s']:.1f} ({s['median_samples_per_s']:.1f}) | {s['ms_per_nfe']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--net", choices=[*sorted(NETS), "all"], default="all", help="network(s) (default: all)")
+    ap.add_argument("--params", default=str(ROOT / "params.yaml"), help="model/train/loss/process settings")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: mlp params train.batch_size, unet 128")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per run (default: mlp 500, unet 60)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps of each loop first (mlp 50, unet 10)")
+    ap.add_argument("--repeats", type=int, default=5, help="alternating plain/project runs; best compared")
+    ap.add_argument("--n", type=int, default=None, help="training examples (mlp 20000; unet --images random 2000)")
+    ap.add_argument("--images", choices=["digits", "random"], default="digits", help="unet training images")
+    ap.add_argument("--unet-channels", default="32,64", help="unet channels per level (default 32,64)")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--no-live", action="store_true", help="the project's loop without dvclive logging")
+    ap.add_argument("--no-sampling", action="store_true", help="training comparison only")
+    ap.add_argument("--sampling-only", action="store_true", help="sampling throughput only")
+    ap.add_argument("--sample-steps", type=int, default=50, help="DDIM steps (default 50)")
+    ap.add_argument("--sample-repeats", type=int, default=3, help="timed draws per net (best reported)")
+    ap.add_argument("--out", default=str(OUT), help="JSON (merged per net); the .md is written beside it")
+    args = ap.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    params = load_params(args.params)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # what accelerate picks
     out = Path(args.out)
+    report = _load_previous(out)
+    report.setdefault("training", {})
+    report.setdefault("sampling", {})
+    report.update({"date": time.strftime("%Y-%m-%d"), "environment": {
+        "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+    }, "budget": BUDGET})
+
+    for name in sorted(NETS) if args.net == "all" else [args.net]:
+        setup = NETS[name](params, args)
+        if not args.sampling_only:
+            report["training"][name] = bench_training(name, setup, params, args, device)
+        if not args.no_sampling:
+            report["sampling"][name] = bench_sampling(name, setup, params, args, device)
+
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    md = out.with_suffix(".md")
+    md.write_text(markdown(report))
+    print(f"\nwrote {out} and {md}")
     return report
 
 

@@ -105,6 +105,9 @@ def plot_quality_vs_nfe(rows: list[dict], png: str | Path, metric: str = "swd") 
         ax.text(0.5, 0.5, "no sampler runs (eval.compare_samplers is empty)", ha="center", transform=ax.transAxes)
     else:
         ax.set_xscale("log")
+        values = [r[metric] for r in rows if r.get(metric) is not None]
+        if values and min(values) > 0:
+            ax.set_yscale("log")
         ax.legend(fontsize=8)
     ax.set_xlabel("NFE (network evaluations)")
     ax.set_ylabel(f"{metric} to test data")

@@ -17,3 +17,13 @@ def mixture() -> GaussianMixture:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tiny tensor ops on one thread: on a busy 2-core machine OpenMP's second
+    thread only adds contention (30–100× slower convolutions were measured)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

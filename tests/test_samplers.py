@@ -101,14 +101,7 @@ DDPM_COS = process_from_config({"name": "ddpm", "beta_schedule": "cosine", "beta
                                 "n_timesteps": 200})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny (≤ 4000 × 2): intra-op threads only add synchronisation, which
-    on a busy 2-core machine made one score evaluation 100× slower (25 ms instead of 0.2 ms)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 N_MIX = 4000  # weight s.e. ≤ sqrt(.24/4000) ≈ 0.008: a 0.04 tolerance is 5 s.e. (≥ 3.9 after ≤ 0.01 of bias)
