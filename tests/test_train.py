@@ -75,15 +75,20 @@ def _loss():
     return build_loss("dsm", parse_params({}).objective, 2)
 
 
-def test_resume_continues_exactly_where_it_stopped(mixture, tmp_path):
+def _full_and_interrupted(mixture, tmp_path):
+    """A 60-step run in tmp/a, and the same run stopped after 40 steps in tmp/b.
+    -> (x, cfg of the full run, (full EMA model, its result), checkpoint dir of the stopped run)."""
     x, _ = mixture.sample(2000, generator=torch.Generator().manual_seed(0))
     cfg = _train_params(steps=60, checkpoint_every=20)
-    full, full_result = train(_model(x), _loss(), x, cfg, seed=3, ckpt_dir=tmp_path / "a", progress=False)
-
-    # interrupted after 40 steps, then rerun with the full budget
+    full = train(_model(x), _loss(), x, cfg, seed=3, ckpt_dir=tmp_path / "a", progress=False)
     train(_model(x), _loss(), x, _train_params(steps=40, checkpoint_every=20), seed=3,
           ckpt_dir=tmp_path / "b", progress=False)
-    resumed, result = train(_model(x), _loss(), x, cfg, seed=3, ckpt_dir=tmp_path / "b", progress=False)
+    return x, cfg, full, tmp_path / "b"
+
+
+def test_resume_continues_exactly_where_it_stopped(mixture, tmp_path):
+    x, cfg, (full, full_result), ckpt = _full_and_interrupted(mixture, tmp_path)
+    resumed, result = train(_model(x), _loss(), x, cfg, seed=3, ckpt_dir=ckpt, progress=False)
     assert result.resumed_from == 40 and result.steps == 60
     # the logging window (50 steps) spans the resume: the reported loss is the uninterrupted one
     assert result.final_loss == full_result.final_loss
@@ -92,15 +97,11 @@ def test_resume_continues_exactly_where_it_stopped(mixture, tmp_path):
 
 
 def test_truncated_checkpoint_falls_back_to_the_previous_good_one(mixture, tmp_path):
-    x, _ = mixture.sample(2000, generator=torch.Generator().manual_seed(0))
-    cfg = _train_params(steps=60, checkpoint_every=20)
-    full, _ = train(_model(x), _loss(), x, cfg, seed=3, ckpt_dir=tmp_path / "a", progress=False)
-    train(_model(x), _loss(), x, _train_params(steps=40, checkpoint_every=20), seed=3,
-          ckpt_dir=tmp_path / "b", progress=False)
-    newest = sorted((tmp_path / "b").glob("step_*.safetensors"))[-1]
+    x, cfg, (full, _), ckpt = _full_and_interrupted(mixture, tmp_path)
+    newest = sorted(ckpt.glob("step_*.safetensors"))[-1]
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # killed mid-copy
     with pytest.warns(UserWarning, match=f"{newest.name}.*corrupt or truncated"):
-        resumed, result = train(_model(x), _loss(), x, cfg, seed=3, ckpt_dir=tmp_path / "b", progress=False)
+        resumed, result = train(_model(x), _loss(), x, cfg, seed=3, ckpt_dir=ckpt, progress=False)
     assert result.resumed_from == 20
     for a, b in zip(full.net.state_dict().values(), resumed.net.state_dict().values()):
         assert torch.equal(a, b)
