@@ -13,8 +13,31 @@ import sys
 from .config import SAMPLERS, SamplerParams
 
 
+def _load_vae(args, meta: dict):
+    """The VAE that decodes a latent checkpoint's samples: --vae, else the one in the space
+    directory it was trained in (recorded by train_score); None for a pixel-space model."""
+    from pathlib import Path
+
+    from . import latent
+
+    space = meta.get("space") or {"space": "pixel"}
+    if space["space"] != "latent":
+        if args.vae:
+            raise ValueError(f"--vae {args.vae}: {args.checkpoint} is a pixel-space model; it needs no decoder")
+        return None
+    path = Path(args.vae) if args.vae else Path(meta.get("space_dir", "data/latent")) / latent.VAE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{args.checkpoint} is a latent model and its VAE {path} does not exist; "
+                                "pass --vae PATH (the vae.safetensors of its train_vae stage)")
+    vae = latent.load_vae(path)[0]
+    if list(vae.latent_shape) != list(space["shape"]) or abs(vae.scale - space["scale"]) > 1e-6 * space["scale"]:
+        raise ValueError(f"--vae {path}: latents {list(vae.latent_shape)} with scale {vae.scale:.6g}, but the "
+                         f"model was trained on {space['shape']} with scale {space['scale']:.6g}: not its VAE")
+    return vae
+
+
 def _sample(args) -> None:
-    from . import io, models
+    from . import io, latent, models
     from .comparison import draw
     from .plots import plot_samples
 
@@ -22,15 +45,19 @@ def _sample(args) -> None:
     shape = meta.get("data_shape")
     if not shape:
         raise io.CheckpointError(f"{args.checkpoint}: no data_shape in its metadata; was it written by train_score?")
+    vae = _load_vae(args, meta)
     cfg = SamplerParams(name=args.sampler, n_samples=args.n, batch_size=min(args.n, args.batch_size),
                         steps=args.steps, denoise=not args.no_denoise)
     if args.step_size is not None:
         cfg = dataclasses.replace(cfg, step_size=args.step_size)
-    x, nfe, seconds = draw(model, cfg, args.n, shape, seed=args.seed, progress=True)
+    x, nfe, seconds = draw(model, cfg, args.n, shape, data_range=meta.get("data_range") if vae is None else None,
+                           seed=args.seed, progress=True)
     bad = int((~x.flatten(1).isfinite().all(1)).sum())
     if bad:
         raise ValueError(f"{bad} of {len(x)} samples are not finite ({args.sampler}, steps {args.steps}); "
                          "try more steps or another sampler")
+    image = len((meta.get("space") or {}).get("data_shape", shape)) == 3
+    x = latent.decode_samples(vae, x, data_range=meta.get("data_range") if image else None)
     plot_samples(x, args.out, title=f"{args.sampler}, NFE {nfe}")
     if args.save:
         io.save_tensors(args.save, {"x": x}, {"kind": "samples", "sampler": args.sampler, "nfe": nfe,
@@ -60,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     smp.add_argument("--batch-size", type=int, default=1000)
     smp.add_argument("--seed", type=int, default=0)
     smp.add_argument("--no-denoise", action="store_true", help="skip the final Tweedie denoise")
+    smp.add_argument("--vae", default=None, help="latent models: the VAE that decodes the samples "
+                     "(default: the one recorded in the checkpoint, data/latent/vae.safetensors)")
     smp.add_argument("--out", default="samples.png", help="PNG: scatter (2-D) or image grid")
     smp.add_argument("--save", default=None, help="also write the samples as a safetensors file")
     smp.set_defaults(run=_sample)

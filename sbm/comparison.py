@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 
@@ -70,21 +71,29 @@ def settings_for_nfe(base: SamplerParams, name: str, nfe: int, native_levels: in
 def compare_samplers(
     model, base: SamplerParams, names: list[str], budgets: list[int], *, test: Tensor, reference: Tensor,
     n: int, n_projections: int = 256, data_range=None, seed: int = 0, progress: bool = True,
+    shape=None, decode: Callable[[Tensor], Tensor] | None = None,
+    quality: Callable[[Tensor], dict] | None = None,
 ) -> list[dict]:
     """One row per (sampler, NFE budget): sampler, budget, nfe (actual), steps, seconds_per_sample,
-    swd, swd_floor, mmd, mmd_floor, non_finite. n samples of test's shape per run, same seed.
+    swd, swd_floor, mmd, mmd_floor, non_finite. n samples per run, same seed.
 
+    shape: what the model samples (default test's example shape; latents for a latent model);
+    decode: samples -> data space before they are measured (a latent model's decoder);
+    quality: data-space samples -> extra row entries (e.g. FID and its floor).
     ode_adaptive sets its own NFE (rtol/atol), so it runs once."""
     rows = []
     native = len(model.process.grid())
     runs = [(name, b) for name in names for b in (budgets if name != "ode_adaptive" else budgets[:1])]
     for name, budget in tqdm(runs, desc="sampler comparison", disable=not progress):
         cfg = dataclasses.replace(settings_for_nfe(base, name, budget, native), batch_size=min(base.batch_size, n))
-        x, nfe, seconds = draw(model, cfg, n, tuple(test.shape[1:]), data_range=data_range, seed=seed)
+        x, nfe, seconds = draw(model, cfg, n, tuple(shape or test.shape[1:]), data_range=data_range, seed=seed)
         finite = torch.isfinite(x.flatten(1)).all(1)
         row = {"sampler": name, "budget": budget if name != "ode_adaptive" else None, "nfe": nfe,
                "steps": cfg.steps, "seconds_per_sample": seconds / n, "non_finite": int((~finite).sum())}
         if finite.all():
+            x = decode(x) if decode is not None else x
+            if quality is not None:
+                row.update(quality(x))
             d = distance_report(x, test, reference, n_points=n, n_projections=n_projections, seed=seed)
             row.update({k: d[k] for k in ("swd", "swd_floor", "mmd", "mmd_floor")})
         rows.append(row)

@@ -134,15 +134,19 @@ class HFParams:
     label_column: Optional[str] = None
     value_range: list[float] = _f([-1.0, 1.0])
     n_levels: Optional[int] = _f(None, ge=2)
+    image_size: Optional[int] = _f(None, ge=1)
+    channels: Optional[int] = None
 
     def validate(self, key: str) -> None:
+        if self.channels not in (None, 1, 3):
+            raise ConfigError(f"{key}.channels = {self.channels}: must be 1 (grey), 3 (RGB) or null (keep)")
         if len(self.value_range) != 2 or self.value_range[0] >= self.value_range[1]:
             raise ConfigError(f"{key}.value_range = {self.value_range}: must be [low, high] with low < high")
 
 
 @dataclass(frozen=True)
 class DataParams:
-    name: Literal[DATASETS] = "gmm"
+    name: Literal[DATASETS] = "digits"
     n_train: int = _f(20000, ge=2)
     n_test: int = _f(5000, ge=2)
     test_fraction: float = _f(0.2, gt=0.0, lt=1.0)
@@ -349,10 +353,22 @@ class EvaluatorParams:
             raise ConfigError(f"{key}.channels = {self.channels}: need at least one positive channel count")
 
 
+#: data.name values whose examples are vectors (no latent model for them)
+VECTOR_DATASETS = ("gmm", "swiss_roll", "moons", "checkerboard")
+
+
+@dataclass(frozen=True)
+class ScoreParams:
+    """Where the score model lives: latent (on the VAE's scaled latents) | pixel (on the data)."""
+
+    space: Literal["latent", "pixel"] = "latent"
+
+
 @dataclass(frozen=True)
 class Params:
     seed: int = _f(0, ge=0)
     loss: Literal[LOSSES] = "dsm"
+    score: ScoreParams = _f(None)
     objective: ObjectiveParams = _f(None)
     data: DataParams = _f(None)
     process: ProcessParams = _f(None)
@@ -363,6 +379,11 @@ class Params:
     eval: EvalParams = _f(None)
     vae: VAEParams = _f(None)
     evaluator: EvaluatorParams = _f(None)
+
+    def validate(self, key: str) -> None:
+        if self.score.space == "latent" and self.data.name in VECTOR_DATASETS:
+            raise ConfigError(f"score.space = 'latent': data.name = {self.data.name!r} gives vectors, and the "
+                              "autoencoder needs images (C, H, W); set score.space=pixel for the 2-D data sets")
 
 
 # --------------------------------------------------------------------------- generic parser

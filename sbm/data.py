@@ -7,7 +7,8 @@ in `BUILDERS`), splits it into train/test, checks it is finite and writes::
                         label = int64 (-1 where the data has no labels)
     out_dir/meta.json   shape, dim, counts, value/data range, n_levels, sigma_max, gmm, ...
 
-`load_split(data_dir, split)` reads a split back as x (N, *shape) float32, labels (N,) or None.
+`load_split(data_dir, split)` reads a split back as x (N, *shape) float32, labels (N,) or None;
+images come back as (N, C, H, W).
 
 Datasets (every random draw comes from one torch.Generator seeded with `seed`):
 
@@ -18,11 +19,24 @@ Datasets (every random draw comes from one torch.Generator seeded with `seed`):
 - moons: scikit-learn `make_moons(noise=cfg.noise)`, label = moon index.
 - checkerboard: exactly uniform on the 8 dark squares ((i + j) even, i, j = column/row
   index 0..3) of a 4x4 board on [-2, 2]^2 (pick a dark square, then a uniform point in it).
-- digits: scikit-learn `load_digits` (bundled), 1797 8x8 images with values 0..16 (17
-  levels) mapped by x/16*2-1 onto [-1, 1], flattened to (64,); labels 0..9.
+- digits: scikit-learn `load_digits` (bundled), 1797 grey 8x8 images with values 0..16
+  (17 levels) mapped by x/16*2-1 onto [-1, 1], served as images of shape (1, 8, 8); labels 0..9.
 - hf: a Hugging Face dataset by local path (`load_from_disk`) or hub name (`load_dataset`);
-  `cfg.hf.column` flattened, values mapped linearly from `cfg.hf.value_range` to [-1, 1].
-  PIL images become (C, H, W) arrays.
+  `cfg.hf.column` values mapped linearly from `cfg.hf.value_range` to [-1, 1]; numbers and
+  (nested) lists keep their shape. An image column (`datasets.Image`, read as PIL images
+  whatever format the dataset was saved with) gives (C, H, W) arrays: `cfg.hf.channels` = 1 / 3
+  converts with PIL `convert("L")` (ITU-R 601 luma) / `convert("RGB")` (null keeps the mode; only
+  palette "P"/"PA" and 1-bit images are expanded to RGB/RGBA/L), then `cfg.hf.image_size` = s
+  resizes to s x s with PIL bilinear (antialiased) `resize`. Setting channels or image_size for
+  a column that holds no images is a ValueError. 8-bit images keep their values 0..255 (a
+  resize rounds back to integers, so resized images stay on that grid): use value_range
+  [0, 255] and n_levels 256. With n_levels set, the values must lie on the n_levels-point grid
+  of value_range (else ValueError; null for continuous data). Examples::
+
+      data: {name: hf, hf: {path: mnist, column: image, label_column: label,
+                            value_range: [0, 255], n_levels: 256, image_size: 32}}
+      data: {name: hf, hf: {path: cifar10, column: img, label_column: label,
+                            value_range: [0, 255], n_levels: 256}}
 
 Toys draw n_train + n_test fresh i.i.d. points (the first n_train are train); digits and hf
 are split by a seeded permutation with `cfg.test_fraction` (n_train/n_test are ignored).
@@ -49,7 +63,8 @@ SPLITS = ("train", "test")
 
 @dataclass
 class Raw:
-    """A built dataset before splitting: x (N, dim) float32, y (N,) int64 (-1 = no label)."""
+    """A built dataset before splitting: x (N, dim) float32 flat, y (N,) int64 (-1 = no label);
+    `shape` is one example's shape (prod(shape) = dim), e.g. [2] or [C, H, W]."""
 
     x: Tensor
     y: Tensor
@@ -103,8 +118,8 @@ def _digits(cfg: DataParams, g: torch.Generator) -> Raw:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = torch.from_numpy(d.data / 16.0 * 2.0 - 1.0).float()  # (1797, 64), 17 levels in [-1, 1]
-    return Raw(x, torch.from_numpy(d.target).long(), [64], n_levels=17, data_range=[-1.0, 1.0])
+    x = torch.from_numpy(d.data / 16.0 * 2.0 - 1.0).float()  # (1797, 64) row-major 8x8, 17 levels in [-1, 1]
+    return Raw(x, torch.from_numpy(d.target).long(), [1, 8, 8], n_levels=17, data_range=[-1.0, 1.0])
 
 
 def _load_hf(cfg: DataParams) -> list[tuple[str, object]]:
@@ -138,18 +153,40 @@ def _load_hf(cfg: DataParams) -> list[tuple[str, object]]:
 
 
 def _column(ds, col: str, where: str) -> list:
+    """The values of column `col` as Python objects (an image column decodes to PIL images)."""
     if col not in ds.column_names:
         raise ValueError(f"{where}: no column {col!r}; available columns: {', '.join(ds.column_names)}")
-    return list(ds[col])
+    return list(ds.with_format(None)[col])
 
 
-def _to_array(values: list, where: str, shape: tuple | None) -> np.ndarray:
-    """Examples -> (N, *shape) float64; PIL images -> (C, H, W). Checks numeric, same shape, finite."""
+def _image(img, channels: int | None, size: int | None) -> np.ndarray:
+    """One PIL image -> (C, H, W) array in its own dtype: converted to "L" (C = 1) / "RGB" (C = 3)
+    when channels is set (palette and 1-bit images to RGB(A) / L even when it is null), then
+    resized to size x size, bilinear, when size is set."""
+    from PIL import Image
+
+    mode = {1: "L", 3: "RGB"}.get(channels) or {"P": "RGB", "PA": "RGBA", "1": "L"}.get(img.mode)
+    if mode and img.mode != mode:
+        img = img.convert(mode)
+    if size and img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    a = np.asarray(img)
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def _to_array(values: list, where: str, shape: tuple | None,
+              channels: int | None = None, size: int | None = None) -> np.ndarray:
+    """Examples -> (N, *shape) float64; PIL images -> (N, C, H, W) via `_image(channels, size)`.
+
+    Checks numeric, same shape, finite; channels/size set for a non-image value is a ValueError."""
     rows = []
     for i, v in enumerate(values):
-        if hasattr(v, "getbands"):  # PIL image: (H, W) or (H, W, C) -> (C, H, W)
-            v = np.asarray(v)
-            v = v[None] if v.ndim == 2 else v.transpose(2, 0, 1)
+        if hasattr(v, "getbands"):  # a PIL image
+            v = _image(v, channels, size)
+        elif channels is not None or size is not None:
+            key, val = ("data.hf.channels", channels) if channels is not None else ("data.hf.image_size", size)
+            raise ValueError(f"{key} = {val}: {where} row {i} is a {type(v).__name__}, not an image; "
+                             "image_size and channels apply to image columns only (set them to null)")
         try:
             a = np.asarray(v)
         except ValueError:
@@ -159,8 +196,9 @@ def _to_array(values: list, where: str, shape: tuple | None) -> np.ndarray:
         if shape is None:
             shape = a.shape
         elif a.shape != shape:
+            hint = "; set data.hf.image_size / data.hf.channels" if hasattr(values[i], "getbands") else ""
             raise ValueError(f"{where}: examples of differing shapes: row {i} is {list(a.shape)}, "
-                             f"earlier rows {list(shape)}")
+                             f"earlier rows {list(shape)}{hint}")
         rows.append(a.astype(np.float64))
     if not rows:
         raise ValueError(f"{where}: no examples")
@@ -169,12 +207,23 @@ def _to_array(values: list, where: str, shape: tuple | None) -> np.ndarray:
     return x
 
 
+def _off_grid(x: np.ndarray, lo: float, step: float, chunk: int = 4096) -> float:
+    """max |k − round(k)| over x (N, D), k = (x − lo)/step the grid index (row chunks: no N×D temporaries)."""
+    off = 0.0
+    for i in range(0, len(x), chunk):
+        k = (x[i:i + chunk] - lo) / step
+        off = max(off, float(np.abs(k - np.round(k)).max()))
+    return off
+
+
 def _hf(cfg: DataParams, g: torch.Generator) -> Raw:
+    """cfg.hf -> Raw: x (N, prod(shape)) on [-1, 1] (shape as stored, images (C, H, W)), labels or -1."""
     h = cfg.hf
     xs, ys, shape = [], [], None
     for split, ds in _load_hf(cfg):
         where = f"data.hf {h.path!r} split {split!r} column {h.column!r}"
-        x = _to_array(_column(ds, h.column, f"data.hf {h.path!r} split {split!r}"), where, shape)
+        x = _to_array(_column(ds, h.column, f"data.hf {h.path!r} split {split!r}"), where, shape,
+                      h.channels, h.image_size)
         shape = x.shape[1:]
         xs.append(x.reshape(len(x), -1))
         if h.label_column:
@@ -187,6 +236,10 @@ def _hf(cfg: DataParams, g: torch.Generator) -> Raw:
     if x.min() < lo or x.max() > hi:
         raise ValueError(f"data.hf.value_range = {h.value_range}: the data spans [{x.min():g}, {x.max():g}]; "
                          "set value_range to the range the values are drawn from")
+    if h.n_levels is not None and (off := _off_grid(x, lo, (hi - lo) / (h.n_levels - 1))) > 1e-6:
+        raise ValueError(f"data.hf.n_levels = {h.n_levels}: values are off the {h.n_levels}-point grid of "
+                         f"value_range {h.value_range} (by up to {off:.3g} steps); fix n_levels/value_range, "
+                         "or set n_levels to null for continuous data")
     x = torch.from_numpy((x - lo) / (hi - lo) * 2.0 - 1.0).float()
     y = torch.from_numpy(np.concatenate(ys)) if ys else torch.full((len(x),), -1, dtype=torch.int64)
     return Raw(x, y, list(shape), n_levels=h.n_levels, data_range=[-1.0, 1.0])

@@ -279,3 +279,21 @@ def fid_from_params(cfg, real: Tensor, fake: Tensor, evaluator: Evaluator | None
     if evaluator is None:
         raise ValueError("evaluator.feature = 'evaluator' needs a trained evaluator")
     return fid(real, fake, evaluator)
+
+
+# --------------------------------------------------------------------------- the stage's directory
+
+#: file names inside the train_evaluator stage's output directory
+EVALUATOR_FILE = "evaluator.safetensors"
+NO_EVALUATOR_FILE = "none.json"
+
+
+def load_evaluator_dir(out_dir: str | Path) -> Evaluator | None:
+    """The evaluator in a train_evaluator directory, or None when the data had no labels
+    (the directory then holds none.json); FileNotFoundError when it holds neither."""
+    d = Path(out_dir)
+    if (d / EVALUATOR_FILE).is_file():
+        return load_evaluator(d / EVALUATOR_FILE)[0]
+    if (d / NO_EVALUATOR_FILE).is_file():
+        return None
+    raise FileNotFoundError(f"{d}: no {EVALUATOR_FILE} (run the train_evaluator stage)")

@@ -375,3 +375,86 @@ def latent_nll_bound(model, x: Tensor, log_pz: Callable[[Tensor], Tensor], n_sam
     return {"nll": nll, "nll_iwae": iwae, "rec": rec, "kl": kl,
             "bpd": bits_per_dim(nll, dim, n_levels, data_range),
             "bpd_iwae": bits_per_dim(iwae, dim, n_levels, data_range)}
+
+
+# --------------------------------------------------------------------------- the score model's space
+#
+# The train_vae stage writes a *space directory* that says where the score model lives:
+#
+#     space.json           {"space": "latent" | "pixel", "data_shape": [C, H, W], "shape": model's
+#                          example shape, "scale": s (latent only)}
+#     vae.safetensors      latent only: the VAE with its scale (save_vae)
+#     latents.safetensors  latent only: "train" and "test", one z ~ q(z|x) per example, times s
+#
+# A pixel space holds only space.json: the score model is trained on the data itself.
+
+SPACE_FILE = "space.json"
+VAE_FILE = "vae.safetensors"
+LATENTS_FILE = "latents.safetensors"
+
+
+def write_space(out_dir: str | Path, data_shape: Sequence[int], vae: VAE | None = None,
+                latents: dict[str, Tensor] | None = None) -> dict:
+    """Write a space directory (see above); `vae` None = pixel space. -> the space.json dict."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (VAE_FILE, LATENTS_FILE):
+        (out / name).unlink(missing_ok=True)
+    info = {"space": "pixel", "data_shape": [int(s) for s in data_shape], "shape": [int(s) for s in data_shape]}
+    if vae is not None:
+        if not latents or set(latents) != {"train", "test"}:
+            raise ValueError("a latent space needs the scaled latents of the train and test splits")
+        save_vae(out / VAE_FILE, vae)
+        io.save_tensors(out / LATENTS_FILE, {k: v.contiguous() for k, v in latents.items()},
+                        {"kind": "latents", "scale": vae.scale})
+        info.update(space="latent", shape=list(vae.latent_shape), scale=vae.scale)
+    io.write_json(out / SPACE_FILE, info)
+    return info
+
+
+def read_space(space_dir: str | Path) -> dict:
+    """space.json of a space directory (FileNotFoundError naming what is missing)."""
+    path = Path(space_dir) / SPACE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; {space_dir} is not a space directory (run the train_vae stage)")
+    info = io.read_json(path)
+    if info.get("space") not in ("latent", "pixel"):
+        raise io.CheckpointError(f"{path}: space = {info.get('space')!r}; expected 'latent' or 'pixel'")
+    return info
+
+
+def check_space(space_dir: str | Path, expected: str) -> dict:
+    """read_space, and a ValueError if it is not params `score.space` (a stale directory)."""
+    info = read_space(space_dir)
+    if info["space"] != expected:
+        raise ValueError(f"score.space = {expected!r}, but {space_dir} holds a {info['space']!r} space; "
+                         "rerun the train_vae stage (dvc repro) with the current params")
+    return info
+
+
+def load_space_vae(space_dir: str | Path) -> VAE | None:
+    """The VAE of a latent space directory, or None for a pixel space."""
+    if read_space(space_dir)["space"] == "pixel":
+        return None
+    return load_vae(Path(space_dir) / VAE_FILE)[0]
+
+
+def load_latents(space_dir: str | Path, split: str) -> Tensor:
+    """Scaled latents z_s = s·z of `split` (train | test), (N, *latent shape)."""
+    tensors, _ = io.load_tensors(Path(space_dir) / LATENTS_FILE)
+    if split not in tensors:
+        raise io.CheckpointError(f"{Path(space_dir) / LATENTS_FILE}: no split {split!r} (holds {', '.join(tensors)})")
+    return tensors[split]
+
+
+@torch.no_grad()
+def decode_samples(vae: VAE | None, z_s: Tensor, *, data_range: Sequence[float] | None = None,
+                   batch_size: int = 1000) -> Tensor:
+    """Samples of the score model -> data space: x̂ = decode(z_s / s) for a latent model (the
+    decoder mean, eq. 2), unchanged for a pixel model; clamped to `data_range` if given. (N, ...)."""
+    if vae is None:
+        x = z_s
+    else:
+        x = torch.cat([vae.decode(z_s[i:i + batch_size], scaled=True).float().cpu()
+                       for i in range(0, len(z_s), batch_size)])
+    return x.clamp(*data_range) if data_range is not None else x

@@ -26,6 +26,16 @@ Analytic truth for a Gaussian mixture p (see `sbm.gmm`), with x_t = α(t) x₀ +
       MSE(t)   = E_{x ~ p_t} ‖s_θ(x, t) − ∇ log p_t(x)‖²                                   (3)
       rel(t)   = MSE(t) / E_{x ~ p_t} ‖∇ log p_t(x)‖²                                       (4)
 
+Evaluator metrics (labelled data; `sbm.evaluator` supplies the classifier and FID)::
+
+      fid       = FID(samples, test),  fid_floor = FID(train, test)                          (5)
+      class_tv  = ½ Σ_k |q_k − p_k|,  q = evaluator's class frequencies on the samples,
+                  p = class frequencies of the training split                                (6)
+
+Both FIDs use the same number m = min(N_samples, N_train) of generated / training
+examples against the whole test split, so their finite-sample biases match and the floor
+is what a perfect model scores at this m.
+
 Every function is deterministic given its `generator` / `seed`; none touches the
 global RNG.
 """
@@ -286,4 +296,30 @@ def gmm_metrics(model, gmm, samples: Tensor, test: Tensor, n_score_points: int, 
         "weights": {"true": true_w, "recovered": rec_w, "means": gmm.means.tolist()},
         "logp": {"samples": flat["logp_samples"], "test": flat["logp_test"]},
     }
+    return flat, detail
+
+
+def evaluator_metrics(samples: Tensor, train: Tensor, train_y: Tensor, test: Tensor, test_y: Tensor, evaluator,
+                      seed: int, fid_fn=None) -> tuple[dict, dict]:
+    """FID against its floor, eq. (5), the evaluator's test accuracy and the samples' class
+    histogram against the training frequencies, eq. (6). samples/train/test (N, ...) in data
+    space; labels (N,). fid_fn(real, fake) -> float: the FID to use (default: on the
+    evaluator's features, `sbm.evaluator.fid`). -> (flat scalars, detail)."""
+    from .evaluator import accuracy, fid
+
+    fid_fn = fid_fn or (lambda real, fake: fid(real, fake, evaluator))
+
+    m = min(len(samples), len(train))
+    g = torch.Generator().manual_seed(int(seed))
+    pick_s = torch.randperm(len(samples), generator=g)[:m]
+    pick_r = torch.randperm(len(train), generator=g)[:m]
+    fid_s, fid_r = fid_fn(test, samples[pick_s]), fid_fn(test, train[pick_r])
+    k = evaluator.config["n_classes"]
+    counts = torch.bincount(evaluator.predict(samples), minlength=k)
+    ref = torch.bincount(train_y.long(), minlength=k).double() / len(train_y)
+    q = counts.double() / counts.sum()
+    flat = {"fid": fid_s, "fid_floor": fid_r, "fid_ratio": fid_s / fid_r if fid_r > 0 else None,
+            "evaluator_acc": accuracy(evaluator, test, test_y), "class_tv": float(0.5 * (q - ref).abs().sum())}
+    detail = {"evaluator": {"n_fid": m, "n_test": len(test), "class_counts": counts.tolist(),
+                            "train_class_freq": ref.tolist(), **flat}}
     return flat, detail

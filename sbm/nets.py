@@ -106,6 +106,10 @@ class UNetNet(nn.Module):
     0..999 (as `sinusoidal_embedding` does for the MLP); it is then mapped by a 2-layer MLP
     to 4·channels[0] features added inside every ResNet block.
 
+    Attention runs through diffusers' plain `AttnProcessor` (softmax(QKᵀ/√d)V with baddbmm),
+    not PyTorch's fused scaled-dot-product kernel: the sliced objectives (ssm, ssm_vr)
+    differentiate the network twice, and the fused CPU kernel has no double backward.
+
     Sizes: H and W are zero-padded on the bottom/right to multiples of 2^(L−1) and the
     output is cropped back, so any H, W works (e.g. 2×2 latents with 3 levels run at 4×4).
 
@@ -134,6 +138,11 @@ class UNetNet(nn.Module):
             add_attention=mid_attention, norm_num_groups=norm_groups, attention_head_dim=head_dim,
             time_embedding_type="positional", flip_sin_to_cos=True, freq_shift=0,
         )
+        from diffusers.models.attention_processor import Attention, AttnProcessor
+
+        for m in self.unet.modules():  # twice differentiable attention (see the docstring)
+            if isinstance(m, Attention):
+                m.set_processor(AttnProcessor())
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.config["in_channels"]:

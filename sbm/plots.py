@@ -1,4 +1,4 @@
-"""Pictures of samples: a scatter for 2-D data, an image grid for square images."""
+"""Pictures of samples: a scatter for 2-D data, an image grid for images (N, C, H, W)."""
 
 from __future__ import annotations
 
@@ -9,25 +9,69 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 
+def _as_images(x: Tensor) -> Tensor | None:
+    """(N, C, H, W) with C ∈ {1, 3} as is; flat (N, D) with D a square > 4 as (N, 1, √D, √D); else None."""
+    if x.dim() == 4 and x.shape[1] in (1, 3):
+        return x
+    flat = x.flatten(1)
+    side = math.isqrt(flat.shape[1])
+    if flat.shape[1] != 2 and side * side == flat.shape[1] and side > 2:
+        return flat.reshape(len(x), 1, side, side)
+    return None
+
+
+def _show(ax, img: Tensor) -> None:
+    """One (C, H, W) image in [-1, 1]: grey (dark strokes on white, like the digits) or RGB."""
+    img = img.float().clamp(-1, 1)
+    if img.shape[0] == 1:
+        ax.imshow(img[0], cmap="gray_r", vmin=-1, vmax=1)
+    else:
+        ax.imshow(((img.permute(1, 2, 0) + 1) / 2).numpy())
+    ax.axis("off")
+
+
+def image_grid(rows: list[Tensor], path: str | Path, *, title: str = "", row_titles: list[str] | None = None) -> None:
+    """A PNG with one row of images per entry of `rows` (each (n, C, H, W) in [-1, 1])."""
+    n = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.8, len(rows) * 0.9), squeeze=False)
+    for i, r in enumerate(rows):
+        for j in range(n):
+            if j < len(r):
+                _show(axes[i, j], r[j].cpu())
+            else:
+                axes[i, j].axis("off")
+        if row_titles:
+            axes[i, 0].set_title(row_titles[i], fontsize=7, loc="left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot_samples(samples: Tensor, path: str | Path, *, reference: Tensor | None = None, title: str = "") -> None:
-    """Write a PNG of `samples` (N, D): scatter (next to `reference`) when D = 2,
-    a grid of √D×√D images when D is a square (values in [-1, 1]), else the first two dims."""
+    """Write a PNG of `samples`: a grid of up to 64 images for images (N, C, H, W) (or flat
+    square images (N, D)), values in [-1, 1]; a scatter (next to `reference`) for 2-D points;
+    else a scatter of the first two dimensions."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    x = samples.detach().float().flatten(1).cpu()
-    side = math.isqrt(x.shape[1])
-    if x.shape[1] != 2 and side * side == x.shape[1] and side > 2:
-        n = min(64, len(x))
+    x = samples.detach().float().cpu()
+    imgs = _as_images(x)
+    if imgs is not None:
+        n = min(64, len(imgs))
         cols = int(math.ceil(math.sqrt(n)))
-        fig, axes = plt.subplots(cols, cols, figsize=(cols * 0.8, cols * 0.8))
-        for ax, img in zip(axes.flat, x[:n]):
-            ax.imshow(img.reshape(side, side).clamp(-1, 1), cmap="gray_r", vmin=-1, vmax=1)
+        fig, axes = plt.subplots(cols, cols, figsize=(cols * 0.8, cols * 0.8), squeeze=False)
         for ax in axes.flat:
             ax.axis("off")
+        for ax, img in zip(axes.flat, imgs[:n]):
+            _show(ax, img)
     else:
+        x = x.flatten(1)
         fig, axes = plt.subplots(1, 2 if reference is not None else 1, figsize=(10 if reference is not None else 5, 5),
                                  sharex=True, sharey=True, squeeze=False)
         panels = [(x, "samples")] + ([(reference.flatten(1).cpu(), "test data")] if reference is not None else [])
@@ -38,5 +82,38 @@ def plot_samples(samples: Tensor, path: str | Path, *, reference: Tensor | None 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_class_histogram(counts: list[int], path: str | Path, *, reference: list[float] | None = None,
+                         title: str = "") -> None:
+    """Bar chart of how many samples the evaluator puts in each class, with the expected
+    count under `reference` class frequencies (e.g. the training split's) as a dashed line."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    k = torch.arange(len(counts))
+    ax.bar(k.numpy(), counts, color="tab:blue", label="samples")
+    if reference is not None:
+        total = sum(counts)
+        ax.step(k.numpy(), [total * r for r in reference], where="mid", color="k", ls="--", lw=1,
+                label="expected (train frequencies)")
+        ax.legend(fontsize=7)
+    ax.set_xticks(k.numpy())
+    ax.set_xlabel("class predicted by the evaluator")
+    ax.set_ylabel("samples")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def placeholder(path: str | Path, text: str) -> None:
+    """A small PNG that only says `text` (a declared picture whose content does not apply)."""
+    fig, ax = plt.subplots(figsize=(4, 1.2))
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True)
+    ax.axis("off")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

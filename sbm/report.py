@@ -7,12 +7,28 @@ file and which stage makes it. Everything renders offline: tables with
 from the dvclive TSV (columns step, loss) to a PNG next to the report.
 
 Sections:
+- Headline (image data) — FID next to its floor and their ratio, the evaluator's test
+  accuracy, the class TV distance, bits/dim or (latent models) its upper bound
+  (reports/metrics.json).
 - Data — the prepared dataset (reports/prepare.json).
+- Evaluator — the classifier whose features give FID (reports/train_evaluator.json), or
+  why there is none (data without class labels).
+- Autoencoder — the VAE of a latent model: reconstruction, KL, latent scale and shape
+  (reports/train_vae.json), test images above their reconstructions
+  (reports/reconstructions.png), the VAE loss curve (dvclive, plotted to
+  reports/vae_loss.png); or a line saying the score model lives in pixel space.
 - Sample quality — SW₂ and MMD² of samples vs test points next to the floor, the same
   distance from real training points to the same test points (reports/metrics.json);
   the sampler and its cost (reports/sample.json).
+- Image quality — FID on the evaluator's features next to its floor, the evaluator's
+  accuracy, the class counts of the samples next to the counts the training
+  frequencies predict (reports/eval_detail.json), the class histogram
+  (reports/class_histogram.png).
+- Likelihood — NLL / bits/dim along the probability-flow ODE, or for a latent model the
+  upper bound through the autoencoder (ELBO and importance-weighted).
 - Gaussian mixture — score error per noise level, recovered vs true mixture weights,
   mean true log-density of samples vs test points (reports/eval_detail.json).
+- Sampler comparison — NFE, cost, FID or SW₂ per (sampler, budget) (reports/samplers.json).
 - Training — summary (reports/train_score.json) and the loss curve.
 - Samples — the picture of the sample stage (reports/samples.png).
 """
@@ -30,6 +46,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .io import read_json  # noqa: E402
+from .plots import placeholder  # noqa: E402
 
 FLOATFMT = ".4g"
 
@@ -49,6 +66,12 @@ class ReportInputs:
     samples_png: Path = Path("reports/samples.png")
     samplers: Path = Path("reports/samplers.json")
     samplers_png: Path = Path("reports/samplers.png")
+    train_evaluator: Path = Path("reports/train_evaluator.json")
+    train_vae: Path = Path("reports/train_vae.json")
+    reconstructions_png: Path = Path("reports/reconstructions.png")
+    class_histogram_png: Path = Path("reports/class_histogram.png")
+    vae_loss_tsv: Path = Path("reports/live/train_vae/plots/metrics/loss.tsv")
+    vae_loss_png: Path = Path("reports/vae_loss.png")
 
     def __post_init__(self):
         for name in self.__dataclass_fields__:
@@ -67,12 +90,24 @@ def _skip(what: str, path: Path, stage: str) -> str:
 
 
 def _table(df: pd.DataFrame) -> str:
-    return df.to_markdown(index=False, floatfmt=FLOATFMT)
+    """A markdown table; a "|" inside a cell is escaped (labels write conditionals as "∣")."""
+    esc = lambda v: v.replace("|", "\\|") if isinstance(v, str) else v  # noqa: E731
+    return df.rename(columns=esc).map(esc).to_markdown(index=False, floatfmt=FLOATFMT)
 
 
 def _kv_table(d: dict, keys: list[str]) -> str:
     rows = [(k, _fmt(d[k])) for k in keys if k in d]
     return _table(pd.DataFrame(rows, columns=["", "value"]))
+
+
+def _labelled_table(d: dict, rows: list[tuple[str, str]], header: str = "") -> str:
+    """Two columns (label, value) for the keys of `rows` = [(key, label)] that `d` has and that are not None."""
+    data = [(label, _fmt(d[k])) for k, label in rows if d.get(k) is not None]
+    return _table(pd.DataFrame(data, columns=[header, "value"]))
+
+
+def _shape(v) -> str:
+    return " × ".join(str(int(n)) for n in v) if isinstance(v, (list, tuple)) else _fmt(v)
 
 
 def _fmt(v) -> str:
@@ -123,6 +158,77 @@ def plot_loss(tsv: str | Path, png: str | Path, title: str = "training loss") ->
 
 # --------------------------------------------------------------------------- sections
 
+NO_EVALUATOR = "No evaluator: the data has no class labels, so no FID."
+PIXEL_SPACE = "Score model in pixel space: no autoencoder."
+BOUND = ("−log p(x) ≤ E_q[−log p(x|z) − log p(z) + log q(z|x)], log p(z) from the probability-flow ODE "
+         "on the scaled latents")
+
+
+def _no_evaluator(train_evaluator: dict | None) -> bool:
+    """train_evaluator.json says the data has no labels (so there is no FID)."""
+    return train_evaluator is not None and not train_evaluator.get("trained", True)
+
+
+def _is_image(prepare: dict | None, m: dict) -> bool:
+    """Image data: prepare.json's shape is (C, H, W); without prepare.json, an image metric is present."""
+    shape = (prepare or {}).get("shape")
+    if shape is not None:
+        return len(shape) == 3
+    return any(k in m for k in ("fid", "bpd", "bpd_bound"))
+
+
+def _curve(tsv: Path, png: Path, out_md: Path, alt: str, title: str, stage: str) -> list[str]:
+    """The dvclive loss curve `tsv` plotted to `png` and linked, or a note when there is none."""
+    if not tsv.is_file():
+        return [_skip(f"the {alt}", tsv, stage), ""]
+    try:
+        png = plot_loss(tsv, png, title=title)
+    except (ValueError, pd.errors.EmptyDataError) as err:
+        return [f"_Skipped the {alt}: {err}._", ""]
+    return [f"![{alt}]({_rel(png, out_md)})", ""]
+
+
+def _image(png: Path, out_md: Path, alt: str, what: str, stage: str) -> list[str]:
+    if not png.is_file():
+        return [_skip(what, png, stage), ""]
+    return [f"![{alt}]({_rel(png, out_md)})", ""]
+
+
+def _bound_k(detail: dict | None) -> int | None:
+    return ((detail or {}).get("likelihood") or {}).get("bound_samples")
+
+
+def headline_section(m: dict | None, prepare: dict | None, detail: dict | None,
+                     train_evaluator: dict | None) -> list[str]:
+    """Image data: one short table of the numbers that matter — FID next to its floor, the
+    evaluator's accuracy, the class TV and bits/dim (or its upper bound for a latent model)."""
+    if m is None or not _is_image(prepare, m):
+        return []
+    rows = []
+    if "fid" in m:
+        rows += [("FID, samples vs test (evaluator features)", _fmt(m["fid"])),
+                 ("FID floor, train vs test (what a perfect model scores)", _fmt(m.get("fid_floor"))),
+                 ("FID / floor (1 = perfect)", _fmt(m.get("fid_ratio")))]
+    acc = m.get("evaluator_acc", (train_evaluator or {}).get("test_accuracy"))
+    if acc is not None:
+        rows.append(("evaluator accuracy on the real test split", _fmt(acc)))
+    if "class_tv" in m:
+        rows.append(("class TV, samples vs training frequencies (0 = identical)", _fmt(m["class_tv"])))
+    if m.get("bpd_bound_iwae") is not None:
+        k = _bound_k(detail)
+        rows.append((f"bits/dim, upper bound (importance-weighted{f', K = {k}' if k else ''})",
+                     f"≤ {_fmt(m['bpd_bound_iwae'])}"))
+    elif m.get("bpd_bound") is not None:
+        rows.append(("bits/dim, upper bound (ELBO)", f"≤ {_fmt(m['bpd_bound'])}"))
+    elif m.get("bpd") is not None:
+        rows.append(("bits/dim on dequantised test data (probability-flow ODE)", _fmt(m["bpd"])))
+    if not rows:
+        return []
+    out = ["## Headline", "", _table(pd.DataFrame(rows, columns=["", "value"])), ""]
+    if "fid" not in m and _no_evaluator(train_evaluator):
+        out += [NO_EVALUATOR, ""]
+    return out
+
 
 def data_section(prepare: dict | None, path: Path) -> list[str]:
     out = ["## Data", ""]
@@ -130,6 +236,50 @@ def data_section(prepare: dict | None, path: Path) -> list[str]:
         return out + [_skip("the data summary", path, "prepare"), ""]
     keys = ["name", "shape", "n_train", "n_test", "n_classes", "value_range", "sigma_max"]
     return out + [_kv_table(prepare, keys), ""]
+
+
+def evaluator_section(te: dict | None, inp: ReportInputs) -> list[str]:
+    """The classifier whose features give FID: its accuracy and parameters, or why there is none."""
+    out = ["## Evaluator", ""]
+    if te is None:
+        return out + [_skip("the evaluator summary", inp.train_evaluator, "train_evaluator"), ""]
+    if _no_evaluator(te):
+        return out + [NO_EVALUATOR, ""]
+    rows = [(label, _fmt(te[k])) for k, label in (
+        ("test_accuracy", "accuracy, test split"), ("train_accuracy", "accuracy, training split"),
+        ("n_classes", "classes"), ("train_seconds", "train_seconds")) if te.get(k) is not None]
+    rows += [(f"evaluator.{k}", _fmt(v)) for k, v in (te.get("evaluator") or {}).items()]
+    return out + ["A classifier trained on the real training split only (never on samples); FID is computed on "
+                  "its features.", "", _table(pd.DataFrame(rows, columns=["", "value"])), ""]
+
+
+VAE_ROWS = [("recon_mse", "reconstruction MSE, test, decode(μ(x))"), ("recon_psnr", "reconstruction PSNR (dB)"),
+            ("kl", "KL(q(z∣x) ‖ N(0, I)) (nats / test example)"), ("scale", "latent scale s = 1/std"),
+            ("latent_shape", "latent shape (C × H × W)"), ("final_loss", "final_loss"), ("steps", "steps"),
+            ("train_seconds", "train_seconds"), ("n_params", "n_params"), ("resumed_from", "resumed_from")]
+
+
+def autoencoder_section(vae: dict | None, inp: ReportInputs) -> list[str]:
+    """The VAE of a latent model (table, reconstructions, loss curve), or a line saying there is none."""
+    out = ["## Autoencoder", ""]
+    pixel = (vae or {}).get("space") == "pixel"
+    if vae is None:
+        out += [_skip("the autoencoder summary", inp.train_vae, "train_vae"), ""]
+    elif pixel:
+        out += [PIXEL_SPACE, ""]
+    else:
+        shown = {**vae, "latent_shape": _shape(vae.get("latent_shape"))} if "latent_shape" in vae else vae
+        out += ["A KL-regularised autoencoder trained first; the score model learns the distribution of its latents "
+                "scaled by s = 1/std of the training latents, and its samples are decoded. Reconstructions "
+                "decode(μ(x)) of test images; KL per test example in nats.", "",
+                _labelled_table(shown, VAE_ROWS), ""]
+    alt = "test data (pixel space)" if pixel else "test images above their reconstructions"
+    out += _image(inp.reconstructions_png, inp.out, alt, "the reconstructions picture", "train_vae")
+    if not pixel:  # no autoencoder, no curve (and an old one in the live dir is not this run's)
+        out += _curve(inp.vae_loss_tsv, inp.vae_loss_png, inp.out, "VAE loss curve", "VAE training loss", "train_vae")
+    elif vae is not None:  # the declared picture exists either way
+        placeholder(inp.vae_loss_png, "score model in pixel space: no autoencoder, no VAE loss curve")
+    return out
 
 
 def metrics_table(m: dict) -> pd.DataFrame:
@@ -157,26 +307,85 @@ def quality_section(m: dict | None, sample: dict | None, inp: ReportInputs) -> l
     if sample is None:
         out += [_skip("the sampler summary", inp.sample, "sample"), ""]
     else:
-        out += [_kv_table(sample, ["sampler", "n", "nfe", "wall_time_s", "seconds_per_sample"]), ""]
+        out += [_kv_table(sample, ["sampler", "space", "n", "nfe", "wall_time_s", "seconds_per_sample"]), ""]
     return out
 
 
-def likelihood_section(m: dict | None) -> list[str]:
-    """Test NLL along the probability-flow ODE (nats/example or bits/dim) and, for the
-    mixture, the exact NLL of the same points under the true density."""
-    if m is None or not any(k in m for k in ("nll", "bpd")):
+def class_table(counts: list[int], train_freq: list[float]) -> pd.DataFrame:
+    """Samples per evaluator class next to the count the training class frequencies predict."""
+    total = sum(counts)
+    return pd.DataFrame([{"class": k, "samples": int(c), "expected": round(f * total, 1)}
+                         for k, (c, f) in enumerate(zip(counts, train_freq))])
+
+
+def image_quality_section(m: dict | None, detail: dict | None, inp: ReportInputs) -> list[str]:
+    """FID against its floor, the evaluator's accuracy, the class histogram of the samples;
+    nothing when no evaluator ran."""
+    ev = (detail or {}).get("evaluator") or {}
+    d = {**ev, **(m or {})}
+    head = ["## Image quality: FID and classes", ""]
+    if "fid" not in d:  # no evaluator: the headline and the evaluator section say why
         return []
+    n_fid, n_test = d.get("n_fid"), d.get("n_test")
+    out = head + [
+        f"FID between {_fmt(n_fid) if n_fid else 'the'} samples and {_fmt(n_test) if n_test else 'the'} test examples "
+        "on the evaluator's features. The floor is the same number of real training examples against the same "
+        "test examples: what a perfect model scores at this n (FID / floor ≈ 1).", "",
+        _labelled_table(d, [("fid", "FID, samples vs test"), ("fid_floor", "FID floor, train vs test"),
+                            ("fid_ratio", "FID / floor"), ("evaluator_acc", "evaluator accuracy, real test split"),
+                            ("class_tv", "class TV, samples vs training frequencies")]), ""]
+    if ev.get("class_counts") and ev.get("train_class_freq"):
+        out += ["The evaluator's class of each sample, next to the count the training class frequencies predict "
+                "(class TV = ½ Σ |sample frequency − training frequency|, 0 = identical).", "",
+                _table(class_table(ev["class_counts"], ev["train_class_freq"])), ""]
+    out += _image(inp.class_histogram_png, inp.out, "class histogram of the samples", "the class histogram",
+                  "evaluate")
+    return out
+
+
+LATENT_ROWS = [("bpd_bound", "bits/dim, upper bound (ELBO)"), ("bpd_bound_iwae", None),
+               ("nll_bound", "NLL upper bound (nats / example)"),
+               ("bound_rec", "reconstruction term E_q[−log p(x∣z)] (nats)"),
+               ("bound_kl", "KL term E_q[log q(z∣x) − log p(z)] (nats)"), ("nll_nfe", "NFE per ODE solve")]
+
+
+def likelihood_section(m: dict | None, detail: dict | None = None) -> list[str]:
+    """Test NLL along the probability-flow ODE (nats/example or bits/dim) and, for the
+    mixture, the exact NLL of the same points under the true density; for a latent model,
+    the upper bound through the autoencoder."""
+    if m is None or not any(k in m for k in ("nll", "bpd", "bpd_bound")):
+        return []
+    if "bpd_bound" in m:
+        return latent_likelihood(m, detail)
     rows = [(label, m.get(key)) for key, label in (
         ("nll", "model NLL (nats / example)"), ("nll_exact", "exact NLL under the true density"),
         ("nll_gap", "gap to the exact NLL"), ("bpd", "model NLL (bits / dim, dequantised)"),
         ("nll_nfe", "NFE per ODE solve")) if m.get(key) is not None]
     df = pd.DataFrame(rows, columns=["test likelihood", "value"])
-    return ["## Likelihood", "", "log p₀(x) integrated along the probability-flow ODE on test points.", "",
+    text = "log p₀(x) integrated along the probability-flow ODE on test points."
+    if "bpd" in m:
+        text += " Bits/dim of the test data dequantised by uniform noise: an estimate with the exact ODE."
+    return ["## Likelihood", "", text, "", _table(df.map(_fmt)), ""]
+
+
+def latent_likelihood(m: dict, detail: dict | None) -> list[str]:
+    """The latent model's bound: ELBO and importance-weighted, with the reconstruction / KL split."""
+    k = _bound_k(detail)
+    n = ((detail or {}).get("likelihood") or {}).get("n")
+    iwae = f"importance-weighted, K = {k}" if k else "importance-weighted"
+    rows = [(label or f"bits/dim, upper bound ({iwae})", m[key])
+            for key, label in LATENT_ROWS if m.get(key) is not None]
+    df = pd.DataFrame(rows, columns=["test likelihood (upper bound)", "value"])
+    return ["## Likelihood", "",
+            f"An upper bound, not an estimate: {BOUND} (d · log s for the scaling), "
+            f"averaged over {f'{n} ' if n else ''}test points{f' with K = {k} latent draws each' if k else ''}. "
+            "The importance-weighted bound log-averages the K weights p(x|z)p(z)/q(z|x) and is the tighter "
+            "(≤ the ELBO); nll_bound = reconstruction + KL term. The model's true bits/dim is at most these.", "",
             _table(df.map(_fmt)), ""]
 
 
 def samplers_section(inp: ReportInputs) -> list[str]:
-    """The sampler comparison: NFE, time per sample and distance to test per (sampler, steps)."""
+    """The sampler comparison: NFE, time per sample and FID or distance to test per (sampler, steps)."""
     data = _json_or_none(inp.samplers)
     if data is None:
         return ["## Sampler comparison", "", _skip("the sampler comparison", inp.samplers, "compare_samplers"), ""]
@@ -184,14 +393,19 @@ def samplers_section(inp: ReportInputs) -> list[str]:
     if not rows:
         return ["## Sampler comparison", "", "_No samplers listed in eval.compare_samplers._", ""]
     df = pd.DataFrame(rows)
-    cols = [c for c in ("sampler", "budget", "steps", "nfe", "seconds_per_sample", "swd", "swd_floor", "mmd", "non_finite")
-            if c in df.columns]
+    cols = [c for c in ("sampler", "budget", "steps", "nfe", "seconds_per_sample", "fid", "fid_floor", "swd",
+                        "swd_floor", "mmd", "non_finite") if c in df.columns]
+    metric = data.get("metric") or ("fid" if "fid" in df.columns else "swd")
+    fid = "fid" in df.columns
     out = ["## Sampler comparison", "",
            f"Each sampler at each NFE budget (eval.compare_nfe) on the same model and seed, n = {data.get('n')} samples; "
-           "distances to the test split, the floor is real training points against the same test points.", "",
+           + ("FID on the evaluator's features and " if fid else "")
+           + "distances to the test split, the floor is real training points against the same test points.", "",
            _table(df[cols].map(_fmt)), ""]
     if inp.samplers_png.is_file():
-        out += [f"![quality vs NFE]({_rel(inp.samplers_png, inp.out)})", ""]
+        shown = "FID" if metric == "fid" else "SW₂"
+        out += [f"The plot shows {shown} against NFE.", "",
+                f"![quality vs NFE]({_rel(inp.samplers_png, inp.out)})", ""]
     return out
 
 
@@ -230,43 +444,54 @@ def gmm_section(detail: dict | None, inp: ReportInputs) -> list[str]:
     return out
 
 
+SPACE_TEXT = {"latent": "in latent space: on the VAE's scaled latents",
+              "pixel": "in pixel space: on the data itself"}
+
+
 def training_section(train: dict | None, inp: ReportInputs) -> list[str]:
     out = ["## Training", ""]
     if train is None:
         out += [_skip("the training summary", inp.train, "train_score")]
     else:
-        out += [_kv_table(train, ["loss", "final_loss", "steps", "train_seconds", "n_params", "resumed_from"])]
+        if train.get("space") in SPACE_TEXT:
+            out += [f"Score model trained {SPACE_TEXT[train['space']]}.", ""]
+        out += [_kv_table(train, ["loss", "space", "final_loss", "steps", "train_seconds", "n_params", "resumed_from"])]
     out.append("")
-    if not inp.loss_tsv.is_file():
-        out += [_skip("the loss curve", inp.loss_tsv, "train_score"), ""]
-    else:
-        try:
-            png = plot_loss(inp.loss_tsv, inp.loss_png)
-        except (ValueError, pd.errors.EmptyDataError) as err:
-            out += [f"_Skipped the loss curve: {err}._", ""]
-        else:
-            out += [f"![training loss]({_rel(png, inp.out)})", ""]
-    return out
+    return out + _curve(inp.loss_tsv, inp.loss_png, inp.out, "training loss", "training loss", "train_score")
 
 
-def samples_section(inp: ReportInputs) -> list[str]:
+def samples_section(sample: dict | None, inp: ReportInputs) -> list[str]:
     out = ["## Samples", ""]
     if not inp.samples_png.is_file():
         return out + [_skip("the samples picture", inp.samples_png, "sample"), ""]
+    space = (sample or {}).get("space")
+    if space == "latent":
+        out += ["Drawn in latent space and decoded by the VAE.", ""]
+    elif space == "pixel":
+        out += ["Drawn in pixel space.", ""]
     return out + [f"![samples]({_rel(inp.samples_png, inp.out)})", ""]
 
 
 def build_report(inp: ReportInputs) -> str:
-    """Write the markdown report to `inp.out` (and the loss curve to `inp.loss_png`); return its text."""
+    """Write the markdown report to `inp.out` (and the loss curves to `inp.loss_png`,
+    `inp.vae_loss_png` when their dvclive curves exist); return its text."""
     m = _json_or_none(inp.metrics)
+    detail = _json_or_none(inp.detail)
+    prepare = _json_or_none(inp.prepare)
+    sample = _json_or_none(inp.sample)
+    te = _json_or_none(inp.train_evaluator)
     lines = ["# sbm report", ""]
-    lines += data_section(_json_or_none(inp.prepare), inp.prepare)
-    lines += quality_section(m, _json_or_none(inp.sample), inp)
-    lines += likelihood_section(m)
-    lines += gmm_section(_json_or_none(inp.detail), inp)
+    lines += headline_section(m, prepare, detail, te)
+    lines += data_section(prepare, inp.prepare)
+    lines += evaluator_section(te, inp)
+    lines += autoencoder_section(_json_or_none(inp.train_vae), inp)
+    lines += quality_section(m, sample, inp)
+    lines += image_quality_section(m, detail, inp)
+    lines += likelihood_section(m, detail)
+    lines += gmm_section(detail, inp)
     lines += samplers_section(inp)
     lines += training_section(_json_or_none(inp.train), inp)
-    lines += samples_section(inp)
+    lines += samples_section(sample, inp)
     text = "\n".join(lines).rstrip() + "\n"
     inp.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = inp.out.with_name(f".{inp.out.name}.tmp")

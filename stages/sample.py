@@ -1,12 +1,14 @@
 """DVC stage `sample`: draw samples from the trained score model.
 
-Reads params (seed, sampler), the model and the data meta; writes
-data/samples/samples.safetensors, reports/sample.json and reports/samples.png.
+Reads params (seed, sampler), the model, the data meta and the space directory: a latent
+model's samples z_s are decoded by the VAE, x = decode(z_s / s) (sbm.latent.decode_samples);
+image samples are clamped to the data's value range. Writes data/samples/samples.safetensors
+(data space), reports/sample.json and reports/samples.png (an image grid, or a scatter for 2-D).
 """
 
 import torch
 
-from sbm import data, io, models
+from sbm import data, io, latent, models
 from sbm.comparison import draw
 from sbm.config import load_params
 from sbm.plots import plot_samples
@@ -14,28 +16,32 @@ from sbm.stage import run_stage, stage_parser
 
 
 def main() -> None:
-    args = stage_parser(__doc__, data="data/prepared", model="data/models/score.safetensors",
+    args = stage_parser(__doc__, data="data/prepared", space="data/latent", model="data/models/score.safetensors",
                         out="data/samples/samples.safetensors", metrics="reports/sample.json",
                         plot="reports/samples.png").parse_args()
 
     params = load_params(args.params)
     cfg = params.sampler
     meta = data.load_meta(args.data)
+    space = latent.check_space(args.space, params.score.space)
+    vae = latent.load_space_vae(args.space)
     model, _ = models.load_model(args.model)
-    x, nfe, seconds = draw(model, cfg, cfg.n_samples, meta["shape"], data_range=meta["value_range"],
-                           seed=params.seed, progress=True)
-    bad = (~torch.isfinite(x.flatten(1))).any(1).sum().item()
+    image = len(meta["shape"]) == 3
+    z, nfe, seconds = draw(model, cfg, cfg.n_samples, space["shape"],
+                           data_range=meta["value_range"] if vae is None else None, seed=params.seed, progress=True)
+    bad = (~torch.isfinite(z.flatten(1))).any(1).sum().item()
     if bad:
-        raise ValueError(f"{bad} of {len(x)} samples are not finite (sampler {cfg.name}, step_size "
+        raise ValueError(f"{bad} of {len(z)} samples are not finite (sampler {cfg.name}, step_size "
                          f"{cfg.step_size}); lower sampler.step_size or check the model")
-    info = {"sampler": cfg.name, "n": len(x), "nfe": nfe, "wall_time_s": round(seconds, 3),
+    x = latent.decode_samples(vae, z, data_range=meta["value_range"] if image else None)
+    info = {"sampler": cfg.name, "space": space["space"], "n": len(x), "nfe": nfe, "wall_time_s": round(seconds, 3),
             "seconds_per_sample": seconds / len(x)}
-    io.save_tensors(args.out, {"x": x}, {"kind": "samples", **info})
+    io.save_tensors(args.out, {"x": x.contiguous()}, {"kind": "samples", **info})
     io.write_json(args.metrics, info)
     test, _ = data.load_split(args.data, "test")
     plot_samples(x, args.plot, reference=test if x[0].numel() == 2 else None,
-                 title=f"{cfg.name}, NFE {nfe}")
-    print(f"sample: {len(x)} samples with {cfg.name}, NFE {nfe}, {seconds:.1f}s")
+                 title=f"{cfg.name}, NFE {nfe}" + (" (latent, decoded)" if vae is not None else ""))
+    print(f"sample: {len(x)} samples with {cfg.name} in {space['space']} space, NFE {nfe}, {seconds:.1f}s")
 
 
 if __name__ == "__main__":

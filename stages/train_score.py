@@ -1,6 +1,8 @@
 """DVC stage `train_score`: fit the noise-conditional score model on the prepared data.
 
-Reads params (seed, loss, objective, process, model, train), data/prepared; writes the EMA
+Reads params (seed, loss, objective, process, model, train, score), data/prepared and the
+space directory data/latent (sbm.latent): with score.space = latent the model is trained on
+the VAE's scaled training latents z·s, with pixel on the training split itself. Writes the EMA
 model to data/models/score.safetensors, resumable state to data/checkpoints/score
 (persisted by DVC), the loss curve through dvclive and reports/train_score.json.
 
@@ -11,7 +13,7 @@ runs N that share each batch (sbm.train). Only the main process writes files.
 
 import torch
 
-from sbm import data, io, models
+from sbm import data, io, latent, models
 from sbm.config import load_params, to_dict
 from sbm.losses import build_loss
 from sbm.models import ScoreModel
@@ -22,28 +24,36 @@ from sbm.train import train
 
 
 def main() -> None:
-    args = stage_parser(__doc__, data="data/prepared", out="data/models/score.safetensors",
+    args = stage_parser(__doc__, data="data/prepared", space="data/latent", out="data/models/score.safetensors",
                         checkpoints="data/checkpoints/score", live="reports/live/train_score",
                         metrics="reports/train_score.json").parse_args()
 
     params = load_params(args.params)
     meta = data.load_meta(args.data)
-    x, _ = data.load_split(args.data, "train")
-    process = build_process(params.process, meta)
+    space = latent.check_space(args.space, params.score.space)
+    if space["space"] == "latent":
+        x = latent.load_latents(args.space, "train")
+        meta = {**meta, "shape": space["shape"], "dim": x[0].numel(), "sigma_max": data.max_pairwise_distance(x)}
+    else:
+        x, _ = data.load_split(args.data, "train")
+    process = build_process(params.process, meta)  # ve/ncsn: σ_max of the space trained in
     data_std = float(x.std())  # σ_data of the input scaling c_in (sbm.models, eq. 2)
     torch.manual_seed(params.seed)  # the initial weights (under DDP, rank 0's are broadcast)
     model = ScoreModel(build_net(params.model, meta["shape"]), process, params.model.prediction, data_std)
     loss_fn = build_loss(params.loss, params.objective, meta["dim"])  # refuses esm in high dim, before work
     fp_config = {"loss": params.loss, "objective": to_dict(params.objective), "model": model.to_config(),
-                 "data": {k: meta.get(k) for k in ("name", "shape", "n_train", "sigma_max", "seed")}}
+                 "data": {k: meta.get(k) for k in ("name", "shape", "n_train", "sigma_max", "seed")},
+                 "space": space}
     ema_model, result = train(model, loss_fn, x, params.train, seed=params.seed, ckpt_dir=args.checkpoints,
                               live_dir=args.live, config_for_fingerprint=fp_config)
     if not result.is_main_process:
         return
+    # data_shape: the shape the model samples (latents for a latent model); space: how to decode them
     models.save_model(args.out, ema_model, extra={"loss": params.loss, "data_shape": meta["shape"],
-                                              "data_range": meta.get("value_range")})
+                                              "data_range": meta.get("value_range"), "space": space,
+                                              "space_dir": str(args.space)})
     n_params = sum(p.numel() for p in ema_model.net.parameters())
-    io.write_json(args.metrics, {"loss": params.loss, "final_loss": result.final_loss, "steps": result.steps,
+    io.write_json(args.metrics, {"loss": params.loss, "space": space["space"], "final_loss": result.final_loss, "steps": result.steps,
                                  "train_seconds": round(result.seconds, 2), "resumed_from": result.resumed_from,
                                  "n_params": n_params, "world_size": result.world_size})
     print(f"train_score: {params.loss} loss {result.final_loss:.4f} after {result.steps} steps "

@@ -42,3 +42,37 @@ def test_sample_errors_are_one_line(checkpoint, tmp_path):
     assert proc.returncode == 2 and "--n must be >= 1" in proc.stderr
     proc = _cli("sample", "--checkpoint", checkpoint, "--sampler", "magic")
     assert proc.returncode == 2 and "invalid choice: 'magic'" in proc.stderr
+
+
+def test_a_latent_model_is_decoded_by_its_vae(tmp_path):
+    """A latent checkpoint samples (4, 4, 4) latents and the CLI decodes them to 1×8×8 images
+    with the VAE recorded in the checkpoint (or --vae); a VAE of another scale is refused."""
+    import torch
+
+    from sbm.io import load_tensors
+    from sbm.latent import VAE, save_vae, write_space
+    from sbm.nets import UNetNet
+
+    torch.manual_seed(0)
+    vae = VAE([1, 8, 8], channels=[16, 32], latent_channels=4)
+    vae.scale = 1.5
+    z = {"train": torch.randn(4, 4, 4, 4), "test": torch.randn(2, 4, 4, 4)}
+    space = write_space(tmp_path / "latent", [1, 8, 8], vae, z)
+    model = ScoreModel(UNetNet(4, 4, 4, [16, 32], 1, [False, False], False), VPSDE())
+    ckpt = tmp_path / "score.safetensors"
+    save_model(ckpt, model, extra={"data_shape": space["shape"], "data_range": [-1.0, 1.0], "space": space,
+                                   "space_dir": str(tmp_path / "latent")})
+    out, save = tmp_path / "grid.png", tmp_path / "x.safetensors"
+    proc = _cli("sample", "--checkpoint", ckpt, "--n", 6, "--steps", 3, "--out", out, "--save", save)
+    assert proc.returncode == 0, proc.stderr
+    x = load_tensors(save)[0]["x"]
+    assert x.shape == (6, 1, 8, 8) and x.min() >= -1 and x.max() <= 1
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    vae.scale = 3.0
+    save_vae(tmp_path / "other.safetensors", vae)
+    proc = _cli("sample", "--checkpoint", ckpt, "--n", 2, "--vae", tmp_path / "other.safetensors", "--out", out)
+    assert proc.returncode == 2 and "not its VAE" in proc.stderr
+    (tmp_path / "latent" / "vae.safetensors").unlink()
+    proc = _cli("sample", "--checkpoint", ckpt, "--n", 2, "--out", out)
+    assert proc.returncode == 2 and "pass --vae PATH" in proc.stderr

@@ -12,16 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _leaf_keys(cls, prefix=""):
-    for f in dataclasses.fields(cls):
-        tp = cls.__dataclass_fields__[f.name].type
-        sub = {"objective", "data", "process", "model", "train", "sampler", "likelihood", "eval", "gmm", "hf",
-               "unet", "vae", "evaluator"}
-        nested = f.name in sub
-        if nested:
-            import typing
+    import typing
 
-            hint = typing.get_type_hints(cls)[f.name]
-            yield from _leaf_keys(hint, f"{prefix}{f.name}.")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):  # a params section
+            yield from _leaf_keys(hints[f.name], f"{prefix}{f.name}.")
         else:
             yield f"{prefix}{f.name}"
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sbm import data
-from sbm.config import parse_params
+from sbm.config import VECTOR_DATASETS, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 TOYS = ["gmm", "swiss_roll", "moons", "checkerboard"]
@@ -22,8 +22,11 @@ META_KEYS = {"name", "shape", "dim", "n_train", "n_test", "value_range", "n_leve
 
 
 def prep(out: Path, seed: int = 0, **data_params) -> tuple[dict, tuple, tuple]:
-    """prepare() with the given data params; -> (meta, (x_train, y_train), (x_test, y_test))."""
-    cfg = parse_params({"data": data_params}).data
+    """prepare() with the given data params; -> (meta, (x_train, y_train), (x_test, y_test)).
+
+    Vector data sets need score.space = pixel (the default latent space wants images)."""
+    space = "pixel" if data_params.get("name") in VECTOR_DATASETS else "latent"
+    cfg = parse_params({"data": data_params, "score": {"space": space}}).data
     meta = data.prepare(cfg, seed, out)
     return meta, data.load_split(out, "train"), data.load_split(out, "test")
 
@@ -101,18 +104,23 @@ def test_moons_and_swiss_roll_labels_and_spread(tmp_path):
 def test_digits_grid_labels_split(tmp_path):
     from sklearn.datasets import load_digits
 
+    d = load_digits()
     meta, (x, y), (xt, yt) = prep(tmp_path / "a", 0, name="digits", test_fraction=0.25)
     _, (x2, y2), _ = prep(tmp_path / "b", 0, name="digits", test_fraction=0.25)
     _, (x3, _), _ = prep(tmp_path / "c", 5, name="digits", test_fraction=0.25)
-    assert x.shape[1:] == (64,) and meta["shape"] == [64] and meta["dim"] == 64
+    assert x.shape[1:] == (1, 8, 8) and meta["shape"] == [1, 8, 8] and meta["dim"] == 64
     assert (len(x), len(xt)) == (1797 - 449, 449) == (meta["n_train"], meta["n_test"])
     levels = (torch.cat([x, xt]).double() + 1) / 2 * 16
     assert torch.allclose(levels, levels.round(), atol=1e-5) and levels.min() >= 0 and levels.max() <= 16
     assert set(y.tolist()) == set(yt.tolist()) == set(range(10))
     assert torch.equal(x, x2) and torch.equal(y, y2) and not torch.equal(x, x3)
     # the split is a permutation of the whole set: train ∪ test == the digits, as multisets
-    ref = np.sort(load_digits().data / 16 * 2 - 1, axis=0)
-    assert np.allclose(np.sort(torch.cat([x, xt]).numpy(), axis=0), ref, atol=1e-6)
+    ref = np.sort(d.data / 16 * 2 - 1, axis=0)
+    assert np.allclose(np.sort(torch.cat([x, xt]).reshape(-1, 64).numpy(), axis=0), ref, atol=1e-6)
+    # ... and each example is one digit image, row-major (not transposed), with its own label
+    img = {(tuple(im.astype(int).flatten()), int(t)) for im, t in zip(d.images, d.target)}
+    served = ((torch.cat([x, xt])[:, 0] + 1) / 2 * 16).round().long()
+    assert {(tuple(a.flatten().tolist()), int(t)) for a, t in zip(served, torch.cat([y, yt]))} == img
     assert (meta["n_levels"], meta["data_range"], meta["n_classes"]) == (17, [-1.0, 1.0], 10)
     assert meta["value_range"] == [-1.0, 1.0]
 
@@ -198,6 +206,126 @@ def test_hf_single_dataset_and_images(tmp_path):
     assert ((x >= -1) & (x <= 1)).all()
 
 
+# ---- image columns: channels, image_size (tiny PIL datasets built here; label = source index)
+
+
+def save_images(path: Path, imgs: list, labels=None, fmt: str | None = None) -> Path:
+    """A datasets.Dataset {"image": Image(), "label"} saved to path (in format fmt); labels given: a
+    ClassLabel column, else int64 = the image's index."""
+    import datasets
+
+    lab = datasets.Value("int64") if labels is None else datasets.ClassLabel(num_classes=max(labels) + 1)
+    feats = datasets.Features({"image": datasets.Image(), "label": lab})
+    labels = list(range(len(imgs))) if labels is None else labels
+    datasets.Dataset.from_dict({"image": imgs, "label": labels}, features=feats).with_format(fmt) \
+        .save_to_disk(str(path))
+    return path
+
+
+def by_label(x: torch.Tensor, y: torch.Tensor) -> dict[int, np.ndarray]:
+    """{label: example as 0..255 levels (C, H, W)} from x in [-1, 1] (the inverse of value_range [0, 255])."""
+    return {int(t): ((a.double().numpy() + 1) / 2 * 255) for a, t in zip(x, y)}
+
+
+def rgb_images(n: int = 12, hw=(6, 5), seed: int = 0) -> list:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, size=(*hw, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def img_hf(path, **kw):
+    return hf(path, column="image", label_column="label", value_range=[0, 255], n_levels=256, **kw)
+
+
+@pytest.mark.parametrize("fmt", [None, "numpy", "torch"])
+def test_hf_images_stored_shape_labels_split(tmp_path, fmt):
+    import datasets
+
+    imgs = rgb_images()
+    src = save_images(tmp_path / "src", imgs, labels=[i % 3 for i in range(12)], fmt=fmt)
+    ref = save_images(tmp_path / "ref", imgs)  # same images, label = index, to pair each example with its source
+    meta, (x, y), (xt, yt) = prep(tmp_path / "a", 0, **img_hf(src))
+    assert meta["shape"] == [3, 6, 5] and x.shape == (10, 3, 6, 5) and xt.shape == (2, 3, 6, 5)
+    assert (meta["n_levels"], meta["data_range"], meta["n_classes"]) == (256, [-1.0, 1.0], 3)
+    assert sorted(torch.cat([y, yt]).tolist()) == sorted(i % 3 for i in range(12))
+    _, (xr, yr), (xrt, yrt) = prep(tmp_path / "r", 0, **img_hf(ref))
+    got = by_label(torch.cat([xr, xrt]), torch.cat([yr, yrt]))
+    for i, im in enumerate(imgs):  # (C, H, W) = the PIL (H, W, C) array transposed, 0..255 -> [-1, 1]
+        assert np.allclose(got[i], np.asarray(im).transpose(2, 0, 1), atol=1e-4)
+    # labels stay with their images: same permutation as the label = index copy
+    assert torch.equal(y, yr % 3) and torch.equal(yt, yrt % 3)
+    # the split: reproducible for one seed, another for another seed
+    _, (x2, y2), _ = prep(tmp_path / "b", 0, **img_hf(src))
+    _, (_, yr5), _ = prep(tmp_path / "c", 5, **img_hf(ref))
+    assert torch.equal(x, x2) and torch.equal(y, y2) and not torch.equal(yr, yr5)
+    assert datasets.load_from_disk(str(src)).format["type"] == fmt  # the saved format was not a no-op
+
+
+def test_hf_images_channels(tmp_path):
+    from PIL import Image
+
+    imgs = rgb_images()
+    _, (x, y), (xt, yt) = prep(tmp_path / "g", 0, **img_hf(save_images(tmp_path / "rgb", imgs), channels=1))
+    assert x.shape[1:] == (1, 6, 5)
+    got = by_label(torch.cat([x, xt]), torch.cat([y, yt]))
+    for i, im in enumerate(imgs):  # PIL's own ITU-R 601 luma, rounded to 0..255
+        assert np.allclose(got[i][0], np.asarray(im.convert("L")), atol=1e-4)
+    grey = [im.convert("L") for im in imgs]
+    _, (x, y), (xt, yt) = prep(tmp_path / "c", 0, **img_hf(save_images(tmp_path / "grey", grey), channels=3))
+    assert x.shape[1:] == (3, 6, 5)
+    got = by_label(torch.cat([x, xt]), torch.cat([y, yt]))
+    for i, im in enumerate(grey):  # three equal channels, each the grey image
+        assert np.allclose(got[i], np.asarray(im)[None].repeat(3, 0), atol=1e-4)
+    # a palette image with channels null is served as its RGB colours, not palette indices
+    pal = [im.convert("P", palette=Image.Palette.ADAPTIVE, colors=8) for im in imgs]
+    _, (x, y), (xt, yt) = prep(tmp_path / "p", 0, **img_hf(save_images(tmp_path / "pal", pal)))
+    got = by_label(torch.cat([x, xt]), torch.cat([y, yt]))
+    assert x.shape[1:] == (3, 6, 5)
+    assert all(np.allclose(got[i], np.asarray(im.convert("RGB")).transpose(2, 0, 1), atol=1e-4)
+               for i, im in enumerate(pal))
+
+
+def test_hf_images_resize(tmp_path):
+    from PIL import Image
+
+    const = [Image.fromarray(np.full((6, 5), 20 * i + 3, dtype=np.uint8)) for i in range(6)]
+    imgs = rgb_images(6)
+    meta, (x, y), (xt, yt) = prep(tmp_path / "c", 0, **img_hf(save_images(tmp_path / "const", const), image_size=4))
+    assert meta["shape"] == [1, 4, 4] and x.shape == (5, 1, 4, 4) and xt.shape == (1, 1, 4, 4)
+    for i, a in by_label(torch.cat([x, xt]), torch.cat([y, yt])).items():  # a constant image stays that constant
+        assert np.allclose(a, 20 * i + 3, atol=1e-4)
+    meta, (x, y), (xt, yt) = prep(tmp_path / "r", 0, **img_hf(save_images(tmp_path / "rgb", imgs), image_size=3))
+    assert meta["shape"] == [3, 3, 3] and meta["n_levels"] == 256  # resized 8-bit images stay on the 0..255 grid
+    for i, a in by_label(torch.cat([x, xt]), torch.cat([y, yt])).items():
+        assert np.allclose(a, np.round(a), atol=1e-4)
+        ref = np.asarray(imgs[i], dtype=np.float64)
+        assert (a >= ref.min(axis=(0, 1))[:, None, None] - 1e-4).all()  # bilinear: no overshoot
+        assert (a <= ref.max(axis=(0, 1))[:, None, None] + 1e-4).all()
+        assert np.allclose(a, np.asarray(imgs[i].resize((3, 3), Image.BILINEAR)).transpose(2, 0, 1), atol=1e-4)
+    # grey first, then resize: (1, s, s)
+    meta, _, _ = prep(tmp_path / "g", 0, **img_hf(tmp_path / "rgb", image_size=2, channels=1))
+    assert meta["shape"] == [1, 2, 2]
+
+
+def test_hf_images_mixed_sizes_and_errors(tmp_path, hf_dir):
+    from PIL import Image
+
+    mixed = [Image.fromarray(np.full(hw, 9 * i, dtype=np.uint8)) for i, hw in enumerate([(4, 4)] * 5 + [(6, 5)] * 5)]
+    src = save_images(tmp_path / "mixed", mixed)
+    with pytest.raises(ValueError, match=r"differing shapes: row 5 is \[1, 6, 5\], earlier rows \[1, 4, 4\]; "
+                                         r"set data.hf.image_size"):
+        prep(tmp_path / "o", 0, **img_hf(src))
+    meta, (x, _), _ = prep(tmp_path / "o", 0, **img_hf(src, image_size=3))
+    assert meta["shape"] == [1, 3, 3] and meta["n_train"] + meta["n_test"] == 10
+    with pytest.raises(ValueError, match=r"data.hf.image_size = 4: .*column 'vec'.* row 0 is a list, not an image"):
+        prep(tmp_path / "o", 0, **hf(hf_dir, column="vec", image_size=4))
+    with pytest.raises(ValueError, match=r"data.hf.channels = 1: .*column 'label'.* row 0 is a int, not an image"):
+        prep(tmp_path / "o", 0, **hf(src, column="label", value_range=[0, 9], channels=1))
+    with pytest.raises(ValueError, match=r"data.hf.n_levels = 17: values are off the 17-point grid"):
+        prep(tmp_path / "o", 0, **hf(src, column="image", value_range=[0, 255], n_levels=17, image_size=3))
+
+
 def test_hf_errors(tmp_path, hf_dir):
     def fails(exc, match, **kw):
         with pytest.raises(exc, match=match):
@@ -228,7 +356,7 @@ def run_stage(tmp_path, params: str):
 
 
 def test_stage_end_to_end(tmp_path):
-    r = run_stage(tmp_path, "seed: 4\ndata:\n  name: gmm\n  n_train: 500\n  n_test: 100\n")
+    r = run_stage(tmp_path, "seed: 4\nscore:\n  space: pixel\ndata:\n  name: gmm\n  n_train: 500\n  n_test: 100\n")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().startswith("prepare: gmm") and len(r.stdout.strip().splitlines()) == 1
     meta = data.load_meta(tmp_path / "out")

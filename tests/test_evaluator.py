@@ -159,3 +159,25 @@ def test_evaluator_rejects_bad_shapes():
         Evaluator([2, 3], 10)
     with pytest.raises(ValueError, match="at least 2"):
         Evaluator([4], 1)
+
+
+def test_evaluator_metrics_floor_histogram_and_a_one_class_generator(digits, evaluator):
+    from sbm.metrics import evaluator_metrics
+
+    xtr, ytr, xte, yte = digits
+    # the training set itself as "samples": the same m examples -> FID equals its floor exactly
+    flat, detail = evaluator_metrics(xtr, xtr, ytr, xte, yte, evaluator, seed=0)
+    assert flat["fid"] == pytest.approx(flat["fid_floor"], rel=1e-6) and flat["fid_ratio"] == pytest.approx(1.0)
+    assert flat["evaluator_acc"] == pytest.approx(accuracy(evaluator, xte, yte))
+    counts = detail["evaluator"]["class_counts"]
+    assert sum(counts) == len(xtr) and detail["evaluator"]["n_fid"] == len(xtr)
+    freq = torch.bincount(ytr, minlength=10).double() / len(ytr)
+    assert detail["evaluator"]["train_class_freq"] == pytest.approx(freq.tolist())
+    # TV between predicted and true class frequencies is at most the error rate on train
+    assert flat["class_tv"] <= 1 - accuracy(evaluator, xtr, ytr) + 1e-12
+    # a generator that only draws zeros: the histogram shows it, FID is far above the floor
+    zeros = xtr[ytr == 0]
+    flat0, detail0 = evaluator_metrics(zeros, xtr, ytr, xte, yte, evaluator, seed=0)
+    assert detail0["evaluator"]["n_fid"] == len(zeros)
+    assert flat0["class_tv"] == pytest.approx(1 - float(freq[0]), abs=0.02)
+    assert flat0["fid"] > 10 * flat0["fid_floor"]

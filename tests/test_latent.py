@@ -219,3 +219,55 @@ def test_vae_config_round_trip_and_bad_settings():
     assert twin.to_config() == vae.to_config() and twin.kl_weight == 0.5
     with pytest.raises(ValueError, match=r"vae\.channels = \[16, 20\]"):
         VAE([1, 8, 8], [16, 20], norm_groups=8)
+
+
+def test_latent_nll_metrics_puts_the_ode_prior_of_the_score_model_into_the_bound():
+    """With the exact posterior and the exact score of the scaled prior N(0, s² I) under a VE
+    process, the ODE log p(z_s) makes the bound the exact −log p(x) (up to σ_min and the solver)."""
+    from sbm.config import LikelihoodParams
+    from sbm.likelihood import latent_nll_metrics
+    from sbm.models import AnalyticScoreModel
+    from sbm.processes import VESDE
+
+    s = 1.7
+    model = LinearGaussianLatentModel(scale=s)
+    x = model.sample(40, torch.Generator().manual_seed(5))
+    process = VESDE(0.01, 20.0, t_min=0.0)
+
+    def score(z, t):  # p_t = N(0, (s² + σ(t)²) I)
+        _, sig = process.marginal(t)
+        return -z / (s**2 + sig.reshape(-1, 1) ** 2)
+
+    cfg = LikelihoodParams(divergence="exact", rtol=1e-7, atol=1e-7, n_points=40, batch_size=20)
+    flat, detail = latent_nll_metrics(AnalyticScoreModel(score, process), model, x, {"n_levels": None}, cfg,
+                                      seed=0, bound_samples=2, progress=False)
+    exact = float(model.exact_nll(x).mean())
+    assert flat["nll_bound"] == pytest.approx(exact, abs=2e-3)
+    assert flat["bpd_bound"] == pytest.approx(exact / (model.dim * math.log(2)), abs=1e-3)
+    assert flat["nll_bound"] == pytest.approx(flat["bound_rec"] + flat["bound_kl"])
+    assert detail["likelihood"]["bound"] is True and detail["likelihood"]["n"] == 40 and flat["nll_nfe"] > 0
+
+
+def test_space_directories_round_trip_and_refuse_a_stale_space(tmp_path):
+    from sbm.latent import check_space, decode_samples, load_latents, load_space_vae, read_space, write_space
+
+    vae = build_vae(_small_cfg(channels=[16, 32]), [1, 8, 8])
+    vae.scale = 2.0
+    z = {"train": torch.randn(5, *vae.latent_shape), "test": torch.randn(3, *vae.latent_shape)}
+    info = write_space(tmp_path / "lat", [1, 8, 8], vae, z)
+    assert info == read_space(tmp_path / "lat") and info["shape"] == [4, 4, 4] and info["scale"] == 2.0
+    torch.testing.assert_close(load_latents(tmp_path / "lat", "test"), z["test"])
+    loaded = load_space_vae(tmp_path / "lat")
+    with torch.no_grad():
+        x = decode_samples(loaded, z["train"], data_range=(-1.0, 1.0))
+        torch.testing.assert_close(x, vae.decode(z["train"] / 2.0).clamp(-1, 1))
+    assert x.shape == (5, 1, 8, 8)
+    with pytest.raises(ValueError, match="score.space = 'pixel', but .* holds a 'latent' space"):
+        check_space(tmp_path / "lat", "pixel")
+    # rewritten as a pixel space: the VAE and latents are gone, samples pass through
+    assert write_space(tmp_path / "lat", [1, 8, 8])["space"] == "pixel"
+    assert load_space_vae(tmp_path / "lat") is None and not (tmp_path / "lat" / "vae.safetensors").exists()
+    y = torch.randn(4, 1, 8, 8) * 3
+    torch.testing.assert_close(decode_samples(None, y), y)
+    with pytest.raises(FileNotFoundError, match="run the train_vae stage"):
+        read_space(tmp_path / "nowhere")

@@ -276,7 +276,7 @@ def _write_prepared(d, x_train, x_test, meta_extra: dict) -> None:
 
 def _eval_pipeline(tmp_path, x_train, x_test, meta_extra, process) -> list[str]:
     """prepared data, an untrained model, samples and params under tmp_path -> evaluate's argv."""
-    from sbm import io
+    from sbm import io, latent
     from sbm.models import ScoreModel
     from sbm.nets import MLPNet
 
@@ -287,10 +287,14 @@ def _eval_pipeline(tmp_path, x_train, x_test, meta_extra, process) -> list[str]:
     io.save_tensors(tmp_path / "samples.safetensors", {"x": x_train[:100] + 0.5},
                     {"kind": "samples", "sampler": "ode_heun"})
     (tmp_path / "params.yaml").write_text(
-        "seed: 3\neval:\n  n_points: 100\n  n_projections: 16\n  n_score_points: 50\n"
+        "seed: 3\nscore:\n  space: pixel\neval:\n  n_points: 100\n  n_projections: 16\n  n_score_points: 50\n"
         "likelihood:\n  n_points: 40\n  batch_size: 25\n")
-    files = {"params": "params.yaml", "data": "prepared", "model": "score.safetensors",
-             "samples": "samples.safetensors", "metrics": "reports/metrics.json", "detail": "reports/eval_detail.json"}
+    latent.write_space(tmp_path / "space", [dim])  # a pixel-space model, no evaluator (no labels)
+    (tmp_path / "evaluator").mkdir()
+    io.write_json(tmp_path / "evaluator" / "none.json", {"reason": "no labels"})
+    files = {"params": "params.yaml", "data": "prepared", "model": "score.safetensors", "space": "space",
+             "evaluator": "evaluator", "samples": "samples.safetensors", "metrics": "reports/metrics.json",
+             "detail": "reports/eval_detail.json", "histogram": "reports/class_histogram.png"}
     return [a for k, f in files.items() for a in (f"--{k}", str(tmp_path / f))] + ["--no-progress"]
 
 

@@ -115,6 +115,11 @@ def test_losses_run_on_images_and_esm_is_refused_above_its_limit():
     for name in ("dsm", "eps", "ssm", "ssm_vr"):
         value = build_loss(name, params.objective, 64)(model, x, None)
         assert value.shape == (6,) and torch.isfinite(value).all(), name
+        # the sliced objectives differentiate the U-Net twice (attention included)
+        model.zero_grad()
+        value.mean().backward()
+        grads = [p.grad for p in model.net.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads), name
     objective = dataclasses.replace(params.objective, esm_max_dim=32)
     with pytest.raises(ConfigError, match=r"64 dimensions > objective\.esm_max_dim = 32"):
         build_loss("esm", objective, 64)

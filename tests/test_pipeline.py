@@ -1,5 +1,6 @@
 """The DVC pipeline end to end, in a temporary copy of the repository, on a tiny profile."""
 
+import json
 import os
 import re
 import shutil
@@ -11,18 +12,35 @@ import pytest
 import yaml
 
 from sbm.config import parse_params, read_yaml
+from sbm.io import load_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The default (digits, latent space) at a few steps per stage.
 TINY = {
-    "data": {"n_train": 1000, "n_test": 500},
-    "process": {"n_levels": 8},
+    "model": {"unet": {"channels": [16, 32], "layers_per_block": 1, "attention": [False, True]}},
+    "train": {"steps": 30, "batch_size": 64, "checkpoint_every": 15, "log_every": 10},
+    "vae": {"channels": [16, 32], "steps": 20, "batch_size": 64},
+    "evaluator": {"channels": [8, 16], "hidden": 16, "steps": 30},
+    "sampler": {"n_samples": 200, "batch_size": 200, "steps": 5},
+    "likelihood": {"n_points": 8, "batch_size": 8, "rtol": 1e-2, "atol": 1e-2},
+    "eval": {"n_points": 200, "n_projections": 16, "compare_samplers": ["ddim"], "compare_nfe": [4],
+             "compare_points": 100},
+}
+# The 2-D Gaussian mixture in pixel space: the analytic metrics.
+TINY_GMM = {
+    "score": {"space": "pixel"},
+    "data": {"name": "gmm", "n_train": 1000, "n_test": 500},
+    "process": {"name": "ve", "n_levels": 8},
     "train": {"steps": 60, "batch_size": 128, "checkpoint_every": 30, "log_every": 10},
-    "sampler": {"n_samples": 300, "batch_size": 300, "steps_per_level": 5},
-    "likelihood": {"n_points": 20, "batch_size": 20, "rtol": 1e-3, "atol": 1e-3},
+    "sampler": {"name": "annealed_langevin", "n_samples": 300, "batch_size": 300, "steps": 8,
+                "steps_per_level": 5, "step_size": 2e-5},
+    "likelihood": {"divergence": "exact", "n_points": 20, "batch_size": 20, "rtol": 1e-3, "atol": 1e-3},
     "eval": {"n_points": 300, "n_score_points": 200, "n_projections": 32, "compare_samplers": [],
              "compare_nfe": [5]},
+    "evaluator": {"hidden": 16, "steps": 30},
 }
+STAGES = {"prepare", "train_evaluator", "train_vae", "train_score", "sample", "compare_samplers", "evaluate", "report"}
 
 
 def _merge(base, over):
@@ -41,8 +59,7 @@ def _ran(output):
     return set(re.findall(r"Running stage '(\w+)'", output))
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
+def _copy_repo(tmp_path_factory, profile):
     dst = tmp_path_factory.mktemp("repo")
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
                            capture_output=True, text=True).stdout.split()
@@ -50,7 +67,7 @@ def repo(tmp_path_factory):
         if (ROOT / f).is_file() and not f.startswith(("reports/", "dvc.lock")):
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dst / f)
-    params = _merge(read_yaml(dst / "params.yaml"), TINY)
+    params = _merge(read_yaml(dst / "params.yaml"), profile)
     parse_params(params)  # the tiny profile itself must be valid
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -59,6 +76,11 @@ def repo(tmp_path_factory):
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         _run(cmd, dst, env)
     return dst, env
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    return _copy_repo(tmp_path_factory, TINY)
 
 
 def _set(repo_dir, section, key, value):
@@ -76,22 +98,47 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     d, env = repo
     dvc = [sys.executable, "-m", "dvc"]
     first = _run([*dvc, "repro"], d, env)
-    assert _ran(first) == {"prepare", "train_score", "sample", "compare_samplers", "evaluate", "report"}
-    for out in ("data/models/score.safetensors", "reports/metrics.json", "reports/report.md",
-                "reports/samples.png", "reports/loss.png"):
+    assert _ran(first) == STAGES
+    for out in ("data/models/score.safetensors", "data/latent/vae.safetensors", "data/latent/latents.safetensors",
+                "data/models/evaluator/evaluator.safetensors", "reports/metrics.json", "reports/report.md",
+                "reports/samples.png", "reports/reconstructions.png", "reports/class_histogram.png",
+                "reports/loss.png"):
         assert (d / out).is_file(), out
-    assert "Score error per noise level" in (d / "reports/report.md").read_text()
+    metrics = json.loads((d / "reports/metrics.json").read_text())
+    for key in ("fid", "fid_floor", "evaluator_acc", "class_tv", "bpd_bound", "bpd_bound_iwae"):
+        assert isinstance(metrics[key], float), key
+    assert "bpd" not in metrics  # a latent model reports its bound, not an exact bits/dim
+    samples = load_tensors(d / "data/samples/samples.safetensors")[0]["x"]
+    assert samples.shape == (200, 1, 8, 8) and samples.min() >= -1 and samples.max() <= 1  # decoded images
 
     again = _run([*dvc, "repro"], d, env)
     assert _ran(again) == set(), again
 
     _set(d, None, "loss", "ssm")
     after_loss = _ran(_run([*dvc, "repro"], d, env))
-    assert "prepare" not in after_loss and {"train_score", "sample", "evaluate"} <= after_loss
+    assert {"prepare", "train_vae", "train_evaluator"}.isdisjoint(after_loss)
+    assert {"train_score", "sample", "evaluate"} <= after_loss
 
-    _set(d, "sampler", "steps_per_level", 4)
+    _set(d, "sampler", "steps", 4)
     after_sampler = _ran(_run([*dvc, "repro"], d, env))
     assert {"prepare", "train_score"}.isdisjoint(after_sampler) and {"sample", "evaluate"} <= after_sampler
+
+    _set(d, "score", "space", "pixel")
+    pixel = _ran(_run([*dvc, "repro"], d, env))
+    assert {"train_vae", "train_score", "sample", "evaluate"} <= pixel and "train_evaluator" not in pixel
+    metrics = json.loads((d / "reports/metrics.json").read_text())
+    assert isinstance(metrics["bpd"], float) and "bpd_bound" not in metrics
+    assert not (d / "data/latent/vae.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_the_mixture_profile_reports_its_analytic_metrics(tmp_path_factory):
+    d, env = _copy_repo(tmp_path_factory, TINY_GMM)
+    assert _ran(_run([sys.executable, "-m", "dvc", "repro"], d, env)) == STAGES
+    report = (d / "reports/report.md").read_text()
+    assert "Score error per noise level" in report
+    metrics = json.loads((d / "reports/metrics.json").read_text())
+    assert {"nll_gap", "weight_err_max", "fid", "swd"} <= set(metrics)  # the evaluator classifies components
 
 
 @pytest.mark.slow
@@ -99,6 +146,6 @@ def test_a_bad_param_stops_the_stage_with_a_one_line_message(repo):
     d, env = repo
     _set(d, "train", "steps", 0)
     proc = subprocess.run([sys.executable, "stages/train_score.py"], cwd=d, env=env, capture_output=True, text=True)
-    _set(d, "train", "steps", 60)
+    _set(d, "train", "steps", 30)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "train_score: error: params.yaml: train.steps = 0: must be >= 1"

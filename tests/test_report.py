@@ -10,7 +10,8 @@ import matplotlib
 import pytest
 import torch
 
-from sbm import models, io
+from sbm import latent, models, io
+from sbm.evaluator import NO_EVALUATOR_FILE
 from sbm.gmm import GaussianMixture
 from sbm.models import ScoreModel
 from sbm.nets import MLPNet
@@ -60,14 +61,18 @@ def pipeline(tmp_path):
     samples, _ = GMM.sample(400, generator=g)
     io.save_tensors(tmp_path / "samples.safetensors", {"x": samples + 2.0},
                     {"kind": "samples", "sampler": "annealed_langevin", "nfe": 10, "wall_time_s": 0.1})
-    (tmp_path / "params.yaml").write_text("seed: 3\neval:\n  n_points: 250\n  n_projections: 64\n  n_score_points: 200\n")
+    (tmp_path / "params.yaml").write_text("seed: 3\nscore:\n  space: pixel\n"
+                                          "eval:\n  n_points: 250\n  n_projections: 64\n  n_score_points: 200\n")
+    latent.write_space(tmp_path / "space", [2])  # pixel space: no autoencoder
+    io.write_json(tmp_path / "evaluator" / NO_EVALUATOR_FILE, {"reason": "no evaluator in these tests"})
     return tmp_path
 
 
 def eval_args(p: Path, **over) -> list[str]:
     args = {"params": p / "params.yaml", "data": p / "prepared", "model": p / "score.safetensors",
             "samples": p / "samples.safetensors", "metrics": p / "reports" / "metrics.json",
-            "detail": p / "reports" / "eval_detail.json", **over}
+            "detail": p / "reports" / "eval_detail.json", "space": p / "space", "evaluator": p / "evaluator",
+            "histogram": p / "reports" / "class_histogram.png", **over}
     return [a for k, v in args.items() for a in (f"--{k}", str(v))] + ["--no-progress"]
 
 
@@ -146,10 +151,26 @@ def test_evaluate_bad_params_is_a_one_line_error(pipeline, capsys):
 # --------------------------------------------------------------------------- report
 
 
+def _png(path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(1, 1))
+    ax.plot([0, 1])
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _loss_tsv(path: Path, scale: float = 2.0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("timestamp\tstep\tloss\n" + "".join(f"{1700000000 + s}\t{s}\t{scale / (1 + s)}\n"
+                                                         for s in range(0, 100, 5)))
+    return path
+
+
 def _write_training_outputs(r: Path) -> None:
-    tsv = r / "live" / "train_score" / "plots" / "metrics" / "loss.tsv"
-    tsv.parent.mkdir(parents=True)
-    tsv.write_text("timestamp\tstep\tloss\n" + "".join(f"{1700000000 + s}\t{s}\t{2.0 / (1 + s)}\n" for s in range(0, 100, 5)))
+    _loss_tsv(r / "live" / "train_score" / "plots" / "metrics" / "loss.tsv")
     io.write_json(r / "train_score.json", {"loss": "dsm", "final_loss": 0.021, "steps": 100, "train_seconds": 1.5,
                                            "resumed_from": None, "n_params": 1234})
     io.write_json(r / "prepare.json", {"name": "gmm", "shape": [2], "n_train": 600, "n_test": 300, "sigma_max": 12.0})
@@ -159,23 +180,68 @@ def _write_training_outputs(r: Path) -> None:
          "mmd": 0.01, "mmd_floor": 0.0, "non_finite": 0},
         {"sampler": "ode_heun", "steps": 10, "nfe": 19, "seconds_per_sample": 2e-4, "swd": 0.25, "swd_floor": 0.12,
          "mmd": 0.005, "mmd_floor": 0.0, "non_finite": 0}]})
-    import matplotlib.pyplot as plt
+    io.write_json(r / "train_evaluator.json", {"trained": False})
+    io.write_json(r / "train_vae.json", {"space": "pixel"})
+    _png(r / "samples.png")
+    _png(r / "reconstructions.png")
 
-    fig, ax = plt.subplots(figsize=(1, 1))
-    ax.plot([0, 1])
-    fig.savefig(r / "samples.png")
-    plt.close(fig)
+
+# every ReportInputs field -> its file name under reports/
+REPORT_FILES = {"metrics": "metrics.json", "detail": "eval_detail.json", "train": "train_score.json",
+                "prepare": "prepare.json", "sample": "sample.json", "loss_tsv": "live/train_score/plots/metrics/loss.tsv",
+                "samples_png": "samples.png", "out": "report.md", "loss_png": "loss.png", "samplers": "samplers.json",
+                "samplers_png": "samplers.png", "train_evaluator": "train_evaluator.json", "train_vae": "train_vae.json",
+                "reconstructions_png": "reconstructions.png", "class_histogram_png": "class_histogram.png",
+                "vae_loss_tsv": "live/train_vae/plots/metrics/loss.tsv", "vae_loss_png": "vae_loss.png"}
+
+
+def report_argv(r: Path) -> list[str]:
+    return [a for k, f in REPORT_FILES.items() for a in (f"--{k.replace('_', '-')}", str(r / f))]
+
+
+def report_inputs(r: Path, **over) -> ReportInputs:
+    """All inputs under r (absent unless the test writes them), never the working directory's reports/."""
+    return ReportInputs(**{**{k: r / f for k, f in REPORT_FILES.items()}, **over})
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def table_rows(text: str, first: str | None = None) -> list[list[str]]:
+    """Cells of the body rows of the first markdown table in `text` whose first header cell is
+    `first` (None: the first table)."""
+    lines = text.splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("|") and (first is None or _cells(ln)[0] == first))
+    rows = []
+    for ln in lines[i + 2:]:
+        if not ln.startswith("|"):
+            break
+        rows.append(_cells(ln))
+    return rows
+
+
+def table_dict(text: str, first: str | None = None) -> dict[str, str]:
+    """A two-column table (label, value) of `text` as a dict."""
+    return {row[0]: row[1] for row in table_rows(text, first)}
+
+
+def section(text: str, title: str) -> str:
+    start = text.index(f"## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end < 0 else text[start:end]
+
+
+def test_report_fields_all_have_cli_flags():
+    assert set(REPORT_FILES) == set(ReportInputs.__dataclass_fields__)
 
 
 def test_report_stage_end_to_end(pipeline):
     r = pipeline / "reports"
     m = load_stage("evaluate").main(eval_args(pipeline))
     _write_training_outputs(r)
-    files = {"metrics": "metrics.json", "detail": "eval_detail.json", "train": "train_score.json",
-             "prepare": "prepare.json", "sample": "sample.json", "loss-tsv": "live/train_score/plots/metrics/loss.tsv",
-             "samples-png": "samples.png", "out": "report.md", "loss-png": "loss.png", "samplers": "samplers.json",
-             "samplers-png": "samplers.png"}
-    text = load_stage("report").main([a for k, f in files.items() for a in (f"--{k}", str(r / f))])
+    _loss_tsv(r / "live" / "train_vae" / "plots" / "metrics" / "loss.tsv")  # stale: pixel space has no VAE
+    text = load_stage("report").main(report_argv(r))
     assert (r / "report.md").read_text() == text
     assert "_Skipped" not in text
     # metrics table: sample-to-test distance next to the floor, with the numbers of metrics.json
@@ -193,29 +259,181 @@ def test_report_stage_end_to_end(pipeline):
     # sampler comparison: one row per (sampler, steps) with its NFE and distance
     part = text[text.index("## Sampler comparison"):]
     assert "| ddim " in part and "| ode_heun " in part and "0.31" in part and "19" in part
+    header = next(_cells(ln) for ln in part.splitlines() if ln.startswith("| sampler"))
+    assert "fid" not in header and "swd" in header and "The plot shows" not in part  # no FID, no plot
+    # 2-D data without an evaluator or autoencoder: no headline, no image quality, no VAE curve
+    assert "## Headline" not in text and "## Image quality" not in text
+    assert "No evaluator: the data has no class labels, so no FID." in section(text, "Evaluator")
+    assert "Score model in pixel space: no autoencoder." in section(text, "Autoencoder")
+    assert "![test data (pixel space)](reconstructions.png)" in text
+    assert "vae_loss" not in text  # pixel space: the declared picture is a placeholder, not linked
+    assert (r / "vae_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _write_image_run(r: Path, *, space: str, labelled: bool = True) -> dict:
+    """Fake outputs of every stage for digits (1 × 8 × 8) in `space`; -> metrics.json's dict."""
+    io.write_json(r / "prepare.json", {"name": "digits", "shape": [1, 8, 8], "n_train": 1437, "n_test": 360,
+                                       "n_classes": 10 if labelled else None, "value_range": [-1.0, 1.0]})
+    m = {"n_samples": 1000, "n_eval": 360, "swd": 0.125, "swd_floor": 0.0625, "swd_ratio": 2.0, "mmd": 0.003,
+         "mmd_floor": 0.0001}
+    detail = {"distances": {}}
+    if labelled:
+        io.write_json(r / "train_evaluator.json", {"trained": True, "test_accuracy": 0.9722, "train_accuracy": 0.9986,
+                                                   "n_classes": 10, "train_seconds": 3.25,
+                                                   "evaluator": {"hidden": 64, "epochs": 20}})
+        m.update(fid=12.34, fid_floor=2.468, fid_ratio=5.0, evaluator_acc=0.9722, class_tv=0.0815)
+        counts = [120, 80, 100, 100, 100, 100, 100, 100, 100, 100]
+        freq = [0.1] * 9 + [0.1]
+        freq[0], freq[1] = 0.11, 0.09
+        detail["evaluator"] = {"n_fid": 1000, "n_test": 360, "class_counts": counts, "train_class_freq": freq,
+                               **{k: m[k] for k in ("fid", "fid_floor", "fid_ratio", "evaluator_acc", "class_tv")}}
+        _png(r / "class_histogram.png")
+    else:
+        io.write_json(r / "train_evaluator.json", {"trained": False})
+    if space == "latent":
+        io.write_json(r / "train_vae.json", {
+            "space": "latent", "recon_mse": 0.01234, "recon_psnr": 25.13, "kl": 8.765, "scale": 0.8125,
+            "latent_shape": [2, 4, 4], "final_loss": 0.0456, "steps": 2000, "train_seconds": 40.5,
+            "resumed_from": None, "n_params": 54321, "vae": {"latent_channels": 2}})
+        _loss_tsv(r / "live" / "train_vae" / "plots" / "metrics" / "loss.tsv", scale=5.0)
+        m.update(bpd_bound=1.875, bpd_bound_iwae=1.75, nll_bound=83.75, bound_rec=60.25, bound_kl=23.5, nll_nfe=128.0)
+        detail["likelihood"] = {"n": 64, "bound": True, "bound_samples": 4,
+                                **{k: m[k] for k in ("bpd_bound", "bpd_bound_iwae", "nll_bound", "nll_nfe")}}
+    else:
+        io.write_json(r / "train_vae.json", {"space": "pixel"})
+        m.update(bpd=1.234, nll_nfe=96.0)
+        detail["likelihood"] = {"n": 64, "bpd": 1.234}
+    _png(r / "reconstructions.png")
+    io.write_json(r / "metrics.json", m)
+    io.write_json(r / "eval_detail.json", detail)
+    io.write_json(r / "train_score.json", {"loss": "eps", "space": space, "final_loss": 0.031, "steps": 500,
+                                           "train_seconds": 12.0, "resumed_from": None, "n_params": 99999})
+    _loss_tsv(r / "live" / "train_score" / "plots" / "metrics" / "loss.tsv")
+    io.write_json(r / "sample.json", {"sampler": "ddim", "space": space, "n": 1000, "nfe": 50, "wall_time_s": 2.5})
+    _png(r / "samples.png")
+    fid_rows = {"fid": 15.5, "fid_floor": 2.468} if labelled else {}
+    io.write_json(r / "samplers.json", {"n": 1000, "metric": "fid" if labelled else "swd", "rows": [
+        {"sampler": "ddim", "budget": 10, "steps": 10, "nfe": 10, "seconds_per_sample": 1e-3, **fid_rows,
+         "swd": 0.21, "swd_floor": 0.0625, "mmd": 0.004, "mmd_floor": 0.0001, "non_finite": 0}]})
+    _png(r / "samplers.png")
+    return m
+
+
+def test_report_latent_image_run(tmp_path):
+    r = tmp_path / "reports"
+    _write_image_run(r, space="latent")
+    text = load_stage("report").main(report_argv(r))
+    assert "_Skipped" not in text
+    # the headline: first section, FID next to its floor and ratio, accuracy, class TV, the bound on bits/dim
+    assert text.index("## Headline") < text.index("## Data")
+    head = table_dict(section(text, "Headline"))
+    assert head["FID, samples vs test (evaluator features)"] == "12.34"
+    assert head["FID floor, train vs test (what a perfect model scores)"] == "2.468"
+    assert head["FID / floor (1 = perfect)"] == "5"
+    assert head["evaluator accuracy on the real test split"] == "0.9722"
+    assert head["class TV, samples vs training frequencies (0 = identical)"] == "0.0815"
+    assert head["bits/dim, upper bound (importance-weighted, K = 4)"] == "≤ 1.75"
+    # likelihood: stated as an upper bound, both bounds and the reconstruction / KL split
+    lik = section(text, "Likelihood")
+    assert ("−log p(x) ≤ E_q[−log p(x|z) − log p(z) + log q(z|x)], log p(z) from the probability-flow ODE "
+            "on the scaled latents") in lik
+    assert "upper bound, not an estimate" in lik and "64 test points with K = 4 latent draws" in lik
+    rows = table_dict(lik, "test likelihood (upper bound)")
+    assert rows["bits/dim, upper bound (ELBO)"] == "1.875"
+    assert rows["bits/dim, upper bound (importance-weighted, K = 4)"] == "1.75"
+    assert rows["reconstruction term E_q[−log p(x∣z)] (nats)"] == "60.25"
+    assert rows["KL term E_q[log q(z∣x) − log p(z)] (nats)"] == "23.5"
+    assert rows["NLL upper bound (nats / example)"] == "83.75"
+    assert "model NLL (bits / dim, dequantised)" not in text
+    # image quality: FID table, class counts next to expected counts, the histogram
+    iq = section(text, "Image quality")
+    assert "FID between 1000 samples and 360 test examples" in iq
+    classes = table_rows(iq, "class")
+    assert len(classes) == 10
+    assert classes[0] == ["0", "120", "110"] and classes[1] == ["1", "80", "90"] and classes[9] == ["9", "100", "100"]
+    assert "![class histogram of the samples](class_histogram.png)" in iq
+    # evaluator and autoencoder sections
+    ev = table_dict(section(text, "Evaluator"))
+    assert ev["accuracy, test split"] == "0.9722" and ev["accuracy, training split"] == "0.9986"
+    assert ev["evaluator.hidden"] == "64"
+    ae = section(text, "Autoencoder")
+    vae = table_dict(ae)
+    assert vae["reconstruction PSNR (dB)"] == "25.13" and vae["reconstruction MSE, test, decode(μ(x))"] == "0.01234"
+    assert vae["KL(q(z∣x) ‖ N(0, I)) (nats / test example)"] == "8.765"
+    assert vae["latent scale s = 1/std"] == "0.8125" and vae["latent shape (C × H × W)"] == "2 × 4 × 4"
+    assert "![test images above their reconstructions](reconstructions.png)" in ae
+    assert "![VAE loss curve](vae_loss.png)" in ae and "no autoencoder" not in text
+    assert (r / "vae_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # samplers with FID columns; the plot's metric named; the space in training and samples
+    sm = section(text, "Sampler comparison")
+    header = next(_cells(ln) for ln in sm.splitlines() if ln.startswith("| sampler"))
+    row = dict(zip(header, table_rows(sm, "sampler")[0]))
+    assert row["sampler"] == "ddim" and row["fid"] == "15.5" and row["fid_floor"] == "2.468" and row["swd"] == "0.21"
+    assert "The plot shows FID against NFE." in sm and "FID on the evaluator's features" in sm
+    assert "Score model trained in latent space" in section(text, "Training")
+    assert "Drawn in latent space and decoded by the VAE." in section(text, "Samples")
+
+
+def test_report_pixel_image_run(tmp_path):
+    r = tmp_path / "reports"
+    _write_image_run(r, space="pixel")
+    _loss_tsv(r / "live" / "train_vae" / "plots" / "metrics" / "loss.tsv")  # stale curve: not this run's
+    text = build_report(report_inputs(r))
+    assert "_Skipped" not in text
+    head = table_dict(section(text, "Headline"))
+    assert head["bits/dim on dequantised test data (probability-flow ODE)"] == "1.234"
+    assert head["FID, samples vs test (evaluator features)"] == "12.34"
+    assert not any("upper bound" in k for k in head) and "≤" not in section(text, "Headline")
+    lik = section(text, "Likelihood")
+    assert table_dict(lik, "test likelihood")["model NLL (bits / dim, dequantised)"] == "1.234"
+    assert "upper bound" not in lik and "dequantised by uniform noise" in lik
+    ae = section(text, "Autoencoder")
+    assert "Score model in pixel space: no autoencoder." in ae and "|" not in ae
+    assert "![test data (pixel space)](reconstructions.png)" in ae and "VAE loss" not in ae
+    assert (r / "vae_loss.png").stat().st_size > 0 and "vae_loss" not in text  # an unlinked placeholder
+    assert "Score model trained in pixel space" in section(text, "Training")
+    assert "Drawn in pixel space." in section(text, "Samples")
+    assert table_dict(section(text, "Sample quality"), "")["space"] == "pixel"
+
+
+def test_report_unlabelled_image_data_has_no_fid(tmp_path):
+    r = tmp_path / "reports"
+    _write_image_run(r, space="latent", labelled=False)
+    text = build_report(report_inputs(r))
+    assert "_Skipped" not in text
+    note = "No evaluator: the data has no class labels, so no FID."
+    assert note in section(text, "Evaluator") and "|" not in section(text, "Evaluator")
+    headline = section(text, "Headline")
+    assert note in headline and "FID" not in headline.replace(note, "") and "evaluator accuracy" not in headline
+    assert table_dict(headline) == {
+        "bits/dim, upper bound (importance-weighted, K = 4)": "≤ 1.75"}
+    assert "## Image quality" not in text and "class_histogram" not in text
+    sm = section(text, "Sampler comparison")
+    assert "The plot shows SW₂ against NFE." in sm and "fid" not in sm
+    assert (r / "vae_loss.png").is_file()
 
 
 def test_report_skips_absent_inputs_with_notes(tmp_path):
-    inp = ReportInputs(out=tmp_path / "r" / "report.md", loss_png=tmp_path / "r" / "loss.png",
-                       **{k: tmp_path / "absent" / k for k in ("metrics", "detail", "train", "prepare", "sample",
-                                                                 "loss_tsv", "samples_png", "samplers")})
-    text = build_report(inp)
+    text = build_report(report_inputs(tmp_path / "absent", out=tmp_path / "r" / "report.md",
+                                      loss_png=tmp_path / "r" / "loss.png", vae_loss_png=tmp_path / "r" / "vae_loss.png"))
     notes = [ln for ln in text.splitlines() if ln.startswith("_Skipped")]
-    assert len(notes) == 8 and all("not found" in n for n in notes)
-    assert "evaluate" in text and "train_score" in text
-    assert not (tmp_path / "r" / "loss.png").exists()
+    # data, evaluator, autoencoder (summary, reconstructions, curve), metrics, sampler, mixture,
+    # sampler comparison, training (summary, curve), samples
+    assert len(notes) == 12 and all("not found" in n for n in notes)
+    for stage in ("prepare", "train_evaluator", "train_vae", "evaluate", "sample", "compare_samplers", "train_score"):
+        assert f"`{stage}` stage" in text
+    assert not (tmp_path / "r" / "loss.png").exists() and not (tmp_path / "r" / "vae_loss.png").exists()
     assert "|" not in text  # no tables without inputs
+    assert "## Headline" not in text
 
 
 def test_report_non_gmm_metrics_has_no_mixture_section(tmp_path):
     io.write_json(tmp_path / "metrics.json", {"n_eval": 10, "swd": 0.5, "swd_floor": 0.1, "swd_ratio": None,
                                               "mmd": 0.01, "mmd_floor": 0.0})
     io.write_json(tmp_path / "eval_detail.json", {"distances": {}})
-    text = build_report(ReportInputs(out=tmp_path / "report.md", loss_png=tmp_path / "loss.png",
-                                     metrics=tmp_path / "metrics.json", detail=tmp_path / "eval_detail.json",
-                                     train=tmp_path / "x", prepare=tmp_path / "x", sample=tmp_path / "x",
-                                     loss_tsv=tmp_path / "x", samples_png=tmp_path / "x"))
-    assert "Gaussian mixture" not in text
+    text = build_report(report_inputs(tmp_path / "absent", out=tmp_path / "report.md",
+                                      metrics=tmp_path / "metrics.json", detail=tmp_path / "eval_detail.json"))
+    assert "Gaussian mixture" not in text and "## Headline" not in text and "## Image quality" not in text
     row = next(ln for ln in text.splitlines() if ln.startswith("| sliced Wasserstein SW₂"))
     assert [c.strip() for c in row.strip("|").split("|")] == ["sliced Wasserstein SW₂", "0.5", "0.1", "–"]
 

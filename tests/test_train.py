@@ -215,6 +215,7 @@ def test_rerun_after_the_last_step_reports_the_finished_run(mixture, tmp_path):
 ROOT = Path(__file__).resolve().parents[1]
 STAGE_PARAMS = {
     "seed": 0,
+    "score": {"space": "pixel"},
     "data": {"name": "gmm", "n_train": 2000, "n_test": 200},
     "process": {"n_levels": 10},
     "model": {"hidden": 32, "depth": 2, "embedding_dim": 16},
@@ -226,7 +227,7 @@ STAGE_PARAMS = {
 
 def _stage_cmd(work: Path, data_dir: Path) -> list[str]:
     return [sys.executable, str(ROOT / "stages" / "train_score.py"), "--params", str(work / "params.yaml"),
-            "--data", str(data_dir), "--out", str(work / "score.safetensors"), "--checkpoints", str(work / "ckpt"),
+            "--data", str(data_dir), "--space", str(data_dir.parent / "space"), "--out", str(work / "score.safetensors"), "--checkpoints", str(work / "ckpt"),
             "--live", str(work / "live"), "--metrics", str(work / "train_score.json")]
 
 
@@ -242,10 +243,11 @@ def _run_stage(work: Path, data_dir: Path) -> dict:
 
 @pytest.mark.slow
 def test_stage_killed_after_a_checkpoint_resumes_to_the_uninterrupted_model(tmp_path):
-    from sbm import data
+    from sbm import data, latent
 
     data_dir = tmp_path / "prepared"
-    data.prepare(parse_params(STAGE_PARAMS).data, STAGE_PARAMS["seed"], data_dir)
+    meta = data.prepare(parse_params(STAGE_PARAMS).data, STAGE_PARAMS["seed"], data_dir)
+    latent.write_space(tmp_path / "space", meta["shape"])  # pixel space: train on the data
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     for work in (killed, clean):
         work.mkdir()

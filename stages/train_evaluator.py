@@ -1,0 +1,47 @@
+"""DVC stage `train_evaluator`: the classifier whose features give FID (sbm.evaluator).
+
+Trained on the real *training* split only (never on samples), with params `evaluator`;
+its accuracy is measured on the test split. Writes data/models/evaluator/evaluator.safetensors
+and reports/train_evaluator.json. Data without labels (swiss_roll, checkerboard) has no
+evaluator: the directory then holds none.json saying why (sbm.evaluator.load_evaluator_dir), and evaluate skips FID.
+"""
+
+import time
+from pathlib import Path
+
+from sbm import data, io
+from sbm.config import load_params, to_dict
+from sbm.evaluator import EVALUATOR_FILE, NO_EVALUATOR_FILE, accuracy, save_evaluator, train_evaluator
+from sbm.stage import run_stage, stage_parser
+
+
+def main() -> None:
+    args = stage_parser(__doc__, data="data/prepared", out="data/models/evaluator",
+                        metrics="reports/train_evaluator.json").parse_args()
+    params = load_params(args.params)
+    meta = data.load_meta(args.data)
+    x, y = data.load_split(args.data, "train")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (EVALUATOR_FILE, NO_EVALUATOR_FILE):
+        (out / name).unlink(missing_ok=True)
+    if y is None:
+        why = f"data {meta['name']!r} has no class labels, so there is no evaluator (and no FID)"
+        io.write_json(out / NO_EVALUATOR_FILE, {"reason": why})
+        io.write_json(args.metrics, {"trained": False})
+        print(f"train_evaluator: {why}")
+        return
+    test, test_y = data.load_split(args.data, "test")
+    start = time.perf_counter()
+    ev = train_evaluator(x, y, params.evaluator, params.seed, progress=True)
+    seconds = time.perf_counter() - start
+    acc = accuracy(ev, test, test_y)
+    save_evaluator(out / EVALUATOR_FILE, ev, {"test_accuracy": acc, "data": meta["name"]})
+    io.write_json(args.metrics, {"trained": True, "test_accuracy": acc, "train_accuracy": accuracy(ev, x, y),
+                                 "n_classes": ev.config["n_classes"], "train_seconds": round(seconds, 2),
+                                 "evaluator": to_dict(params.evaluator)})
+    print(f"train_evaluator: test accuracy {acc:.4f} ({seconds:.1f}s) -> {out / EVALUATOR_FILE}")
+
+
+if __name__ == "__main__":
+    run_stage("train_evaluator", main)

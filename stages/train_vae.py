@@ -1,0 +1,84 @@
+"""DVC stage `train_vae`: the space the score model lives in (params `score.space`).
+
+latent: train the KL autoencoder of params `vae` (sbm.latent, a diffusers AutoencoderKL) on
+the training split under the shared loop (sbm.train: accelerate, EMA, resumable checkpoints
+in data/checkpoints/vae, dvclive curve), compute the latent scale s = 1/std of training
+latents, encode both splits (one z ~ q(z|x) each, times s) and write the space directory
+data/latent (space.json, vae.safetensors, latents.safetensors). Metrics (test split):
+reconstruction MSE and PSNR of decode(μ(x)), mean KL(q(z|x) ‖ N(0, I)) in nats, the scale;
+reports/reconstructions.png shows test images above their reconstructions.
+
+pixel: no autoencoder; data/latent holds only space.json (the score model trains on the
+data), the picture shows test data only and the dvclive curve has no rows (its header only).
+"""
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from sbm import data, io, latent
+from sbm.config import load_params, to_dict
+from sbm.plots import image_grid, plot_samples
+from sbm.stage import run_stage, stage_parser
+from sbm.train import train
+
+
+def main() -> None:
+    args = stage_parser(__doc__, data="data/prepared", out="data/latent", checkpoints="data/checkpoints/vae",
+                        live="reports/live/train_vae", metrics="reports/train_vae.json",
+                        plot="reports/reconstructions.png").parse_args()
+    params = load_params(args.params)
+    meta = data.load_meta(args.data)
+    test, _ = data.load_split(args.data, "test")
+    shown = test[:16]
+    if params.score.space == "pixel":
+        latent.write_space(args.out, meta["shape"])
+        curve = Path(args.live) / "plots" / "metrics" / "loss.tsv"  # declared in dvc.yaml: no rows, no VAE
+        shutil.rmtree(Path(args.live), ignore_errors=True)
+        curve.parent.mkdir(parents=True)
+        curve.write_text("step\tloss\n")
+        Path(args.checkpoints).mkdir(parents=True, exist_ok=True)  # declared (persisted) output; kept as is
+        io.write_json(args.metrics, {"space": "pixel"})
+        plot_samples(test[:64] if len(meta["shape"]) == 3 else test, args.plot,
+                     title="pixel space (no autoencoder): test data")
+        print(f"train_vae: score.space = pixel, no autoencoder; wrote {args.out}/{latent.SPACE_FILE}")
+        return
+
+    if len(meta["shape"]) != 3:
+        raise ValueError(f"score.space = 'latent' needs image data (C, H, W); {args.data} holds examples of shape "
+                         f"{meta['shape']}: set score.space=pixel")
+    x, _ = data.load_split(args.data, "train")
+    torch.manual_seed(params.seed)
+    vae = latent.build_vae(params.vae, meta["shape"])
+    cfg = latent.vae_train_params(params.train, params.vae)
+    fp_config = {"vae": vae.to_config(), "data": {k: meta.get(k) for k in ("name", "shape", "n_train", "seed")}}
+    ema_vae, result = train(vae, latent.vae_loss, x, cfg, seed=params.seed, ckpt_dir=args.checkpoints,
+                            live_dir=args.live, config_for_fingerprint=fp_config)
+    if not result.is_main_process:
+        return
+    ema_vae = ema_vae.cpu().eval()
+    g = torch.Generator().manual_seed(params.seed)
+    ema_vae.scale = latent.latent_scale(ema_vae, x, generator=g)
+    z = {"train": latent.encode_dataset(ema_vae, x, generator=g), "test": latent.encode_dataset(ema_vae, test, generator=g)}
+    info = latent.write_space(args.out, meta["shape"], ema_vae, z)
+    rec = latent.reconstruction_metrics(ema_vae, test)
+    with torch.no_grad():
+        shown_rec = ema_vae.decode(ema_vae.encode(shown)).clamp(-1, 1)
+    image_grid([shown, shown_rec], args.plot, row_titles=["test images", "reconstructions decode(μ(x))"],
+               title=f"VAE: PSNR {rec['psnr']:.1f} dB, latents {info['shape']}")
+    report = {"space": "latent", "recon_mse": rec["mse"], "recon_psnr": rec["psnr"], "kl": rec["kl"],
+              "scale": ema_vae.scale, "latent_shape": info["shape"], "final_loss": result.final_loss,
+              "steps": result.steps, "train_seconds": round(result.seconds, 2), "resumed_from": result.resumed_from,
+              "n_params": sum(p.numel() for p in ema_vae.net.parameters()), "vae": to_dict(params.vae)}
+    io.write_json(args.metrics, report)
+    print(f"train_vae: PSNR {rec['psnr']:.2f} dB, MSE {rec['mse']:.4f}, KL {rec['kl']:.2f} nats, scale "
+          f"{ema_vae.scale:.4f}, latents {info['shape']} ({result.seconds:.1f}s) -> {args.out}")
+
+
+if __name__ == "__main__":
+    try:
+        run_stage("train_vae", main)
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
