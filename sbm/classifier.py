@@ -214,20 +214,11 @@ def classifier_from_config(cfg: dict) -> NoisyClassifier:
 
 def save_classifier(path: str | Path, model: NoisyClassifier, extra: dict | None = None) -> None:
     """Weights (net.*) + config (JSON header) in one safetensors file (sbm.io); never pickle."""
-    tensors = {f"net.{k}": v for k, v in model.net.state_dict().items()}
-    io.save_tensors(path, tensors, {"kind": "noisy_classifier", "classifier": model.config, **(extra or {})})
+    io.save_module(path, model, "noisy_classifier", {"classifier": model.config, **(extra or {})})
 
 
 def load_classifier(path: str | Path) -> tuple[NoisyClassifier, dict]:
     """Rebuild a classifier written by `save_classifier` -> (classifier in eval mode, meta).
     Raises io.CheckpointError naming the file if it is missing, corrupt or another kind."""
-    tensors, meta = io.load_tensors(path)
-    if meta.get("kind") != "noisy_classifier":
-        raise io.CheckpointError(f"{path}: holds a {meta.get('kind')!r}, not a noisy classifier")
-    model = classifier_from_config(meta["classifier"])
-    state = {k[len("net."):]: v for k, v in tensors.items() if k.startswith("net.")}
-    try:
-        model.net.load_state_dict(state)
-    except RuntimeError as err:
-        raise io.CheckpointError(f"{path}: weights do not match the stored architecture ({err})") from err
-    return model.eval(), meta
+    return io.load_module(path, "noisy_classifier", lambda meta: classifier_from_config(meta["classifier"]),
+                          "noisy classifier")

@@ -25,9 +25,13 @@ from .metrics import distance_report  # noqa: E402
 from .samplers import build_sampler, initial_state, schedule_for  # noqa: E402
 
 
-def draw(model, cfg: SamplerParams, n: int, shape, *, data_range=None, seed: int = 0, progress: bool = False):
+def draw(model, cfg: SamplerParams, n: int, shape, *, data_range=None, seed: int = 0, progress: bool = False,
+         cond: Tensor | None = None):
     """n samples of `shape` with the sampler of `cfg`, in batches of cfg.batch_size, seeded:
-    (x (n, *shape), NFE per batch, total sampling seconds)."""
+    (x (n, *shape), NFE per batch, total sampling seconds). cond: (n, ...) conditions (e.g.
+    the class of each sample for a guided model), sliced with the batches; None: unconditional."""
+    if cond is not None and len(cond) != n:
+        raise ValueError(f"draw: {len(cond)} conditions for {n} samples")
     g = torch.Generator().manual_seed(seed)
     sampler = build_sampler(cfg)
     schedule = schedule_for(cfg, model.process)
@@ -35,7 +39,8 @@ def draw(model, cfg: SamplerParams, n: int, shape, *, data_range=None, seed: int
     for start in range(0, n, cfg.batch_size):
         b = min(cfg.batch_size, n - start)
         x_T = initial_state(cfg, model.process, (b, *shape), data_range=data_range, generator=g)
-        out = sampler(model, x_T, schedule, generator=g, progress=progress)
+        out = sampler(model, x_T, schedule, generator=g, progress=progress,
+                      cond=None if cond is None else cond[start:start + b])
         chunks.append(out.x)
         nfe, seconds = max(nfe, out.nfe), seconds + out.wall_time_s
     return torch.cat(chunks), nfe, seconds
@@ -120,6 +125,29 @@ def plot_quality_vs_nfe(rows: list[dict], png: str | Path, metric: str = "swd") 
         ax.legend(fontsize=8)
     ax.set_xlabel("NFE (network evaluations)")
     ax.set_ylabel(f"{metric} to test data")
+    fig.tight_layout()
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def plot_guidance(rows: list[dict], png: str | Path) -> None:
+    """Evaluator accuracy on the conditional samples and their FID against the guidance
+    strength, one line per method (rows: method, scale, accuracy, fid, fid_floor)."""
+    fig, (ax_acc, ax_fid) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = sorted((r["scale"], r["accuracy"], r["fid"]) for r in rows if r["method"] == method)
+        scales, acc, fids = zip(*pts)
+        ax_acc.plot(scales, acc, marker="o", label=method)
+        ax_fid.plot(scales, fids, marker="o", label=method)
+    floors = [r["fid_floor"] for r in rows if r.get("fid_floor") is not None]
+    if floors:
+        ax_fid.axhline(floors[0], color="k", ls="--", lw=1, label="FID(train, test)")
+    ax_acc.axhline(0.1, color="grey", ls=":", lw=1, label="chance (10 classes)")
+    ax_acc.set(xlabel="guidance strength", ylabel="evaluator accuracy on the samples", ylim=(0, 1.02))
+    ax_fid.set(xlabel="guidance strength", ylabel="FID to test")
+    for ax in (ax_acc, ax_fid):
+        ax.legend(fontsize=7)
     fig.tight_layout()
     Path(png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100)

@@ -353,6 +353,39 @@ class EvaluatorParams:
             raise ConfigError(f"{key}.channels = {self.channels}: need at least one positive channel count")
 
 
+@dataclass(frozen=True)
+class ClassifierParams:
+    """The noise-conditional classifier p(y | x_t, t) of classifier guidance (`sbm.classifier`),
+    trained in the score model's space on inputs noised by its process at every t."""
+
+    channels: list[int] = _f([32, 64])
+    hidden: int = _f(128, ge=2)
+    embedding_dim: int = _f(64, ge=2)
+    depth: int = _f(2, ge=1)
+    steps: int = _f(2000, ge=1)
+    batch_size: int = _f(128, ge=1)
+    lr: float = _f(1e-3, gt=0.0)
+
+    def validate(self, key: str) -> None:
+        if not self.channels or any(c < 1 for c in self.channels):
+            raise ConfigError(f"{key}.channels = {self.channels}: need at least one positive channel count")
+
+
+@dataclass(frozen=True)
+class GuidanceParams:
+    """Class-conditional sampling by classifier guidance (`sbm.guidance`), stage evaluate_guidance."""
+
+    classifier_scales: list[float] = _f([0.0, 1.0, 2.0, 4.0])
+    n_per_class: int = _f(100, ge=1)
+
+    def validate(self, key: str) -> None:
+        for i, s in enumerate(self.classifier_scales):
+            if s < 0:
+                raise ConfigError(f"{key}.classifier_scales[{i}] = {s}: must be >= 0 (0 = unguided)")
+        if not self.classifier_scales:
+            raise ConfigError(f"{key}.classifier_scales = []: need at least one scale")
+
+
 #: data.name values whose examples are vectors (no latent model for them)
 VECTOR_DATASETS = ("gmm", "swiss_roll", "moons", "checkerboard")
 
@@ -379,6 +412,8 @@ class Params:
     eval: EvalParams = _f(None)
     vae: VAEParams = _f(None)
     evaluator: EvaluatorParams = _f(None)
+    classifier: ClassifierParams = _f(None)
+    guidance: GuidanceParams = _f(None)
 
     def validate(self, key: str) -> None:
         if self.score.space == "latent" and self.data.name in VECTOR_DATASETS:

@@ -161,22 +161,13 @@ def train_evaluator(x: Tensor, y: Tensor, cfg, seed: int, *, shape: Sequence[int
 
 
 def save_evaluator(path: str | Path, evaluator: Evaluator, extra: dict | None = None) -> None:
-    """Weights + JSON config in one safetensors file (sbm.io.save_tensors); never pickle."""
-    tensors = {k: v for k, v in evaluator.state_dict().items()}
-    io.save_tensors(path, tensors, {"kind": "evaluator", "evaluator": evaluator.config, **(extra or {})})
+    """Weights + JSON config in one safetensors file (sbm.io.save_module); never pickle."""
+    io.save_module(path, evaluator, "evaluator", {"evaluator": evaluator.config, **(extra or {})})
 
 
 def load_evaluator(path: str | Path) -> tuple[Evaluator, dict]:
     """Rebuild an evaluator written by `save_evaluator`. -> (evaluator in eval mode, meta)."""
-    tensors, meta = io.load_tensors(path)
-    if meta.get("kind") != "evaluator":
-        raise io.CheckpointError(f"{path}: holds a {meta.get('kind')!r}, not an evaluator")
-    ev = Evaluator(**meta["evaluator"])
-    try:
-        ev.load_state_dict(tensors)
-    except RuntimeError as err:
-        raise io.CheckpointError(f"{path}: weights do not match the stored architecture ({err})") from err
-    return ev.eval(), meta
+    return io.load_module(path, "evaluator", lambda meta: Evaluator(**meta["evaluator"]))
 
 
 # --------------------------------------------------------------------------- FID

@@ -44,7 +44,7 @@ from typing import Callable, Union
 import torch
 from torch import Tensor, nn
 
-from .models import from_eps, to_eps
+from .models import Predicts, from_eps, to_eps
 from .processes import _bcast
 
 NullCond = Union[Tensor, int, float, Callable[[int], Tensor]]
@@ -114,9 +114,10 @@ def with_condition_dropout(loss_fn: Callable[..., Tensor], null_cond: NullCond, 
     return loss
 
 
-class GuidedModel(nn.Module):
+class GuidedModel(Predicts, nn.Module):
     """Base of the wrappers: `predict(x, t, kind, cond)` is the one method to implement;
-    score/eps/x0 follow, `.process` is the wrapped model's. x (N, ...), t (N,) or scalar."""
+    score/eps/x0 follow (`sbm.models.Predicts`), `.process` is the wrapped model's.
+    x (N, ...), t (N,) or scalar."""
 
     def __init__(self, model):
         super().__init__()
@@ -125,15 +126,6 @@ class GuidedModel(nn.Module):
 
     def predict(self, x: Tensor, t: Tensor, kind: str, cond=None) -> Tensor:
         raise NotImplementedError
-
-    def score(self, x: Tensor, t: Tensor, cond=None) -> Tensor:
-        return self.predict(x, t, "score", cond)
-
-    def eps(self, x: Tensor, t: Tensor, cond=None) -> Tensor:
-        return self.predict(x, t, "eps", cond)
-
-    def x0(self, x: Tensor, t: Tensor, cond=None) -> Tensor:
-        return self.predict(x, t, "x0", cond)
 
 
 def _labels(cond, n: int, device) -> Tensor:

@@ -118,3 +118,33 @@ def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict]:
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path}: corrupt metadata ({err})") from err
     return tensors, meta
+
+
+# --------------------------------------------------------------------------- modules
+
+
+def save_module(path: str | Path, module: torch.nn.Module, kind: str, meta: dict) -> None:
+    """A module's trainable part as one checkpoint: the state of `module.net` (or of the
+    module itself if it has no `.net`) under "net.*", with `kind` and `meta` (its config) in
+    the JSON header. The counterpart of `load_module`."""
+    net = getattr(module, "net", module)
+    net = getattr(net, "module", net)  # unwrap a data-parallel wrapper
+    save_tensors(path, {f"net.{k}": v for k, v in net.state_dict().items()}, {"kind": kind, **meta})
+
+
+def load_module(path: str | Path, kind: str, build, what: str | None = None):
+    """Rebuild a module written by `save_module` -> (module in eval mode, meta).
+
+    build(meta) -> the untrained module (from the config in the header); its `.net` (or
+    itself) receives the "net.*" weights. CheckpointError naming the file if it is missing,
+    corrupt, of another kind or its weights do not fit the stored architecture."""
+    tensors, meta = load_tensors(path)
+    if meta.get("kind") != kind:
+        raise CheckpointError(f"{path}: holds a {meta.get('kind')!r} checkpoint, not a {what or kind}")
+    module = build(meta)
+    net = getattr(module, "net", module)
+    try:
+        net.load_state_dict({k[len("net."):]: v for k, v in tensors.items() if k.startswith("net.")})
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not match the stored architecture ({err})") from err
+    return module.eval(), meta

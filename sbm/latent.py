@@ -50,7 +50,6 @@ and `latent_nll_bound` need nothing else (the tests use an analytic linear-Gauss
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 from typing import Callable, Sequence
@@ -227,29 +226,14 @@ def vae_from_config(cfg: dict, scale: float = 1.0) -> VAE:
     return VAE(**cfg, scale=scale)
 
 
-def vae_train_params(train, cfg):
-    """params `train` with the VAE's own steps, batch_size and lr (`vae` section)."""
-    return dataclasses.replace(train, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                               checkpoint_every=min(train.checkpoint_every, cfg.steps))
-
-
 def save_vae(path: str | Path, vae: VAE, extra: dict | None = None) -> None:
     """Weights (net.*) + config + latent scale in one safetensors file (sbm.io), never pickle."""
-    tensors = {f"net.{k}": v for k, v in _unwrap(vae.net).state_dict().items()}
-    io.save_tensors(path, tensors, {"kind": "vae", "vae": vae.to_config(), "scale": vae.scale, **(extra or {})})
+    io.save_module(path, vae, "vae", {"vae": vae.to_config(), "scale": vae.scale, **(extra or {})})
 
 
 def load_vae(path: str | Path) -> tuple[VAE, dict]:
     """Rebuild a VAE written by `save_vae`. -> (vae in eval mode, meta)."""
-    tensors, meta = io.load_tensors(path)
-    if meta.get("kind") != "vae":
-        raise io.CheckpointError(f"{path}: holds a {meta.get('kind')!r}, not a vae")
-    vae = vae_from_config(meta["vae"], meta.get("scale", 1.0))
-    try:
-        vae.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-    except RuntimeError as err:
-        raise io.CheckpointError(f"{path}: weights do not match the stored architecture ({err})") from err
-    return vae.eval(), meta
+    return io.load_module(path, "vae", lambda meta: vae_from_config(meta["vae"], meta.get("scale", 1.0)))
 
 
 # --------------------------------------------------------------------------- latents, scale, metrics
@@ -458,3 +442,24 @@ def decode_samples(vae: VAE | None, z_s: Tensor, *, data_range: Sequence[float] 
         x = torch.cat([vae.decode(z_s[i:i + batch_size], scaled=True).float().cpu()
                        for i in range(0, len(z_s), batch_size)])
     return x.clamp(*data_range) if data_range is not None else x
+
+
+def training_set(data_dir: str | Path, space_dir: str | Path, space: str, split: str
+                 ) -> tuple[Tensor, Tensor | None, dict]:
+    """What a model of the score model's space trains on -> (x (N, ...), labels (N,) or None,
+    meta): the scaled latents of `split` (latent space) or the prepared split itself (pixel),
+    with the prepared data's meta updated to the space (shape, dim, sigma_max of that split,
+    what the noise processes are built from). `space` is params score.space, checked against
+    the directory."""
+    from . import data
+
+    info = check_space(space_dir, space)
+    meta = data.load_meta(data_dir)
+    x, y = data.load_split(data_dir, split)
+    if info["space"] == "latent":
+        x = load_latents(space_dir, split)
+        if len(x) != len(y if y is not None else x):
+            raise ValueError(f"{space_dir}: {len(x)} latents for the {split} split, {data_dir} has {len(y)} labels; "
+                             "rerun the train_vae stage")
+        meta = {**meta, "shape": info["shape"], "dim": x[0].numel(), "sigma_max": data.max_pairwise_distance(x)}
+    return x, y, meta

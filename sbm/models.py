@@ -51,7 +51,22 @@ def from_eps(eps: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor, kind: str) ->
     raise ValueError(f"unknown kind {kind!r}; allowed: {', '.join(PREDICTIONS)}")
 
 
-class ScoreModel(nn.Module):
+class Predicts:
+    """score / eps / x0 at (x (N, ...), t (N,)) from one `predict(x, t, kind, cond)`: the
+    interface the samplers call (ScoreModel, AnalyticScoreModel, the guidance wrappers)."""
+
+    def score(self, x: Tensor, t: Tensor, cond=None) -> Tensor:
+        """∇ₓ log p_t(x), shaped like x."""
+        return self.predict(x, t, "score", cond)
+
+    def eps(self, x: Tensor, t: Tensor, cond=None) -> Tensor:
+        return self.predict(x, t, "eps", cond)
+
+    def x0(self, x: Tensor, t: Tensor, cond=None) -> Tensor:
+        return self.predict(x, t, "x0", cond)
+
+
+class ScoreModel(Predicts, nn.Module):
     """net(x_t, noise_cond(t)) read as `prediction`; exposes score/eps/x0 at (x (N, ...), t (N,))."""
 
     def __init__(self, net: nn.Module, process: NoiseProcess, prediction: str = "eps", data_std: float = 1.0):
@@ -76,16 +91,6 @@ class ScoreModel(nn.Module):
         eps = to_eps(self(x, t, cond), x, a, s, self.prediction)
         return from_eps(eps, x, a, s, kind)
 
-    def score(self, x: Tensor, t: Tensor, cond=None) -> Tensor:
-        """∇ₓ log p_t(x), shaped like x."""
-        return self.predict(x, t, "score", cond)
-
-    def eps(self, x: Tensor, t: Tensor, cond=None) -> Tensor:
-        return self.predict(x, t, "eps", cond)
-
-    def x0(self, x: Tensor, t: Tensor, cond=None) -> Tensor:
-        return self.predict(x, t, "x0", cond)
-
     def to_config(self) -> dict:
         return {"net": self.net.config, "process": self.process.to_config(), "prediction": self.prediction,
                 "data_std": self.data_std}
@@ -99,26 +104,16 @@ def model_from_config(cfg: dict) -> ScoreModel:
 
 def save_model(path, model: ScoreModel, extra: dict | None = None) -> None:
     """A trained ScoreModel as one safetensors file: weights (net.*) + its config (JSON header)."""
-    tensors = {f"net.{k}": v for k, v in model.net.state_dict().items()}
-    io.save_tensors(path, tensors, {"kind": "score_model", "model": model.to_config(), **(extra or {})})
+    io.save_module(path, model, "score_model", {"model": model.to_config(), **(extra or {})})
 
 
 def load_model(path) -> tuple[ScoreModel, dict]:
     """Rebuild a ScoreModel from `save_model`'s file -> (model in eval mode, meta).
     Raises io.CheckpointError naming the file if it is missing, corrupt or not a score model."""
-    tensors, meta = io.load_tensors(path)
-    if meta.get("kind") != "score_model":
-        raise io.CheckpointError(f"{path}: holds a {meta.get('kind')!r}, not a score model")
-    model = model_from_config(meta["model"])
-    state = {k[len("net."):]: v for k, v in tensors.items() if k.startswith("net.")}
-    try:
-        model.net.load_state_dict(state)
-    except RuntimeError as err:
-        raise io.CheckpointError(f"{path}: weights do not match the stored architecture ({err})") from err
-    return model.eval(), meta
+    return io.load_module(path, "score_model", lambda meta: model_from_config(meta["model"]), "score model")
 
 
-class AnalyticScoreModel(nn.Module):
+class AnalyticScoreModel(Predicts, nn.Module):
     """A known score function s(x, t) (e.g. a Gaussian mixture's) behind the ScoreModel API."""
 
     def __init__(self, score_fn, process: NoiseProcess):
@@ -132,9 +127,3 @@ class AnalyticScoreModel(nn.Module):
     def predict(self, x, t, kind, cond=None):
         a, s = self.process.marginal(t)
         return from_eps(-_bcast(s, x) * self.score(x, t), x, a, s, kind)
-
-    def eps(self, x, t, cond=None):
-        return self.predict(x, t, "eps")
-
-    def x0(self, x, t, cond=None):
-        return self.predict(x, t, "x0")

@@ -72,6 +72,9 @@ class ReportInputs:
     class_histogram_png: Path = Path("reports/class_histogram.png")
     vae_loss_tsv: Path = Path("reports/live/train_vae/plots/metrics/loss.tsv")
     vae_loss_png: Path = Path("reports/vae_loss.png")
+    train_classifier: Path = Path("reports/train_classifier.json")
+    guidance_detail: Path = Path("reports/guidance_detail.json")
+    guidance_png: Path = Path("reports/guidance.png")
 
     def __post_init__(self):
         for name in self.__dataclass_fields__:
@@ -472,6 +475,37 @@ def samples_section(sample: dict | None, inp: ReportInputs) -> list[str]:
     return out + [f"![samples]({_rel(inp.samples_png, inp.out)})", ""]
 
 
+def guidance_section(inp: ReportInputs) -> list[str]:
+    """The noise-conditional classifier's accuracy per noise quarter and classifier-guided
+    sampling: evaluator accuracy and FID of the class-conditional samples at each scale."""
+    out = ["## Classifier guidance", ""]
+    tc = _json_or_none(inp.train_classifier)
+    if tc is None:
+        out += [_skip("the noisy classifier's accuracy", inp.train_classifier, "train_classifier"), ""]
+    else:
+        quarters = [(f"acc_q{i}", f"q{i}: t in the {'first second third fourth'.split()[i - 1]} quarter of "
+                     "[t_min, 1]" + (" (least noise)" if i == 1 else " (most noise)" if i == 4 else ""))
+                    for i in range(1, 5)]
+        out += ["The noise-conditional classifier p(y ∣ x_t, t), trained in the score model's space on inputs "
+                "noised at every level; accuracy on the noised test split:", "",
+                _labelled_table(tc, quarters, "noise quarter"), ""]
+    gd = _json_or_none(inp.guidance_detail)
+    if gd is None:
+        return out + [_skip("the guided sampling results", inp.guidance_detail, "evaluate_guidance"), ""]
+    rows = pd.DataFrame([{"method": r["method"], "scale": r["scale"], "accuracy": r["accuracy"], "FID": r["fid"],
+                          "FID floor": r["fid_floor"], "NFE": r["nfe"], "s / sample": r["seconds_per_sample"]}
+                         for r in gd["rows"]])
+    out += [f"score + s·∇ₓ log p(y ∣ x_t, t) with {gd['n_per_class']} samples per class ({gd['sampler']}); "
+            "accuracy = the fraction the evaluator assigns to the class each sample was drawn for "
+            "(s = 0: unguided, about 10%); FID of all conditional samples against the test split.", "",
+            _table(rows), ""]
+    best = max(gd["rows"], key=lambda r: r["scale"])
+    per_class = pd.DataFrame({"class": range(len(best["per_class"])), "accuracy": best["per_class"]})
+    out += [f"Per-class accuracy at s = {best['scale']:g}:", "", _table(per_class), ""]
+    return out + _image(inp.guidance_png, inp.out, "accuracy and FID against guidance strength",
+                        "the guidance plot", "evaluate_guidance")
+
+
 def build_report(inp: ReportInputs) -> str:
     """Write the markdown report to `inp.out` (and the loss curves to `inp.loss_png`,
     `inp.vae_loss_png` when their dvclive curves exist); return its text."""
@@ -490,6 +524,7 @@ def build_report(inp: ReportInputs) -> str:
     lines += likelihood_section(m, detail)
     lines += gmm_section(detail, inp)
     lines += samplers_section(inp)
+    lines += guidance_section(inp)
     lines += training_section(_json_or_none(inp.train), inp)
     lines += samples_section(sample, inp)
     text = "\n".join(lines).rstrip() + "\n"

@@ -32,9 +32,15 @@ def stage_parser(doc: str | None, **paths: str) -> argparse.ArgumentParser:
 
 
 def run_stage(name: str, main: Callable[[], object]) -> None:
+    """Run `main()`; user errors exit 2 with one line. A torch.distributed process group a
+    training stage started (under `accelerate launch`) is destroyed on the way out."""
     try:
         main()
     except USER_ERRORS as err:
         message = " ".join(str(err).split())  # one line, whatever the library wrote
         print(f"{name}: error: {message}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        dist = sys.modules.get("torch.distributed")  # only if torch was imported at all
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()

@@ -37,6 +37,7 @@ Scale-out (the same code under `python` or `accelerate launch --multi_gpu --num_
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -177,6 +178,13 @@ class _Batches:
 
 
 # ---------------------------------------------------------------- checkpoints
+
+
+def loop_params(train: TrainParams, own) -> TrainParams:
+    """params `train` with a model's own steps, batch_size and lr (its params section, e.g.
+    `vae` or `classifier`); the other loop settings (warm-up, clipping, EMA, ...) are shared."""
+    return dataclasses.replace(train, steps=own.steps, batch_size=own.batch_size, lr=own.lr,
+                               checkpoint_every=min(train.checkpoint_every, own.steps))
 
 
 def _ckpt_path(ckpt_dir: Path, step: int) -> Path:

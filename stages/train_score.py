@@ -29,13 +29,8 @@ def main() -> None:
                         metrics="reports/train_score.json").parse_args()
 
     params = load_params(args.params)
-    meta = data.load_meta(args.data)
     space = latent.check_space(args.space, params.score.space)
-    if space["space"] == "latent":
-        x = latent.load_latents(args.space, "train")
-        meta = {**meta, "shape": space["shape"], "dim": x[0].numel(), "sigma_max": data.max_pairwise_distance(x)}
-    else:
-        x, _ = data.load_split(args.data, "train")
+    x, _, meta = latent.training_set(args.data, args.space, params.score.space, "train")
     process = build_process(params.process, meta)  # ve/ncsn: σ_max of the space trained in
     data_std = float(x.std())  # σ_data of the input scaling c_in (sbm.models, eq. 2)
     torch.manual_seed(params.seed)  # the initial weights (under DDP, rank 0's are broadcast)
@@ -61,8 +56,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        run_stage("train_score", main)
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    run_stage("train_score", main)

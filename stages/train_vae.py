@@ -21,7 +21,7 @@ from sbm import data, io, latent
 from sbm.config import load_params, to_dict
 from sbm.plots import image_grid, plot_samples
 from sbm.stage import run_stage, stage_parser
-from sbm.train import train
+from sbm.train import loop_params, train
 
 
 def main() -> None:
@@ -51,7 +51,7 @@ def main() -> None:
     x, _ = data.load_split(args.data, "train")
     torch.manual_seed(params.seed)
     vae = latent.build_vae(params.vae, meta["shape"])
-    cfg = latent.vae_train_params(params.train, params.vae)
+    cfg = loop_params(params.train, params.vae)
     fp_config = {"vae": vae.to_config(), "data": {k: meta.get(k) for k in ("name", "shape", "n_train", "seed")}}
     ema_vae, result = train(vae, latent.vae_loss, x, cfg, seed=params.seed, ckpt_dir=args.checkpoints,
                             live_dir=args.live, config_for_fingerprint=fp_config)
@@ -77,8 +77,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        run_stage("train_vae", main)
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    run_stage("train_vae", main)

@@ -10,7 +10,8 @@ import torch
 
 from sbm.config import load_params
 from sbm.latent import (VAE, build_vae, encode_dataset, latent_nll_bound, latent_scale, load_vae,
-                        reconstruction_metrics, save_vae, standard_normal_log_pz, vae_loss, vae_train_params)
+                        reconstruction_metrics, save_vae, standard_normal_log_pz, vae_loss)
+from sbm.train import loop_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +81,7 @@ def test_brief_training_reconstructs_better_than_init_and_scale_gives_unit_std(t
     torch.manual_seed(0)
     vae = build_vae(_small_cfg(), [1, 8, 8])
     before = reconstruction_metrics(vae, x)
-    cfg = dataclasses.replace(vae_train_params(params.train, _small_cfg(steps=150, batch_size=64, lr=2e-3)),
+    cfg = dataclasses.replace(loop_params(params.train, _small_cfg(steps=150, batch_size=64, lr=2e-3)),
                               warmup_steps=10, ema_decay=0.0, log_every=50)
     assert (cfg.steps, cfg.batch_size, cfg.lr) == (150, 64, 2e-3)
     trained, _ = train(vae, vae_loss, x, cfg, seed=0, ckpt_dir=tmp_path / "ckpt", progress=False)
@@ -271,3 +272,24 @@ def test_space_directories_round_trip_and_refuse_a_stale_space(tmp_path):
     torch.testing.assert_close(decode_samples(None, y), y)
     with pytest.raises(FileNotFoundError, match="run the train_vae stage"):
         read_space(tmp_path / "nowhere")
+
+
+def test_training_set_serves_latents_or_pixels_with_the_space_meta(tmp_path):
+    from sbm import data
+    from sbm.config import parse_params
+    from sbm.latent import training_set, write_space
+
+    meta = data.prepare(parse_params({"data": {"name": "digits"}}).data, 0, tmp_path / "prepared")
+    x, y = data.load_split(tmp_path / "prepared", "train")
+    write_space(tmp_path / "pixel", meta["shape"])
+    xp, yp, mp = training_set(tmp_path / "prepared", tmp_path / "pixel", "pixel", "train")
+    assert torch.equal(xp, x) and torch.equal(yp, y) and mp["shape"] == [1, 8, 8] and mp["sigma_max"] == meta["sigma_max"]
+    vae = build_vae(_small_cfg(channels=[16, 32]), [1, 8, 8])
+    z = {"train": 3 * torch.randn(len(x), *vae.latent_shape), "test": torch.randn(5, *vae.latent_shape)}
+    write_space(tmp_path / "latent", meta["shape"], vae, z)
+    xl, yl, ml = training_set(tmp_path / "prepared", tmp_path / "latent", "latent", "train")
+    assert torch.equal(xl, z["train"]) and torch.equal(yl, y)  # latents keep the order of the split's labels
+    assert ml["shape"] == [4, 4, 4] and ml["dim"] == 64
+    assert ml["sigma_max"] == pytest.approx(float(torch.cdist(xl.flatten(1).double(), xl.flatten(1).double()).max()))
+    with pytest.raises(ValueError, match="5 latents for the test split"):
+        training_set(tmp_path / "prepared", tmp_path / "latent", "latent", "test")

@@ -22,6 +22,8 @@ TINY = {
     "train": {"steps": 30, "batch_size": 64, "checkpoint_every": 15, "log_every": 10},
     "vae": {"channels": [16, 32], "steps": 20, "batch_size": 64},
     "evaluator": {"channels": [8, 16], "hidden": 16, "steps": 30},
+    "classifier": {"channels": [8, 16], "hidden": 16, "steps": 20, "batch_size": 64},
+    "guidance": {"classifier_scales": [0.0, 2.0], "n_per_class": 4},
     "sampler": {"n_samples": 200, "batch_size": 200, "steps": 5},
     "likelihood": {"n_points": 8, "batch_size": 8, "rtol": 1e-2, "atol": 1e-2},
     "eval": {"n_points": 200, "n_projections": 16, "compare_samplers": ["ddim"], "compare_nfe": [4],
@@ -39,8 +41,11 @@ TINY_GMM = {
     "eval": {"n_points": 300, "n_score_points": 200, "n_projections": 32, "compare_samplers": [],
              "compare_nfe": [5]},
     "evaluator": {"hidden": 16, "steps": 30},
+    "classifier": {"hidden": 16, "steps": 20, "batch_size": 64},
+    "guidance": {"classifier_scales": [0.0, 2.0], "n_per_class": 4},
 }
-STAGES = {"prepare", "train_evaluator", "train_vae", "train_score", "sample", "compare_samplers", "evaluate", "report"}
+STAGES = {"prepare", "train_evaluator", "train_vae", "train_score", "train_classifier", "sample", "compare_samplers",
+          "evaluate", "evaluate_guidance", "report"}
 
 
 def _merge(base, over):
@@ -108,6 +113,9 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     for key in ("fid", "fid_floor", "evaluator_acc", "class_tv", "bpd_bound", "bpd_bound_iwae"):
         assert isinstance(metrics[key], float), key
     assert "bpd" not in metrics  # a latent model reports its bound, not an exact bits/dim
+    guidance = json.loads((d / "reports/guidance.json").read_text())
+    assert {"cg_acc_s0", "cg_acc_s2", "cg_fid_s2", "cg_fid_floor"} <= set(guidance)
+    assert "## Classifier guidance" in (d / "reports/report.md").read_text()
     samples = load_tensors(d / "data/samples/samples.safetensors")[0]["x"]
     assert samples.shape == (200, 1, 8, 8) and samples.min() >= -1 and samples.max() <= 1  # decoded images
 

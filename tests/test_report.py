@@ -184,6 +184,7 @@ def _write_training_outputs(r: Path) -> None:
     io.write_json(r / "train_vae.json", {"space": "pixel"})
     _png(r / "samples.png")
     _png(r / "reconstructions.png")
+    _write_guidance(r)
 
 
 # every ReportInputs field -> its file name under reports/
@@ -192,7 +193,18 @@ REPORT_FILES = {"metrics": "metrics.json", "detail": "eval_detail.json", "train"
                 "samples_png": "samples.png", "out": "report.md", "loss_png": "loss.png", "samplers": "samplers.json",
                 "samplers_png": "samplers.png", "train_evaluator": "train_evaluator.json", "train_vae": "train_vae.json",
                 "reconstructions_png": "reconstructions.png", "class_histogram_png": "class_histogram.png",
-                "vae_loss_tsv": "live/train_vae/plots/metrics/loss.tsv", "vae_loss_png": "vae_loss.png"}
+                "vae_loss_tsv": "live/train_vae/plots/metrics/loss.tsv", "vae_loss_png": "vae_loss.png",
+                "train_classifier": "train_classifier.json", "guidance_detail": "guidance_detail.json",
+                "guidance_png": "guidance.png"}
+
+
+def _write_guidance(r: Path) -> None:
+    """Fake outputs of train_classifier and evaluate_guidance (two scales, 10 classes)."""
+    io.write_json(r / "train_classifier.json", {"acc_q1": 0.97, "acc_q2": 0.81, "acc_q3": 0.42, "acc_q4": 0.13})
+    rows = [{"method": "classifier", "scale": s, "accuracy": a, "per_class": [a] * 9 + [0.5], "fid": f,
+             "fid_floor": 2.0, "nfe": 100, "seconds_per_sample": 0.01} for s, a, f in ((0.0, 0.11, 4.5), (4.0, 0.93, 6.25))]
+    io.write_json(r / "guidance_detail.json", {"n_per_class": 100, "sampler": "euler_maruyama", "rows": rows})
+    _png(r / "guidance.png")
 
 
 def report_argv(r: Path) -> list[str]:
@@ -316,6 +328,7 @@ def _write_image_run(r: Path, *, space: str, labelled: bool = True) -> dict:
         {"sampler": "ddim", "budget": 10, "steps": 10, "nfe": 10, "seconds_per_sample": 1e-3, **fid_rows,
          "swd": 0.21, "swd_floor": 0.0625, "mmd": 0.004, "mmd_floor": 0.0001, "non_finite": 0}]})
     _png(r / "samplers.png")
+    _write_guidance(r)
     return m
 
 
@@ -324,6 +337,10 @@ def test_report_latent_image_run(tmp_path):
     _write_image_run(r, space="latent")
     text = load_stage("report").main(report_argv(r))
     assert "_Skipped" not in text
+    # classifier guidance: accuracy per noise quarter, one row per scale, per-class accuracy at the largest
+    g = section(text, "Classifier guidance")
+    assert "0.97" in g and "0.13" in g and "| classifier |" in g and "0.93" in g and "6.25" in g
+    assert "Per-class accuracy at s = 4:" in g and "![accuracy and FID against guidance strength](guidance.png)" in g
     # the headline: first section, FID next to its floor and ratio, accuracy, class TV, the bound on bits/dim
     assert text.index("## Headline") < text.index("## Data")
     head = table_dict(section(text, "Headline"))
@@ -419,7 +436,7 @@ def test_report_skips_absent_inputs_with_notes(tmp_path):
     notes = [ln for ln in text.splitlines() if ln.startswith("_Skipped")]
     # data, evaluator, autoencoder (summary, reconstructions, curve), metrics, sampler, mixture,
     # sampler comparison, training (summary, curve), samples
-    assert len(notes) == 12 and all("not found" in n for n in notes)
+    assert len(notes) == 14 and all("not found" in n for n in notes)
     for stage in ("prepare", "train_evaluator", "train_vae", "evaluate", "sample", "compare_samplers", "train_score"):
         assert f"`{stage}` stage" in text
     assert not (tmp_path / "r" / "loss.png").exists() and not (tmp_path / "r" / "vae_loss.png").exists()

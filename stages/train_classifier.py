@@ -1,0 +1,53 @@
+"""DVC stage `train_classifier`: the noise-conditional classifier p(y | x_t, t) of classifier
+guidance (sbm.classifier), in the space the score model lives in (params `score.space`):
+the VAE's scaled latents or the data itself, noised by the same process at every t.
+
+Trained under the shared loop (sbm.train: accelerate, EMA, resumable checkpoints in
+data/checkpoints/classifier) with params `classifier` (architecture, steps, batch_size, lr)
+and the loop settings of `train`. Metrics: test accuracy in each quarter of the noise range
+[t_min, 1] (q1 = least noise); writes data/models/classifier.safetensors and
+reports/train_classifier.json.
+"""
+
+import torch
+
+from sbm import io, latent
+from sbm.classifier import NoisyClassifier, accuracy_by_noise_quarter, classifier_loss, save_classifier
+from sbm.config import load_params, to_dict
+from sbm.processes import build_process
+from sbm.stage import run_stage, stage_parser
+from sbm.train import loop_params, train
+
+
+def main() -> None:
+    args = stage_parser(__doc__, data="data/prepared", space="data/latent", out="data/models/classifier.safetensors",
+                        checkpoints="data/checkpoints/classifier", live="reports/live/train_classifier",
+                        metrics="reports/train_classifier.json").parse_args()
+    params = load_params(args.params)
+    cfg = params.classifier
+    x, y, meta = latent.training_set(args.data, args.space, params.score.space, "train")
+    if y is None:
+        raise ValueError(f"{args.data}: the data has no class labels; classifier guidance needs them")
+    x_test, y_test, _ = latent.training_set(args.data, args.space, params.score.space, "test")
+    process = build_process(params.process, meta)  # the score model's process (same space, same σ_max)
+    torch.manual_seed(params.seed)
+    model = NoisyClassifier(meta["shape"], int(y.max()) + 1, process, cfg.channels, cfg.hidden, cfg.embedding_dim,
+                            cfg.depth, float(x.std()))
+    loop = loop_params(params.train, cfg)
+    fp = {"classifier": model.config, "data": {k: meta.get(k) for k in ("name", "shape", "n_train", "seed")}}
+    ema, result = train(model, classifier_loss, x, loop, seed=params.seed, ckpt_dir=args.checkpoints,
+                        live_dir=args.live, config_for_fingerprint=fp, cond=y)
+    if not result.is_main_process:
+        return
+    ema = ema.cpu().eval()
+    acc = accuracy_by_noise_quarter(ema, x_test, y_test, generator=torch.Generator().manual_seed(params.seed))
+    save_classifier(args.out, ema, {"space": params.score.space, "test_accuracy": acc})
+    io.write_json(args.metrics, {**{f"acc_{q}": a for q, a in acc.items()}, "space": params.score.space,
+                                 "final_loss": result.final_loss, "steps": result.steps,
+                                 "train_seconds": round(result.seconds, 2), "classifier": to_dict(cfg)})
+    print("train_classifier: test accuracy by noise quarter (q1 least noise) "
+          + ", ".join(f"{q} {a:.3f}" for q, a in acc.items()) + f" ({result.seconds:.1f}s) -> {args.out}")
+
+
+if __name__ == "__main__":
+    run_stage("train_classifier", main)
