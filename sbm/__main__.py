@@ -1,6 +1,7 @@
 """Command line: `python -m sbm <command>` (or `sbm <command>` once installed).
 
-  sample    draw samples from a trained score model into a PNG (and optionally a tensor file)
+  sample    draw samples from a trained score model into a PNG (and optionally a tensor file);
+            with --prompt, from the text-conditional model under classifier-free guidance
   compare   write reports/compare.md: the DVC experiments' params and metrics side by side
 """
 
@@ -37,11 +38,19 @@ def _load_vae(args, meta: dict):
 
 
 def _sample(args) -> None:
-    from . import io, latent, models
+    from . import io, latent
     from .comparison import draw
-    from .plots import plot_samples
+    from .conditional import cfg as guided, prompt_ids
+    from .distill import load_student
+    from .plots import image_grid, plot_samples
 
-    model, meta = models.load_model(args.checkpoint)
+    if args.checkpoint is None:
+        args.checkpoint = "data/models/text.safetensors" if args.prompt else "data/models/score.safetensors"
+    model, meta = load_student(args.checkpoint)  # any score model; a consistency student too
+    cond = None
+    if args.prompt:  # checked (empty, over-long, not a text model) before any sampling
+        cond = prompt_ids(model, args.prompt).repeat_interleave(args.n, 0)
+        model = guided(model, args.guidance)
     shape = meta.get("data_shape")
     if not shape:
         raise io.CheckpointError(f"{args.checkpoint}: no data_shape in its metadata; was it written by train_score?")
@@ -50,15 +59,20 @@ def _sample(args) -> None:
                         steps=args.steps, denoise=not args.no_denoise)
     if args.step_size is not None:
         cfg = dataclasses.replace(cfg, step_size=args.step_size)
-    x, nfe, seconds = draw(model, cfg, args.n, shape, data_range=meta.get("data_range") if vae is None else None,
-                           seed=args.seed, progress=True)
+    n = args.n * len(args.prompt or [None])
+    x, nfe, seconds = draw(model, cfg, n, shape, data_range=meta.get("data_range") if vae is None else None,
+                           seed=args.seed, progress=True, cond=cond)
     bad = int((~x.flatten(1).isfinite().all(1)).sum())
     if bad:
         raise ValueError(f"{bad} of {len(x)} samples are not finite ({args.sampler}, steps {args.steps}); "
                          "try more steps or another sampler")
     image = len((meta.get("space") or {}).get("data_shape", shape)) == 3
     x = latent.decode_samples(vae, x, data_range=meta.get("data_range") if image else None)
-    plot_samples(x, args.out, title=f"{args.sampler}, NFE {nfe}")
+    title = f"{args.sampler}, NFE {nfe}" + (f", CFG w = {args.guidance:g}" if args.prompt else "")
+    if args.prompt and x.dim() == 4:
+        image_grid(list(x.split(args.n)), args.out, title=title, row_titles=args.prompt)
+    else:
+        plot_samples(x, args.out, title=title)
     if args.save:
         io.save_tensors(args.save, {"x": x}, {"kind": "samples", "sampler": args.sampler, "nfe": nfe,
                                               "wall_time_s": seconds, "checkpoint": str(args.checkpoint)})
@@ -79,8 +93,15 @@ def main(argv: list[str] | None = None) -> None:
     sub = ap.add_subparsers(dest="command", required=True)
 
     smp = sub.add_parser("sample", help="draw samples from a trained model into a PNG")
-    smp.add_argument("--checkpoint", default="data/models/score.safetensors", help="a score model (train_score)")
-    smp.add_argument("--n", type=int, default=64, help="number of samples")
+    smp.add_argument("--checkpoint", default=None, help="a score model (default: data/models/score.safetensors of "
+                     "train_score; with --prompt data/models/text.safetensors of train_text), or a distilled "
+                     "student (data/models/student.safetensors: --sampler ddim, or consistency for a consistency "
+                     "model, with --steps = its steps + 1)")
+    smp.add_argument("--n", type=int, default=64, help="number of samples (with --prompt: per prompt)")
+    smp.add_argument("--prompt", action="append", default=None,
+                     help="a text prompt (repeat for several); needs a text-conditional model")
+    smp.add_argument("--guidance", type=float, default=2.0,
+                     help="--prompt: classifier-free guidance weight w (0: unconditional, 1: conditional)")
     smp.add_argument("--sampler", default="ddim", choices=SAMPLERS)
     smp.add_argument("--steps", type=int, default=50, help="levels/steps from t = 1 to t_min")
     smp.add_argument("--step-size", type=float, default=None, help="Langevin step size ε")
@@ -103,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("n", "steps", "batch_size"):
         if getattr(args, name, 1) is not None and getattr(args, name, 1) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    if getattr(args, "guidance", 0.0) < 0:
+        ap.error("--guidance must be >= 0 (0: unconditional, 1: conditional, > 1: stronger guidance)")
     try:
         args.run(args)
     except USER_ERRORS as err:

@@ -29,13 +29,15 @@ DIRECTIONS = {
     "score_mse_mean": "min", "weight_err_max": "min", "weight_tv": "min", "logp_gap": "min",
     "logp_samples": "max", "nll": "min", "nll_gap": "min", "bpd": "min", "fid": "min", "accuracy": "max",
     "final_loss": None, "train_seconds": "min", "wall_time_s": "min", "seconds_per_sample": "min",
+    "cfg_unseen_acc": "max", "evaluator_acc": "max", "class_tv": "min", "bpd_bound": "min",
 }
 #: metric columns left out of the table: data description and bookkeeping
 HIDDEN = ("prepare.", "train_score.steps", "train_score.resumed_from", "train_score.n_params", "train_score.loss",
-          "train_score.world_size",
+          "train_score.world_size", "train_text.steps", "train_text.resumed_from", "train_text.encoder_dim",
+          "train_text.scratch_vocabulary",
           "sample.n", "sample.seconds_per_sample", "n_samples", "n_eval", "score_rel_err_l", "mmd_bandwidths")
 #: params shown in the table (others are shown only when they differ between rows)
-KEY_PARAMS = ("loss", "process.name", "sampler.name", "train.steps")
+KEY_PARAMS = ("loss", "process.name", "sampler.name", "train.steps", "score.space", "text.encoder")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -9,6 +9,7 @@ so samplers can be read off one quality-vs-NFE plot.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +24,48 @@ from tqdm.auto import tqdm  # noqa: E402
 from .config import SamplerParams  # noqa: E402
 from .metrics import distance_report  # noqa: E402
 from .samplers import build_sampler, initial_state, schedule_for  # noqa: E402
+
+
+@dataclass
+class Measured:
+    """What the evaluation stages share: the data (train, test (N, ...) and meta.json), the space
+    the model samples in (shape, and the VAE that decodes it, None in pixel space) and the
+    evaluator whose features give FID (None for data without labels). `decode(z)` maps drawn
+    samples to data space (latents decoded, images clamped to the data's range)."""
+
+    meta: dict
+    shape: list[int]
+    vae: object
+    evaluator: object
+    train: Tensor
+    test: Tensor
+
+    def decode(self, z: Tensor) -> Tensor:
+        from .latent import decode_samples
+
+        return decode_samples(self.vae, z, data_range=self.meta["value_range"] if len(self.meta["shape"]) == 3 else None)
+
+    def fid_floor(self, n: int, seed: int) -> float:
+        """FID(train, test) with n training examples (a seeded subset): what a perfect model
+        scores with n samples, the floor next to which sample FIDs are read."""
+        from .evaluator import fid
+
+        subset = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))[:n]
+        return fid(self.test, self.train[subset], self.evaluator)
+
+
+def load_measured(data_dir, space_dir, evaluator_dir, space: str, *, need_evaluator: str | None = None) -> Measured:
+    """`Measured` from a stage's inputs; space: params score.space (checked against the space
+    directory). need_evaluator: what needs it, for the error raised when the data has none."""
+    from . import data, latent
+    from .evaluator import load_evaluator_dir
+
+    info = latent.check_space(space_dir, space)
+    evaluator = load_evaluator_dir(evaluator_dir)
+    if evaluator is None and need_evaluator:
+        raise ValueError(f"{evaluator_dir}: no evaluator (the data has no class labels); {need_evaluator} needs one")
+    return Measured(data.load_meta(data_dir), info["shape"], latent.load_space_vae(space_dir), evaluator,
+                    data.load_split(data_dir, "train")[0], data.load_split(data_dir, "test")[0])
 
 
 def draw(model, cfg: SamplerParams, n: int, shape, *, data_range=None, seed: int = 0, progress: bool = False,
@@ -46,18 +89,40 @@ def draw(model, cfg: SamplerParams, n: int, shape, *, data_range=None, seed: int
     return torch.cat(chunks), nfe, seconds
 
 
+def conditional_quality(model, cfg: SamplerParams, labels: Tensor, cond: Tensor, shape, *, evaluator,
+                        test: Tensor, n_fid: int, decode: Callable[[Tensor], Tensor] = lambda z: z, seed: int = 0,
+                        progress: bool = False) -> dict:
+    """Conditional samples and how well they follow their condition.
+
+    Draws one sample per row of cond (N, ...) (the class, or the prompt ids, each sample is
+    drawn for) with `model` (a guided or conditional model) and the sampler of `cfg`, decodes
+    them and measures: accuracy = the fraction the `evaluator` classifies as labels (N,),
+    overall and per class (0..K−1, K = labels.max() + 1); FID of n_fid of them (a seeded
+    subset) against `test`; NFE (model calls per batch) and seconds per sample.
+    -> {accuracy, per_class, fid, nfe, seconds_per_sample}."""
+    from .evaluator import fid
+
+    z, nfe, seconds = draw(model, cfg, len(labels), shape, cond=cond, seed=seed, progress=progress)
+    x = decode(z)
+    pred = evaluator.predict(x)
+    per_class = [float((pred[labels == c] == c).double().mean()) for c in range(int(labels.max()) + 1)]
+    subset = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n_fid]
+    return {"accuracy": float((pred == labels).double().mean()), "per_class": per_class,
+            "fid": fid(test, x[subset], evaluator), "nfe": nfe, "seconds_per_sample": seconds / len(x)}
+
+
 def settings_for_nfe(base: SamplerParams, name: str, nfe: int, native_levels: int) -> SamplerParams:
     """`base` with sampler `name` set to spend about `nfe` network evaluations per batch.
 
     Inverts the NFE count of each sampler for a grid of K times and a final denoise d
-    (see sbm.samplers): (K−1)+d for euler_maruyama/ddpm/ddim/ode_euler, 2(K−1)+d for
+    (see sbm.samplers): (K−1)+d for euler_maruyama/ddpm/ddim/ode_euler/consistency, 2(K−1)+d for
     ode_heun, (K−1)+K·c+d for pc (c corrector steps), K·T+d for annealed_langevin (K the
     process's native levels where the budget allows, T steps per level), T+d for langevin.
     ode_adaptive sets its own NFE through rtol/atol and keeps `base`'s."""
     d = int(base.denoise)
     budget = max(nfe - d, 1)
     cfg = dataclasses.replace(base, name=name)
-    if name in ("euler_maruyama", "ddpm", "ddim", "ode_euler"):
+    if name in ("euler_maruyama", "ddpm", "ddim", "ode_euler", "consistency"):
         return dataclasses.replace(cfg, steps=budget + 1)
     if name == "ode_heun":
         return dataclasses.replace(cfg, steps=max(budget // 2, 1) + 1)
@@ -125,29 +190,6 @@ def plot_quality_vs_nfe(rows: list[dict], png: str | Path, metric: str = "swd") 
         ax.legend(fontsize=8)
     ax.set_xlabel("NFE (network evaluations)")
     ax.set_ylabel(f"{metric} to test data")
-    fig.tight_layout()
-    Path(png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-
-
-def plot_guidance(rows: list[dict], png: str | Path) -> None:
-    """Evaluator accuracy on the conditional samples and their FID against the guidance
-    strength, one line per method (rows: method, scale, accuracy, fid, fid_floor)."""
-    fig, (ax_acc, ax_fid) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for method in dict.fromkeys(r["method"] for r in rows):
-        pts = sorted((r["scale"], r["accuracy"], r["fid"]) for r in rows if r["method"] == method)
-        scales, acc, fids = zip(*pts)
-        ax_acc.plot(scales, acc, marker="o", label=method)
-        ax_fid.plot(scales, fids, marker="o", label=method)
-    floors = [r["fid_floor"] for r in rows if r.get("fid_floor") is not None]
-    if floors:
-        ax_fid.axhline(floors[0], color="k", ls="--", lw=1, label="FID(train, test)")
-    ax_acc.axhline(0.1, color="grey", ls=":", lw=1, label="chance (10 classes)")
-    ax_acc.set(xlabel="guidance strength", ylabel="evaluator accuracy on the samples", ylim=(0, 1.02))
-    ax_fid.set(xlabel="guidance strength", ylabel="FID to test")
-    for ax in (ax_acc, ax_fid):
-        ax.legend(fontsize=7)
     fig.tight_layout()
     Path(png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100)

@@ -83,6 +83,7 @@ DATASETS = ("gmm", "swiss_roll", "moons", "checkerboard", "digits", "hf")
 PROCESSES = ("ncsn", "ve", "vp", "subvp", "ddpm")
 SAMPLERS = (
     "langevin", "annealed_langevin", "euler_maruyama", "pc", "ddpm", "ddim", "ode_euler", "ode_heun", "ode_adaptive",
+    "consistency",
 )
 
 
@@ -386,6 +387,149 @@ class GuidanceParams:
             raise ConfigError(f"{key}.classifier_scales = []: need at least one scale")
 
 
+@dataclass(frozen=True)
+class ScratchTextParams:
+    """text.encoder = scratch: the small transformer trained jointly with the score model."""
+
+    dim: int = _f(64, ge=1)
+    layers: int = _f(2, ge=1)
+    heads: int = _f(4, ge=1)
+
+    def validate(self, key: str) -> None:
+        if self.dim % self.heads:
+            raise ConfigError(f"{key}.dim = {self.dim}: must be divisible by {key}.heads = {self.heads}")
+
+
+DEFAULT_CAPTION_TEMPLATES = ["a handwritten {name}", "the digit {digit}", "a picture of the number {name}", "{digit}"]
+
+
+@dataclass(frozen=True)
+class TextParams:
+    """The text-conditional score model (stage train_text, `sbm.conditional`), classifier-free
+    guidance and sampling from prompts (stages sample, evaluate_text)."""
+
+    encoder: str = "minilm"
+    max_length: int = _f(16, ge=2)
+    templates: list[str] = _f(DEFAULT_CAPTION_TEMPLATES)
+    p_uncond: float = _f(0.1, ge=0.0, le=1.0)
+    steps: int = _f(3000, ge=1)
+    batch_size: int = _f(128, ge=1)
+    lr: float = _f(1e-3, gt=0.0)
+    scratch: ScratchTextParams = _f(None)
+    weight: float = _f(2.0, ge=0.0)
+    guidance_weights: list[float] = _f([0.0, 1.0, 2.0, 4.0])
+    n_per_class: int = _f(100, ge=1)
+    unseen_templates: list[str] = _f(["the number {name} written by hand"])
+    prompts: list[str] = _f(["a handwritten seven"])
+    n_per_prompt: int = _f(8, ge=1)
+
+    def validate(self, key: str) -> None:
+        from .captions import check_prompts, check_templates
+
+        if not self.encoder.strip():
+            raise ConfigError(f"{key}.encoder = {self.encoder!r}: give minilm, scratch, a local model directory "
+                              "or a hub name")
+        for field in ("templates", "unseen_templates"):
+            try:
+                check_templates(getattr(self, field))
+            except ValueError as err:
+                raise ConfigError(f"{key}.{field}: {err}") from None
+        seen = [t for t in self.unseen_templates if t in self.templates]
+        if seen:
+            raise ConfigError(f"{key}.unseen_templates: {seen[0]!r} is also a training template; the unseen "
+                              "phrasings measure generalisation, so they must differ from text.templates")
+        if not self.p_uncond > 0:
+            raise ConfigError(f"{key}.p_uncond = {self.p_uncond}: must be > 0, or the model never learns the "
+                              "unconditional score that classifier-free guidance needs")
+        if not self.guidance_weights or any(w < 0 for w in self.guidance_weights):
+            raise ConfigError(f"{key}.guidance_weights = {self.guidance_weights}: need at least one weight, "
+                              "each >= 0 (0 = unconditional, 1 = conditional)")
+        try:  # word-level check here; the encoder's own token count is checked by train_text before training
+            check_prompts(self.prompts, self.max_length)
+        except ValueError as err:
+            raise ConfigError(f"{key}.prompts: {err}") from None
+
+
+METHODS = ("progressive", "consistency")
+WEIGHTINGS = ("snr_plus_one", "truncated_snr")
+TEACHER_SOLVERS = ("ddim", "heun")
+
+
+@dataclass(frozen=True)
+class DistillParams:
+    """Distillation of the score model into a few-step student (`sbm.distill`, stage distill).
+
+    method: "progressive" (Salimans & Ho 2022) or "consistency" (Song et al. 2023).
+    steps: network evaluations of the final student's sampler, ≥ 1. progressive: its DDIM
+        steps, over `distillation_grid(process, steps, teacher_steps)` (steps + 1 points), plus
+        the final denoise if `denoise`. consistency: the consistency sampler's steps
+        (`sbm.samplers.consistency_sample` over process.grid(steps + 1)).
+    teacher_steps: progressive: the original teacher's DDIM steps, steps · 2^R for R ≥ 1
+        rounds, each of which halves the steps. consistency: N, the intervals of the grid
+        process.grid(N + 1) whose neighbours one teacher ODE step joins.
+    weighting: progressive's λ(t) of eq. (4): "snr_plus_one" (1 + α²/σ²) or "truncated_snr"
+        (max(α²/σ², 1)).
+    teacher_solver: consistency's teacher step: "ddim" (eq. 1, one evaluation) or "heun"
+        (eq. 2, two).
+    denoise: progressive: also distil the sampler's final Tweedie denoise at t_min (for
+        samplers run with denoise = true; see the module docstring).
+    steps_per_round: optimizer steps of each progressive round, or of the consistency run.
+    lr, batch_size: the training loop's learning rate and batch size for these runs.
+    ema_decay: the training loop's EMA of the weights (the returned student holds it).
+    target_decay: consistency's μ of the target network θ⁻ ← μ θ⁻ + (1 − μ) θ (0.95 in the
+        paper's CD experiments).
+    eval_steps: stage evaluate_distill: the step counts at which student and teacher are compared.
+    """
+
+    method: Literal[METHODS] = "progressive"
+    steps: int = 4
+    teacher_steps: int = 64
+    weighting: Literal[WEIGHTINGS] = "snr_plus_one"
+    teacher_solver: Literal[TEACHER_SOLVERS] = "heun"
+    denoise: bool = True
+    steps_per_round: int = 2000
+    lr: float = 1e-4
+    batch_size: int = 256
+    ema_decay: float = 0.999
+    target_decay: float = 0.95
+    eval_steps: list[int] = _f([1, 2, 4, 8])
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, key: str = "distill") -> None:
+        """Raise ConfigError (a ValueError) naming the first bad field, its value and what is allowed."""
+        choices = {"method": METHODS, "weighting": WEIGHTINGS, "teacher_solver": TEACHER_SOLVERS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{key}.{name} = {getattr(self, name)!r}: allowed {', '.join(allowed)}")
+        for name in ("steps", "teacher_steps", "steps_per_round", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{key}.{name} = {value!r}: must be an integer >= 1")
+        if not self.lr > 0:
+            raise ConfigError(f"{key}.lr = {self.lr}: must be > 0")
+        for name in ("ema_decay", "target_decay"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{key}.{name} = {getattr(self, name)}: must be in [0, 1)")
+        if not self.eval_steps or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.eval_steps):
+            raise ConfigError(f"{key}.eval_steps = {self.eval_steps}: need at least one step count, each an integer >= 1")
+        ratio = self.teacher_steps // self.steps
+        if self.method == "progressive" and (self.teacher_steps % self.steps or ratio < 2 or ratio & (ratio - 1)):
+            raise ConfigError(f"{key}.teacher_steps = {self.teacher_steps}: must be {key}.steps = {self.steps} "
+                              f"times a power of two >= 2 ({2 * self.steps}, {4 * self.steps}, "
+                              f"{8 * self.steps}, ...): every progressive round halves the steps")
+
+    @property
+    def rounds(self) -> list[int]:
+        """progressive: the student steps of each round, teacher_steps/2, teacher_steps/4, …, steps."""
+        out, n = [], self.teacher_steps
+        while n > self.steps:
+            n //= 2
+            out.append(n)
+        return out
+
+
 #: data.name values whose examples are vectors (no latent model for them)
 VECTOR_DATASETS = ("gmm", "swiss_roll", "moons", "checkerboard")
 
@@ -414,6 +558,8 @@ class Params:
     evaluator: EvaluatorParams = _f(None)
     classifier: ClassifierParams = _f(None)
     guidance: GuidanceParams = _f(None)
+    text: TextParams = _f(None)
+    distill: DistillParams = _f(None)
 
     def validate(self, key: str) -> None:
         if self.score.space == "latent" and self.data.name in VECTOR_DATASETS:

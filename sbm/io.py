@@ -85,6 +85,11 @@ def _digest(tensors: dict[str, Tensor]) -> str:
     return h.hexdigest()
 
 
+def state_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's state_dict (names, dtypes, shapes, values): its weights' identity."""
+    return _digest(module.state_dict())
+
+
 def save_tensors(path: str | Path, tensors: dict[str, Tensor], meta: dict) -> None:
     """Write tensors + JSON-able `meta` into one safetensors file, atomically."""
     path = Path(path)

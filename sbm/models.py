@@ -81,10 +81,14 @@ class ScoreModel(Predicts, nn.Module):
         self.data_std = float(data_std)
 
     def forward(self, x: Tensor, t: Tensor, cond=None) -> Tensor:
-        """The raw network output F of eq. (2), shaped like x."""
+        """The raw network output F of eq. (2), shaped like x. cond (N, ...) reaches a
+        conditional net (`net.conditional`, e.g. the token ids of `sbm.nets.TextConditionalNet`)."""
         a, s = self.process.marginal(t)
         c_in = (a**2 * self.data_std**2 + s**2).rsqrt()
-        return self.net(_bcast(c_in, x) * x, self.process.noise_cond(t))
+        inp, c = _bcast(c_in, x) * x, self.process.noise_cond(t)
+        if getattr(self.net, "conditional", False):
+            return self.net(inp, c, cond)
+        return self.net(inp, c)  # an unconditional net ignores cond
 
     def predict(self, x: Tensor, t: Tensor, kind: str, cond=None) -> Tensor:
         a, s = self.process.marginal(t)

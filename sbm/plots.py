@@ -1,4 +1,5 @@
-"""Pictures of samples: a scatter for 2-D data, an image grid for images (N, C, H, W)."""
+"""Pictures of samples (a scatter for 2-D data, an image grid for images (N, C, H, W)),
+class histograms and guidance curves."""
 
 from __future__ import annotations
 
@@ -116,4 +117,28 @@ def placeholder(path: str | Path, text: str) -> None:
     ax.axis("off")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_guidance(rows: list[dict], png: str | Path) -> None:
+    """Evaluator accuracy on the conditional samples and their FID against the guidance
+    strength (classifier scale s or CFG weight w), one line per method (rows: method, scale,
+    accuracy, fid, fid_floor)."""
+    fig, (ax_acc, ax_fid) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = sorted((r["scale"], r["accuracy"], r["fid"]) for r in rows if r["method"] == method)
+        scales, acc, fids = zip(*pts)
+        ax_acc.plot(scales, acc, marker="o", label=method)
+        ax_fid.plot(scales, fids, marker="o", label=method)
+    floors = [r["fid_floor"] for r in rows if r.get("fid_floor") is not None]
+    if floors:
+        ax_fid.axhline(floors[0], color="k", ls="--", lw=1, label="FID(train, test)")
+    ax_acc.axhline(0.1, color="grey", ls=":", lw=1, label="chance (10 classes)")
+    ax_acc.set(xlabel="guidance strength", ylabel="evaluator accuracy on the samples", ylim=(0, 1.02))
+    ax_fid.set(xlabel="guidance strength", ylabel="FID to test")
+    for ax in (ax_acc, ax_fid):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=100)
     plt.close(fig)

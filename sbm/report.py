@@ -29,6 +29,14 @@ Sections:
 - Gaussian mixture — score error per noise level, recovered vs true mixture weights,
   mean true log-density of samples vs test points (reports/eval_detail.json).
 - Sampler comparison — NFE, cost, FID or SW₂ per (sampler, budget) (reports/samplers.json).
+- Classifier guidance — the noisy classifier's accuracy per noise quarter
+  (reports/train_classifier.json), guided accuracy and FID per scale (reports/guidance_detail.json).
+- Text conditioning — the text-conditional model (reports/train_text.json), CFG accuracy and
+  FID per w next to classifier guidance per s (reports/text_detail.json; the combined plot is
+  drawn here to reports/conditional.png), the unseen phrasings, the prompt grid
+  (reports/prompt_samples.png).
+- Distillation — the student's rounds (reports/distill.json), its FID, NFE and time per 1,000
+  samples next to the teacher's (reports/distill_detail.json, reports/distill.png).
 - Training — summary (reports/train_score.json) and the loss curve.
 - Samples — the picture of the sample stage (reports/samples.png).
 """
@@ -46,7 +54,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .io import read_json  # noqa: E402
-from .plots import placeholder  # noqa: E402
+from .plots import placeholder, plot_guidance  # noqa: E402
 
 FLOATFMT = ".4g"
 
@@ -75,6 +83,13 @@ class ReportInputs:
     train_classifier: Path = Path("reports/train_classifier.json")
     guidance_detail: Path = Path("reports/guidance_detail.json")
     guidance_png: Path = Path("reports/guidance.png")
+    train_text: Path = Path("reports/train_text.json")
+    text_detail: Path = Path("reports/text_detail.json")
+    prompt_samples_png: Path = Path("reports/prompt_samples.png")
+    conditional_png: Path = Path("reports/conditional.png")
+    distill: Path = Path("reports/distill.json")
+    distill_detail: Path = Path("reports/distill_detail.json")
+    distill_png: Path = Path("reports/distill.png")
 
     def __post_init__(self):
         for name in self.__dataclass_fields__:
@@ -506,6 +521,76 @@ def guidance_section(inp: ReportInputs) -> list[str]:
                         "the guidance plot", "evaluate_guidance")
 
 
+def text_section(inp: ReportInputs) -> list[str]:
+    """The text-conditional model and classifier-free guidance: evaluator accuracy and FID of
+    the samples drawn from prompts at each w, next to classifier guidance at each s (one
+    table, one plot: `inp.conditional_png`, drawn here), the unseen phrasings, the prompt grid."""
+    out = ["## Text conditioning and classifier-free guidance", ""]
+    tt = _json_or_none(inp.train_text)
+    if tt is not None:
+        out += [f"Text-conditional score model ({tt['n_params']:,} trainable parameters, {tt['steps']} steps, final "
+                f"{tt['loss']} loss {_fmt(tt['final_loss'])}); text encoder `{tt['encoder']}` "
+                + ("(trained jointly, vocabulary of " + str(tt["scratch_vocabulary"]) + " words)"
+                   if tt["trainable_encoder"] else "(frozen)") + f", {tt['encoder_dim']}-dimensional tokens.", ""]
+    td = _json_or_none(inp.text_detail)
+    if td is None:
+        placeholder(inp.conditional_png, "no classifier-free guidance results (stage evaluate_text)")
+        return out + [_skip("the classifier-free guidance results", inp.text_detail, "evaluate_text"), ""]
+    gd = _json_or_none(inp.guidance_detail)
+    rows = (gd["rows"] if gd else []) + td["rows"]
+    names = {"classifier": "classifier guidance (s)", "cfg": "classifier-free guidance (w)"}
+    table = pd.DataFrame([{"method": names.get(r["method"], r["method"]), "strength": r["scale"],
+                           "accuracy": r["accuracy"], "FID": r["fid"], "FID floor": r["fid_floor"], "NFE": r["nfe"],
+                           "s / sample": r["seconds_per_sample"]} for r in rows])
+    out += [f"{td['n_per_class']} samples per digit ({td['sampler']}); accuracy = the fraction the evaluator assigns "
+            "to the digit named by the prompt (or class) each sample was drawn for. CFG: ε_u + w(ε_c − ε_u), "
+            "w = 0 the unconditional branch, w = 1 the conditional model; its NFE counts sampler calls, each "
+            "of which evaluates the network twice (conditional and empty prompt) when w ∉ {0, 1}.", "",
+            _table(table), ""]
+    if td.get("unseen"):
+        unseen = pd.DataFrame([{"phrasing (unseen in training)": r["template"], "w": r["scale"],
+                                "accuracy": r["accuracy"], "FID": r["fid"]} for r in td["unseen"]])
+        out += ["Prompts phrased unlike any training template:", "", _table(unseen), ""]
+    plot_guidance(rows, inp.conditional_png)
+    out += [f"![accuracy and FID against guidance strength]({_rel(inp.conditional_png, inp.out)})", ""]
+    return out + _image(inp.prompt_samples_png, inp.out, "samples from prompts", "the prompt samples", "sample")
+
+
+def distill_section(inp: ReportInputs) -> list[str]:
+    """The few-step student: its training rounds, and FID / NFE / time per 1,000 samples of the
+    student and the teacher (full steps; DDIM and Heun at the student's step counts)."""
+    out = ["## Distillation: a few-step student", ""]
+    dj = _json_or_none(inp.distill)
+    if dj is not None:
+        rounds = pd.DataFrame([{"student steps": r["student_steps"], "teacher steps": r["teacher_steps"],
+                                "final loss": r["final_loss"], "seconds": r["seconds"]} for r in dj["rounds"]])
+        out += [f"Method `{dj['method']}`: a {dj['steps']}-step student from a {dj['teacher_steps']}-step teacher "
+                f"({dj['distill']['steps_per_round']} optimisation steps per round).", "", _table(rounds), ""]
+    dd = _json_or_none(inp.distill_detail)
+    if dd is None:
+        return out + [_skip("the student's evaluation", inp.distill_detail, "evaluate_distill"), ""]
+    rows = dd["rows"]
+    full = rows[0]
+    k = dd["student_steps"]
+    at = {("student" if r["sampler"].startswith("student") else r["sampler"], r["steps"]): r for r in rows[1:]}
+    student = at.get(("student", k))
+    if student is not None:
+        ddim, heun = at.get(("teacher ddim", k)), at.get(("teacher ode_heun", k))
+        out += [f"At {k} steps the student's FID is **{_fmt(student['fid'])}** (NFE {student['nfe']}), against the "
+                f"teacher's **{_fmt(full['fid'])}** at its full {full['steps']} steps (NFE {full['nfe']}; ratio "
+                f"{_fmt(student['fid'] / full['fid'])}) and the teacher's own {k}-step DDIM "
+                f"{_fmt(ddim['fid']) if ddim else '–'} / Heun {_fmt(heun['fid']) if heun else '–'}; "
+                f"floor {_fmt(full['fid_floor'])}. Sampling time per 1,000 samples: student "
+                f"{_fmt(student['seconds_per_1000'])} s, teacher {_fmt(full['seconds_per_1000'])} s "
+                f"(**{_fmt(full['seconds_per_1000'] / student['seconds_per_1000'])}× faster**, measured in the same run).",
+                ""]
+    table = pd.DataFrame([{"model / sampler": r["sampler"], "steps": r["steps"], "NFE": r["nfe"], "FID": r["fid"],
+                           "s / 1000 samples": r["seconds_per_1000"]} for r in rows])
+    out += [f"{dd['n']} samples per run, same seed; FID against the test split on the evaluator's features.", "",
+            _table(table), ""]
+    return out + _image(inp.distill_png, inp.out, "FID against NFE", "the distillation plot", "evaluate_distill")
+
+
 def build_report(inp: ReportInputs) -> str:
     """Write the markdown report to `inp.out` (and the loss curves to `inp.loss_png`,
     `inp.vae_loss_png` when their dvclive curves exist); return its text."""
@@ -525,6 +610,8 @@ def build_report(inp: ReportInputs) -> str:
     lines += gmm_section(detail, inp)
     lines += samplers_section(inp)
     lines += guidance_section(inp)
+    lines += text_section(inp)
+    lines += distill_section(inp)
     lines += training_section(_json_or_none(inp.train), inp)
     lines += samples_section(sample, inp)
     text = "\n".join(lines).rstrip() + "\n"

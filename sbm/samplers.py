@@ -59,11 +59,19 @@ Step rules from t to s (Δt = t − s > 0, z ~ N(0, I), s_θ = model.score(x, t)
 - probability-flow ODE dx/dt = f(x, t) − ½ g(t)² s_θ(x, t) =: v(x, t) (Song et al. 2021, eq. 13),
   integrated from t to s by Euler (x_s = x − v(x, t) Δt), Heun (Karras et al. 2022, Alg. 1:
   x̃ = x − v(x, t) Δt, x_s = x − ½[v(x, t) + v(x̃, s)] Δt), or adaptively by scipy's RK45.   (8)
+- consistency (Song, Dhariwal, Chen & Sutskever 2023, Alg. 1), reading model.x0 as a
+  consistency function f (the PF-ODE solution at t_min = model.process.t_min, e.g. a
+  `sbm.distill.ConsistencyModel`), then re-noising that sample at t_min to s by eq. (0)::
+
+      x̂ = f(x, t),   x_s = α_{s|t_min} x̂ + σ_{s|t_min} z                                   (9)
+
+  For VE (α = 1) this is the paper's x̂ + √(s² − ε²) z; at s = t_min it is x̂ exactly, so a
+  K-point schedule evaluates f at t_0 = T, t_1, …, t_{K−2} and returns the last x̂.
 
 NFE counts model evaluations of whole batches (each score/eps/x0 call is one). For a
 K-point schedule and d = 1 with the final denoise (else 0):
 
-    euler_maruyama, ddpm, ddim, ode_euler: (K − 1) + d        ode_heun: 2 (K − 1) + d
+    euler_maruyama, ddpm, ddim, ode_euler, consistency: (K − 1) + d        ode_heun: 2 (K − 1) + d
     pc: (K − 1)·[predictor] + K · corrector_steps · [corrector] + d
     annealed_langevin: K · steps_per_level + d                langevin: langevin_steps + d
     ode_adaptive: the solver's function evaluations + d (it uses only t_0 and t_{K−1})
@@ -268,6 +276,15 @@ def ode_adaptive_step(model, x, t, s, *, rtol: float, atol: float, cond=None, ge
     return torch.from_numpy(sol.y[:, -1]).reshape(shape).to(dtype=dtype, device=device)
 
 
+def consistency_step(model, x, t, s, *, cond=None, generator=None) -> Tensor:
+    """Eq. (9): x̂ = model.x0(x, t) read as the sample at t_min, re-noised to s by eq. (0);
+    noise is drawn only when s > t_min."""
+    x_hat = model.x0(x, _times(t, x), cond)
+    *_, a_st, var_st = _transition(model.process, s, torch.tensor(model.process.t_min, dtype=s.dtype))
+    out = a_st * x_hat
+    return out + math.sqrt(var_st) * _noise(x, generator) if var_st > 0 else out
+
+
 # ---------------------------------------------------------------- level updates
 
 
@@ -374,6 +391,16 @@ def ode_adaptive(
                      cond=cond, callback=callback, generator=generator, progress=progress)
 
 
+def consistency_sample(
+    model, x_T, schedule, *, denoise: bool = False, cond=None, callback=None, generator=None, progress=False,
+) -> SampleOutput:
+    """The multistep consistency sampler (eq. 9 over the schedule; Song et al. 2023, Alg. 1):
+    K − 1 evaluations for a K-point schedule. The final denoise is off by default: with a
+    consistency function it returns f(x, t_min) = x, one evaluation for nothing."""
+    return integrate(consistency_step, model, x_T, schedule, denoise=denoise, cond=cond, callback=callback,
+                     generator=generator, progress=progress)
+
+
 # ---------------------------------------------------------------- from params
 
 #: pc predictors by `sampler.predictor`
@@ -406,6 +433,7 @@ SAMPLER_FACTORIES: dict[str, Callable[[SamplerParams], Callable[..., SampleOutpu
     "ode_euler": lambda c: partial(integrate, ode_euler_step, denoise=c.denoise),
     "ode_heun": lambda c: partial(integrate, ode_heun_step, denoise=c.denoise),
     "ode_adaptive": lambda c: partial(ode_adaptive, rtol=c.rtol, atol=c.atol, denoise=c.denoise),
+    "consistency": lambda c: partial(consistency_sample, denoise=c.denoise),
 }
 assert set(SAMPLER_FACTORIES) == set(SAMPLERS), "sbm.config.SAMPLERS and SAMPLER_FACTORIES disagree"
 

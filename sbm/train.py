@@ -192,14 +192,17 @@ def _ckpt_path(ckpt_dir: Path, step: int) -> Path:
 
 
 def save_state(ckpt_dir: Path, step: int, net: nn.Module, ema: EMA, opt: torch.optim.Optimizer, fp: str,
-               extra: dict | None = None) -> Path:
+               extra: dict | None = None, modules: dict[str, nn.Module] | None = None) -> Path:
     """Write the full training state for `step` atomically; keep the two newest files.
 
     `extra` (JSON-able) goes into the metadata: the loop stores the last logged loss and the
     losses of the current, not yet logged window, so a resumed run reports what an
-    uninterrupted one would."""
+    uninterrupted one would. `modules`: further state that training owns besides the net
+    (`train`'s `extra_state`), stored as "extra.<name>.<key>"."""
     tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
     tensors.update({f"ema.{k}": v for k, v in ema.shadow.items()})
+    for name, module in (modules or {}).items():
+        tensors.update({f"extra.{name}.{k}": v for k, v in module.state_dict().items()})
     sd = opt.state_dict()
     for pid, state in sd["state"].items():
         for key, val in state.items():
@@ -232,9 +235,15 @@ def latest_state(ckpt_dir: Path, fp: str, max_step: int):
     return None
 
 
-def _restore(tensors, meta, net, ema, opt) -> int:
+def _restore(tensors, meta, net, ema, opt, modules: dict[str, nn.Module] | None = None, path=None) -> int:
     net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     ema.load({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    for name, module in (modules or {}).items():
+        prefix = f"extra.{name}."
+        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if not state:
+            raise TrainingError(f"{path}: holds no extra state {name!r} to resume from")
+        module.load_state_dict(state)
     state: dict = {}
     for k, v in tensors.items():
         if k.startswith("optim."):
@@ -277,12 +286,21 @@ def train(
     config_for_fingerprint: dict | None = None,
     cond: Tensor | None = None,
     progress: bool = True,
+    extra_state: dict[str, nn.Module] | None = None,
+    after_step: Callable[[nn.Module, int], None] | None = None,
 ) -> tuple[nn.Module, TrainResult]:
     """Train `model` (anything whose trainable part is `model.net`) on `data` (N, ...).
 
     loss_fn(model, x, cond) -> (B,) per-example losses; the loop takes their mean over the
     global batch (module docstring). Returns (a copy of `model` holding the EMA weights,
-    TrainResult) on every process."""
+    TrainResult) on every process.
+
+    Hooks for objectives with state of their own (e.g. the target network θ⁻ of consistency
+    distillation, `sbm.distill`): `extra_state` names modules (names without dots) that are
+    moved to the training device, saved in every checkpoint and restored on resume (they are
+    not trained by the optimizer); `after_step(net, step)` is called after each optimizer step
+    and EMA update with the unwrapped trained network and the step index k (0-based), on every
+    process, before the step's checkpoint is written."""
     from accelerate import Accelerator
 
     B, A = cfg.batch_size, cfg.gradient_accumulation
@@ -296,10 +314,16 @@ def train(
     if B < W * A:
         raise TrainingError(f"train.batch_size = {B} is smaller than {W} process(es) × "
                             f"train.gradient_accumulation = {A}: every micro-batch needs an example")
+    extra_state = dict(extra_state or {})
+    if any("." in name for name in extra_state):
+        raise ValueError(f"extra_state names {sorted(extra_state)}: must not contain '.'")
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    fp = fingerprint({"config": config_for_fingerprint, "seed": seed, "n": len(data), "loop": LOOP_VERSION,
-                      "train": {k: v for k, v in vars(cfg).items() if k not in _NOT_FINGERPRINTED}})
+    fp_obj = {"config": config_for_fingerprint, "seed": seed, "n": len(data), "loop": LOOP_VERSION,
+              "train": {k: v for k, v in vars(cfg).items() if k not in _NOT_FINGERPRINTED}}
+    if extra_state:  # only then, so the fingerprints of runs without extra state are unchanged
+        fp_obj["extra_state"] = sorted(extra_state)
+    fp = fingerprint(fp_obj)
 
     net = model.net
     opt = make_optimizer(net.parameters(), cfg)
@@ -308,7 +332,7 @@ def train(
     final_loss, window = float("nan"), []  # last logged loss; global per-step losses not yet logged
     found = latest_state(ckpt_dir, fp, cfg.steps)
     if found is not None:
-        start_step = _restore(found[0], found[1], net, ema, opt)
+        start_step = _restore(found[0], found[1], net, ema, opt, extra_state, found[2])
         final_loss = _nan_if_none(found[1].get("loss"))
         window = [_nan_if_none(v) for v in found[1].get("window", [])]
         last_ckpt = str(found[2])
@@ -321,6 +345,8 @@ def train(
     model.net, opt = accel.prepare(net, opt)
     core = accel.unwrap_model(model.net)
     ema.attach(core)
+    for module in extra_state.values():
+        module.to(accel.device)
     params = [p for p in core.parameters() if p.requires_grad]
     # Without a gradient scaler (fp16) accelerate's optimizer wrapper and clip_grad_norm_ add
     # nothing here (we step once per `accumulate` cycle, gradients are already all-reduced)
@@ -397,6 +423,8 @@ def train(
         step_opt.step()
         step_opt.zero_grad(set_to_none=True)
         ema.update(core, step)
+        if after_step is not None:
+            after_step(core, step)
         pending.append(step_sum)
         done = step + 1
         log_now = done % cfg.log_every == 0 or done == cfg.steps
@@ -416,7 +444,7 @@ def train(
             if accel.is_main_process:
                 extra = {"loss": None if math.isnan(final_loss) else final_loss, "window": window,
                          "world_size": W}
-                save_state(ckpt_dir, done, core, ema, opt, fp, extra)
+                save_state(ckpt_dir, done, core, ema, opt, fp, extra, extra_state)
             accel.wait_for_everyone()  # the file exists for every process from here on
             last_ckpt = str(_ckpt_path(ckpt_dir, done))
     bar.close()

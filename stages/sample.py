@@ -4,21 +4,30 @@ Reads params (seed, sampler), the model, the data meta and the space directory: 
 model's samples z_s are decoded by the VAE, x = decode(z_s / s) (sbm.latent.decode_samples);
 image samples are clamped to the data's value range. Writes data/samples/samples.safetensors
 (data space), reports/sample.json and reports/samples.png (an image grid, or a scatter for 2-D).
+
+From prompts: with the text-conditional model of train_text, text.n_per_prompt samples for
+every prompt of text.prompts under classifier-free guidance of weight text.weight
+(sbm.conditional.cfg); the prompts are checked (empty, non-string, over-long) before any
+sampling. Writes data/samples/prompts.safetensors and reports/prompt_samples.png (one row per
+prompt).
 """
 
 import torch
 
 from sbm import data, io, latent, models
 from sbm.comparison import draw
+from sbm.conditional import cfg as guided, prompt_ids
 from sbm.config import load_params
-from sbm.plots import plot_samples
+from sbm.plots import image_grid, plot_samples
 from sbm.stage import run_stage, stage_parser
 
 
 def main() -> None:
     args = stage_parser(__doc__, data="data/prepared", space="data/latent", model="data/models/score.safetensors",
                         out="data/samples/samples.safetensors", metrics="reports/sample.json",
-                        plot="reports/samples.png").parse_args()
+                        plot="reports/samples.png", text_model="data/models/text.safetensors",
+                        prompts_out="data/samples/prompts.safetensors",
+                        prompts_plot="reports/prompt_samples.png").parse_args()
 
     params = load_params(args.params)
     cfg = params.sampler
@@ -26,6 +35,8 @@ def main() -> None:
     space = latent.check_space(args.space, params.score.space)
     vae = latent.load_space_vae(args.space)
     model, _ = models.load_model(args.model)
+    text_model, _ = models.load_model(args.text_model)
+    ids = prompt_ids(text_model, params.text.prompts).repeat_interleave(params.text.n_per_prompt, 0)
     image = len(meta["shape"]) == 3
     z, nfe, seconds = draw(model, cfg, cfg.n_samples, space["shape"],
                            data_range=meta["value_range"] if vae is None else None, seed=params.seed, progress=True)
@@ -42,6 +53,18 @@ def main() -> None:
     plot_samples(x, args.plot, reference=test if x[0].numel() == 2 else None,
                  title=f"{cfg.name}, NFE {nfe}" + (" (latent, decoded)" if vae is not None else ""))
     print(f"sample: {len(x)} samples with {cfg.name} in {space['space']} space, NFE {nfe}, {seconds:.1f}s")
+
+    w, n = params.text.weight, params.text.n_per_prompt
+    z, nfe, seconds = draw(guided(text_model, w), cfg, len(ids), space["shape"], cond=ids, seed=params.seed)
+    xp = latent.decode_samples(vae, z, data_range=meta["value_range"] if image else None)
+    io.save_tensors(args.prompts_out, {"x": xp.contiguous()},
+                    {"kind": "samples", "prompts": params.text.prompts, "n_per_prompt": n, "weight": w, "nfe": nfe})
+    title = f"classifier-free guidance, w = {w:g}, {cfg.name}"
+    if image:
+        image_grid(list(xp.split(n)), args.prompts_plot, title=title, row_titles=params.text.prompts)
+    else:
+        plot_samples(xp, args.prompts_plot, title=title)
+    print(f"sample: {n} samples for each of {len(params.text.prompts)} prompts (w = {w:g}), {seconds:.1f}s")
 
 
 if __name__ == "__main__":

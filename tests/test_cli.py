@@ -76,3 +76,47 @@ def test_a_latent_model_is_decoded_by_its_vae(tmp_path):
     (tmp_path / "latent" / "vae.safetensors").unlink()
     proc = _cli("sample", "--checkpoint", ckpt, "--n", 2, "--out", out)
     assert proc.returncode == 2 and "pass --vae PATH" in proc.stderr
+
+
+def test_prompts_sample_a_text_model_and_bad_prompts_are_refused(checkpoint, tmp_path):
+    """--prompt draws --n samples per prompt from a text-conditional checkpoint under CFG; an empty or
+    over-long prompt, or a prompt for an unconditional model, stops with one line before sampling."""
+    from sbm.io import load_tensors
+    from sbm.nets import TextConditionalNet
+    from sbm.text import build_text_encoder
+
+    encoder = build_text_encoder("scratch", max_length=8, scratch_dim=16, scratch_layers=1, scratch_heads=2)
+    text_ckpt = tmp_path / "text.safetensors"
+    save_model(text_ckpt, ScoreModel(TextConditionalNet(MLPNet(2, 16, 1, 8).config, encoder), VPSDE()),
+               extra={"data_shape": [2]})
+    out, save = tmp_path / "p.png", tmp_path / "p.safetensors"
+    proc = _cli("sample", "--checkpoint", text_ckpt, "--prompt", "the digit 3", "--prompt", "a handwritten one",
+                "--guidance", 3, "--n", 5, "--steps", 4, "--out", out, "--save", save)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:4] == b"\x89PNG" and load_tensors(save)[0]["x"].shape == (10, 2)
+    proc = _cli("sample", "--checkpoint", text_ckpt, "--prompt", "  ", "--out", out)
+    assert proc.returncode == 2 and "prompt 0 (' ') is empty or whitespace only" in proc.stderr  # one line: spaces collapsed
+    proc = _cli("sample", "--checkpoint", text_ckpt, "--prompt", "seven " * 9, "--out", out)
+    assert proc.returncode == 2 and "more than the encoder's maximum of 8" in proc.stderr
+    proc = _cli("sample", "--checkpoint", checkpoint, "--prompt", "a seven", "--out", out)
+    assert proc.returncode == 2 and "not a text-conditional model" in proc.stderr
+    proc = _cli("sample", "--checkpoint", text_ckpt, "--out", out)  # a text model needs a prompt
+    assert proc.returncode == 2 and "needs a condition" in proc.stderr
+    proc = _cli("sample", "--checkpoint", text_ckpt, "--prompt", "a one", "--guidance", -1)
+    assert proc.returncode == 2 and "--guidance must be >= 0" in proc.stderr
+
+
+def test_a_consistency_student_samples_with_the_consistency_sampler(tmp_path):
+    """The CLI loads either kind of distilled student: a consistency model, --sampler consistency."""
+    from sbm.distill import ConsistencyModel, save_consistency_model
+    from sbm.io import load_tensors
+
+    student = tmp_path / "student.safetensors"
+    save_consistency_model(student, ConsistencyModel(ScoreModel(MLPNet(2, 16, 1, 8), VPSDE())),
+                           extra={"data_shape": [2]})
+    out, save = tmp_path / "s.png", tmp_path / "s.safetensors"
+    proc = _cli("sample", "--checkpoint", student, "--sampler", "consistency", "--steps", 3, "--no-denoise",
+                "--n", 16, "--out", out, "--save", save)
+    assert proc.returncode == 0, proc.stderr
+    tensors, meta = load_tensors(save)
+    assert tensors["x"].shape == (16, 2) and meta["nfe"] == 2  # one evaluation per step, no denoise

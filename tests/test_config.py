@@ -75,6 +75,14 @@ def test_every_key_in_params_yaml_is_commented():
          r"data\.gmm\.covs\[0\].*symmetric positive definite"),
         ({"data": {"name": "hf"}}, r"data\.hf\.path = '': data\.name is 'hf'"),
         ({"train": None, "model": 3}, r"model = 3: expected a mapping"),
+        ({"text": {"p_uncond": 0.0}}, r"text\.p_uncond = 0\.0: must be > 0, or the model never learns the uncond"),
+        ({"text": {"templates": ["a handwritten digit"]}}, r"text\.templates: caption template 0 .* no placeholder"),
+        ({"text": {"unseen_templates": ["{digit}"]}}, r"text\.unseen_templates: '\{digit\}' is also a training"),
+        ({"text": {"prompts": ["a seven", "  "]}}, r"text\.prompts: prompt 1 \('  '\) is empty"),
+        ({"text": {"prompts": ["seven " * 20]}}, r"text\.prompts: prompt 0 .* tokens long"),
+        ({"text": {"guidance_weights": [1.0, -2.0]}}, r"text\.guidance_weights = \[1\.0, -2\.0\]: need at least one"),
+        ({"text": {"scratch": {"dim": 30, "heads": 4}}}, r"text\.scratch\.dim = 30: must be divisible by"),
+        ({"text": {"encoder": " "}}, r"text\.encoder = ' ': give minilm, scratch"),
     ],
 )
 def test_bad_params_fail_with_key_value_and_allowed(data, match):

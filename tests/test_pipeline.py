@@ -24,6 +24,8 @@ TINY = {
     "evaluator": {"channels": [8, 16], "hidden": 16, "steps": 30},
     "classifier": {"channels": [8, 16], "hidden": 16, "steps": 20, "batch_size": 64},
     "guidance": {"classifier_scales": [0.0, 2.0], "n_per_class": 4},
+    "text": {"steps": 20, "batch_size": 64, "guidance_weights": [0.0, 2.0], "n_per_class": 4, "n_per_prompt": 2},
+    "distill": {"steps": 2, "teacher_steps": 8, "steps_per_round": 10, "batch_size": 64, "eval_steps": [2]},
     "sampler": {"n_samples": 200, "batch_size": 200, "steps": 5},
     "likelihood": {"n_points": 8, "batch_size": 8, "rtol": 1e-2, "atol": 1e-2},
     "eval": {"n_points": 200, "n_projections": 16, "compare_samplers": ["ddim"], "compare_nfe": [4],
@@ -43,9 +45,13 @@ TINY_GMM = {
     "evaluator": {"hidden": 16, "steps": 30},
     "classifier": {"hidden": 16, "steps": 20, "batch_size": 64},
     "guidance": {"classifier_scales": [0.0, 2.0], "n_per_class": 4},
+    "text": {"encoder": "scratch", "steps": 20, "batch_size": 64, "guidance_weights": [2.0], "n_per_class": 4,
+             "n_per_prompt": 2, "prompts": ["the digit 1", "a handwritten two"]},
+    "distill": {"method": "consistency", "steps": 2, "teacher_steps": 8, "steps_per_round": 10, "batch_size": 64,
+                "eval_steps": [1, 2]},
 }
-STAGES = {"prepare", "train_evaluator", "train_vae", "train_score", "train_classifier", "sample", "compare_samplers",
-          "evaluate", "evaluate_guidance", "report"}
+STAGES = {"prepare", "train_evaluator", "train_vae", "train_score", "train_classifier", "train_text", "sample",
+          "compare_samplers", "evaluate", "evaluate_guidance", "evaluate_text", "distill", "evaluate_distill", "report"}
 
 
 def _merge(base, over):
@@ -116,6 +122,17 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     guidance = json.loads((d / "reports/guidance.json").read_text())
     assert {"cg_acc_s0", "cg_acc_s2", "cg_fid_s2", "cg_fid_floor"} <= set(guidance)
     assert "## Classifier guidance" in (d / "reports/report.md").read_text()
+    text = json.loads((d / "reports/text.json").read_text())
+    assert {"cfg_acc_w0", "cfg_acc_w2", "cfg_fid_w2", "cfg_unseen_acc", "cfg_fid_floor"} <= set(text)
+    report = (d / "reports/report.md").read_text()
+    assert "## Text conditioning and classifier-free guidance" in report and "the number {name} written by hand" in report
+    prompts = load_tensors(d / "data/samples/prompts.safetensors")
+    assert prompts[0]["x"].shape == (2 * 4, 1, 8, 8) and prompts[1]["prompts"][0] == "a handwritten seven"
+    distilled = json.loads((d / "reports/distill_eval.json").read_text())
+    assert {"student_fid_2", "teacher_ddim_fid_2", "teacher_heun_fid_2", "teacher_fid_full", "speedup_2"} <= set(distilled)
+    assert "## Distillation: a few-step student" in report
+    for png in ("reports/prompt_samples.png", "reports/conditional.png", "reports/distill.png"):
+        assert (d / png).read_bytes()[:4] == b"\x89PNG", png
     samples = load_tensors(d / "data/samples/samples.safetensors")[0]["x"]
     assert samples.shape == (200, 1, 8, 8) and samples.min() >= -1 and samples.max() <= 1  # decoded images
 
@@ -125,11 +142,17 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     _set(d, None, "loss", "ssm")
     after_loss = _ran(_run([*dvc, "repro"], d, env))
     assert {"prepare", "train_vae", "train_evaluator"}.isdisjoint(after_loss)
-    assert {"train_score", "sample", "evaluate"} <= after_loss
+    assert {"train_score", "train_text", "sample", "evaluate", "evaluate_text", "distill"} <= after_loss
 
     _set(d, "sampler", "steps", 4)
     after_sampler = _ran(_run([*dvc, "repro"], d, env))
-    assert {"prepare", "train_score"}.isdisjoint(after_sampler) and {"sample", "evaluate"} <= after_sampler
+    assert {"prepare", "train_score", "train_text", "distill"}.isdisjoint(after_sampler)
+    assert {"sample", "evaluate", "evaluate_text"} <= after_sampler
+
+    _set(d, "text", "weight", 3.0)  # only what uses the sampling weight
+    after_weight = _ran(_run([*dvc, "repro"], d, env))
+    assert {"sample", "evaluate_text"} <= after_weight
+    assert {"train_text", "train_score", "evaluate_guidance", "compare_samplers"}.isdisjoint(after_weight)
 
     _set(d, "score", "space", "pixel")
     pixel = _ran(_run([*dvc, "repro"], d, env))
@@ -147,6 +170,8 @@ def test_the_mixture_profile_reports_its_analytic_metrics(tmp_path_factory):
     assert "Score error per noise level" in report
     metrics = json.loads((d / "reports/metrics.json").read_text())
     assert {"nll_gap", "weight_err_max", "fid", "swd"} <= set(metrics)  # the evaluator classifies components
+    assert "cfg_acc_w2" in json.loads((d / "reports/text.json").read_text())  # an MLP reads the captions
+    assert "student_fid_2" in json.loads((d / "reports/distill_eval.json").read_text())  # a consistency student
 
 
 @pytest.mark.slow

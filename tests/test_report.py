@@ -195,7 +195,9 @@ REPORT_FILES = {"metrics": "metrics.json", "detail": "eval_detail.json", "train"
                 "reconstructions_png": "reconstructions.png", "class_histogram_png": "class_histogram.png",
                 "vae_loss_tsv": "live/train_vae/plots/metrics/loss.tsv", "vae_loss_png": "vae_loss.png",
                 "train_classifier": "train_classifier.json", "guidance_detail": "guidance_detail.json",
-                "guidance_png": "guidance.png"}
+                "guidance_png": "guidance.png", "train_text": "train_text.json", "text_detail": "text_detail.json",
+                "prompt_samples_png": "prompt_samples.png", "conditional_png": "conditional.png",
+                "distill": "distill.json", "distill_detail": "distill_detail.json", "distill_png": "distill.png"}
 
 
 def _write_guidance(r: Path) -> None:
@@ -205,6 +207,38 @@ def _write_guidance(r: Path) -> None:
              "fid_floor": 2.0, "nfe": 100, "seconds_per_sample": 0.01} for s, a, f in ((0.0, 0.11, 4.5), (4.0, 0.93, 6.25))]
     io.write_json(r / "guidance_detail.json", {"n_per_class": 100, "sampler": "euler_maruyama", "rows": rows})
     _png(r / "guidance.png")
+    _write_text(r)
+
+
+def _write_text(r: Path) -> None:
+    """Fake outputs of train_text, evaluate_text and the prompt grid of sample."""
+    io.write_json(r / "train_text.json", {"encoder": "minilm", "loss": "dsm", "final_loss": 19.5, "steps": 4000,
+                                          "n_params": 1234567, "trainable_encoder": False, "encoder_dim": 384,
+                                          "scratch_vocabulary": None})
+    rows = [{"method": "cfg", "scale": w, "accuracy": a, "per_class": [a] * 10, "fid": f, "fid_floor": 2.0, "nfe": 100,
+             "seconds_per_sample": 0.02} for w, a, f in ((0.0, 0.1, 4.75), (3.0, 0.97, 3.5))]
+    unseen = [{"method": "cfg", "scale": 3.0, "template": "the number {name} written by hand", "accuracy": 0.66,
+               "fid": 5.5, "per_class": [0.66] * 10}]
+    io.write_json(r / "text_detail.json", {"n_per_class": 100, "sampler": "euler_maruyama", "encoder": "minilm",
+                                           "weight": 3.0, "rows": rows, "unseen": unseen})
+    _png(r / "prompt_samples.png")
+    _write_distill(r)
+
+
+def _write_distill(r: Path) -> None:
+    """Fake outputs of distill and evaluate_distill (a 4-step progressive student)."""
+    io.write_json(r / "distill.json", {"method": "progressive", "steps": 4, "teacher_steps": 16,
+                                       "distill": {"steps_per_round": 600},
+                                       "rounds": [{"student_steps": n, "teacher_steps": 2 * n, "final_loss": 0.5,
+                                                   "seconds": 30.0, "trained": True} for n in (8, 4)]})
+    rows = [{"sampler": "teacher euler_maruyama (full)", "steps": 99, "nfe": 100, "fid": 4.0, "fid_floor": 2.0,
+             "seconds_per_1000": 10.0}]
+    rows += [{"sampler": name, "steps": 4, "nfe": nfe, "fid": f, "fid_floor": 2.0, "seconds_per_1000": sec}
+             for name, nfe, f, sec in (("teacher ddim", 5, 12.0, 0.5), ("teacher ode_heun", 9, 20.0, 0.9),
+                                       ("student (progressive)", 5, 5.0, 0.5))]
+    io.write_json(r / "distill_detail.json", {"n": 1000, "method": "progressive", "student_steps": 4,
+                                              "teacher_sampler": "euler_maruyama", "teacher_steps": 100, "rows": rows})
+    _png(r / "distill.png")
 
 
 def report_argv(r: Path) -> list[str]:
@@ -341,6 +375,17 @@ def test_report_latent_image_run(tmp_path):
     g = section(text, "Classifier guidance")
     assert "0.97" in g and "0.13" in g and "| classifier |" in g and "0.93" in g and "6.25" in g
     assert "Per-class accuracy at s = 4:" in g and "![accuracy and FID against guidance strength](guidance.png)" in g
+    # text: the model, both guidance methods in one table and one plot, the unseen phrasing, the prompt grid
+    t = section(text, "Text conditioning and classifier-free guidance")
+    assert "1,234,567 trainable parameters" in t and "`minilm` (frozen), 384-dimensional" in t
+    assert "| classifier guidance (s) " in t and "| classifier-free guidance (w) |" in t and "0.97" in t
+    assert "| the number {name} written by hand |" in t and "0.66" in t
+    assert "](conditional.png)" in t and "![samples from prompts](prompt_samples.png)" in t
+    assert (r / "conditional.png").read_bytes()[:4] == b"\x89PNG"
+    # distillation: the 4-step student against the teacher at full steps and at 4 DDIM / Heun steps
+    d = section(text, "Distillation: a few-step student")
+    assert "student's FID is **5**" in d and "teacher's **4** at its full 99 steps" in d and "ratio 1.25" in d
+    assert "4-step DDIM 12 / Heun 20" in d and "**20× faster**" in d and "![FID against NFE](distill.png)" in d
     # the headline: first section, FID next to its floor and ratio, accuracy, class TV, the bound on bits/dim
     assert text.index("## Headline") < text.index("## Data")
     head = table_dict(section(text, "Headline"))
@@ -436,7 +481,7 @@ def test_report_skips_absent_inputs_with_notes(tmp_path):
     notes = [ln for ln in text.splitlines() if ln.startswith("_Skipped")]
     # data, evaluator, autoencoder (summary, reconstructions, curve), metrics, sampler, mixture,
     # sampler comparison, training (summary, curve), samples
-    assert len(notes) == 14 and all("not found" in n for n in notes)
+    assert len(notes) == 16  # + the text-conditional results and the student's evaluation and all("not found" in n for n in notes)
     for stage in ("prepare", "train_evaluator", "train_vae", "evaluate", "sample", "compare_samplers", "train_score"):
         assert f"`{stage}` stage" in text
     assert not (tmp_path / "r" / "loss.png").exists() and not (tmp_path / "r" / "vae_loss.png").exists()

@@ -163,7 +163,7 @@ def _expected_nfe(cfg: SamplerParams, k: int) -> int:
     base = {
         "langevin": cfg.langevin_steps,
         "annealed_langevin": k * cfg.steps_per_level,
-        "euler_maruyama": k - 1, "ddpm": k - 1, "ddim": k - 1, "ode_euler": k - 1,
+        "euler_maruyama": k - 1, "ddpm": k - 1, "ddim": k - 1, "ode_euler": k - 1, "consistency": k - 1,
         "ode_heun": 2 * (k - 1),
         "pc": (k - 1) * (cfg.predictor != "none") + k * cfg.corrector_steps * (cfg.corrector != "none"),
     }[cfg.name]

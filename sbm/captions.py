@@ -1,0 +1,135 @@
+"""Captions and prompts: the text side of conditioning, without any encoder (pure Python).
+
+Captions. A digit label y ∈ {0..9} becomes a caption by filling one template, picked
+uniformly per example from a list, e.g. "a handwritten {name}" → "a handwritten seven";
+`{digit}` is the numeral ("7"), `{name}` the word ("seven"). The pick is drawn from a
+`torch.Generator`, so the same labels, templates and seed give the same captions.
+
+Prompts. `check_prompts` is the one validation of user text (params, CLI): a prompt is a
+non-empty string of at most `max_tokens` token positions; an unseen phrasing is allowed.
+The encoders of `sbm.text` count tokens their own way and pass their count in.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import string
+from typing import Callable, Sequence
+
+CLASS_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+#: caption templates used when params name none
+DEFAULT_TEMPLATES = ("a handwritten {name}", "the digit {digit}", "a picture of the number {name}", "{digit}")
+
+PLACEHOLDERS = ("digit", "name")
+
+
+def _show(value: object, width: int = 60) -> str:
+    """repr(value) cut to `width` characters, for error messages."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# --------------------------------------------------------------------------- captions
+
+
+def check_templates(templates: Sequence[str]) -> list[str]:
+    """Validate caption templates -> them as a list.
+
+    Each must be a string using at least one of {digit} / {name} and no other placeholder;
+    otherwise ValueError naming the template."""
+    if isinstance(templates, str) or not isinstance(templates, Sequence) or len(templates) == 0:
+        raise ValueError(f"caption templates: expected a non-empty list of strings, got {_show(templates)}")
+    out = []
+    for i, t in enumerate(templates):
+        if not isinstance(t, str):
+            raise ValueError(f"caption template {i} ({_show(t)}) is not a string")
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(t) if f is not None]
+        except ValueError as err:
+            raise ValueError(f"caption template {i} ({_show(t)}) is malformed: {err}") from err
+        unknown = [f for f in fields if f not in PLACEHOLDERS]
+        if unknown:
+            raise ValueError(f"caption template {i} ({_show(t)}) has unknown placeholder(s) "
+                             f"{', '.join('{' + f + '}' for f in unknown)}; allowed are {{digit}} and {{name}}")
+        if not fields:
+            raise ValueError(f"caption template {i} ({_show(t)}) has no placeholder; "
+                             f"it needs {{digit}} (the numeral) or {{name}} (the word)")
+        out.append(t)
+    return out
+
+
+def fill_template(template: str, label: int) -> str:
+    """One caption: `template` with {digit} = str(label) and {name} = CLASS_NAMES[label]."""
+    return template.format(digit=str(label), name=CLASS_NAMES[label])
+
+
+def captions(labels: "torch.Tensor | Sequence[int]", templates: Sequence[str] = DEFAULT_TEMPLATES,
+             generator: "torch.Generator | None" = None) -> list[str]:
+    """One caption per label (N,) ints in 0..9, each from a template drawn uniformly with `generator`.
+
+    -> list of N strings. Deterministic given the generator's state (torch's global RNG if None)."""
+    templates = check_templates(templates)
+    import torch
+
+    values = labels.reshape(-1).tolist() if isinstance(labels, torch.Tensor) else list(labels)
+    labels = []
+    for i, y in enumerate(values):
+        try:
+            y = operator.index(y) if not isinstance(y, bool) else None
+        except TypeError:
+            y = None
+        if y is None or not 0 <= y < len(CLASS_NAMES):
+            raise ValueError(f"captions: label {i} is {_show(values[i])}; labels must be ints in "
+                             f"0..{len(CLASS_NAMES) - 1}")
+        labels.append(y)
+    picks = torch.randint(len(templates), (len(labels),), generator=generator).tolist()
+    return [fill_template(templates[k], y) for k, y in zip(picks, labels)]
+
+
+def all_captions(templates: Sequence[str] = DEFAULT_TEMPLATES) -> list[str]:
+    """Every caption the templates can make: each template × each digit (the scratch vocabulary's source)."""
+    return [fill_template(t, y) for t in check_templates(templates) for y in range(len(CLASS_NAMES))]
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def word_tokens(text: str) -> list[str]:
+    """The scratch encoder's tokenisation: lowercase, split on anything not a letter or digit.
+
+    "The digit 7!" -> ["the", "digit", "7"]."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def _word_count(prompt: str) -> int:
+    return len(word_tokens(prompt)) + 1  # + [CLS]
+
+
+def check_prompts(prompts: Sequence[str], max_tokens: int, tokenizer: Callable[[str], int] | None = None,
+                  *, allow_empty: bool = False) -> list[str]:
+    """Validate text prompts before any work -> them as a list.
+
+    Rules, each broken one a ValueError naming the prompt (index and value) and the rule:
+    a prompt is a string; it is not empty or whitespace only (unless `allow_empty`: the null
+    caption ""); it takes at most `max_tokens` token positions as counted by `tokenizer`
+    (a callable prompt -> count, special tokens included; an encoder's `count_tokens`),
+    by default the word-level count + 1 for [CLS]. Unseen words are allowed."""
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+        raise ValueError(f"prompts: expected a list of strings, got {type(prompts).__name__} {_show(prompts)}"
+                         + ("; wrap a single prompt in a list" if isinstance(prompts, str) else ""))
+    count = tokenizer or _word_count
+    out = []
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise ValueError(f"prompt {i} ({_show(p)}) is a {type(p).__name__}; every prompt must be a string")
+        if not p.strip() and not (allow_empty and p == ""):
+            raise ValueError(f"prompt {i} ({_show(p)}) is empty or whitespace only; a prompt needs some text "
+                             f"(the unconditional case is the encoder's null(), not an empty prompt)")
+        n = count(p)
+        if n > max_tokens:
+            raise ValueError(f"prompt {i} ({_show(p)}) is {n} tokens long, more than the encoder's maximum of "
+                             f"{max_tokens} (max_length); shorten it or raise max_length")
+        out.append(p)
+    return out

