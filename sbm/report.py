@@ -196,12 +196,15 @@ def _is_image(prepare: dict | None, m: dict) -> bool:
 
 
 def _curve(tsv: Path, png: Path, out_md: Path, alt: str, title: str, stage: str) -> list[str]:
-    """The dvclive loss curve `tsv` plotted to `png` and linked, or a note when there is none."""
+    """The dvclive loss curve `tsv` plotted to `png` and linked, or a note when there is none
+    (then `png` is a placeholder saying so: it is a declared output of the report stage)."""
     if not tsv.is_file():
+        placeholder(png, f"no {alt}: {tsv} not found")
         return [_skip(f"the {alt}", tsv, stage), ""]
     try:
         png = plot_loss(tsv, png, title=title)
     except (ValueError, pd.errors.EmptyDataError) as err:
+        placeholder(png, f"no {alt}: {err}")
         return [f"_Skipped the {alt}: {err}._", ""]
     return [f"![{alt}]({_rel(png, out_md)})", ""]
 

@@ -257,6 +257,11 @@ def _nan_if_none(v) -> float:
     return float("nan") if v is None else float(v)
 
 
+def _has_rows(tsv: Path) -> bool:
+    """A dvclive TSV with at least one logged row (not missing, not just its header)."""
+    return tsv.is_file() and len(tsv.read_text().strip().splitlines()) > 1
+
+
 def _truncate_live(live_dir: Path, step: int) -> None:
     """Drop dvclive rows logged after `step` (a run killed after its last checkpoint logged
     them), so the resumed run's curve continues without duplicates."""
@@ -369,7 +374,7 @@ def train(
         if start_step > 0:
             _truncate_live(Path(live_dir), start_step)
         live = Live(str(live_dir), resume=start_step > 0, save_dvc_exp=False, dvcyaml=None)
-        if start_step >= cfg.steps and not (Path(live_dir) / "plots" / "metrics" / "loss.tsv").exists():
+        if start_step >= cfg.steps and not _has_rows(Path(live_dir) / "plots" / "metrics" / "loss.tsv"):
             # nothing left to train and the curve was lost: keep the declared output, one point
             live.step = start_step
             live.log_metric("loss", final_loss)

@@ -305,3 +305,7 @@ def test_resumed_run_continues_the_dvclive_curve_without_duplicates(mixture, tmp
     _, result = train(_model(x), _loss(), x, _train_params(steps=60, checkpoint_every=20, log_every=10), seed=3,
                       ckpt_dir=ckpt, live_dir=live, progress=False)
     assert result.resumed_from == 60 and tsv.is_file()
+    tsv.write_text("step\tloss\n")  # a header only (a pixel-space run's empty VAE curve): also restored
+    train(_model(x), _loss(), x, _train_params(steps=60, checkpoint_every=20, log_every=10), seed=3,
+          ckpt_dir=ckpt, live_dir=live, progress=False)
+    assert len(tsv.read_text().strip().splitlines()) == 2
