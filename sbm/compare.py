@@ -33,7 +33,7 @@ DIRECTIONS = {
 }
 #: metric columns left out of the table: data description and bookkeeping
 HIDDEN = ("prepare.", "train_score.steps", "train_score.resumed_from", "train_score.n_params", "train_score.loss",
-          "train_score.world_size", "train_text.steps", "train_text.resumed_from", "train_text.encoder_dim",
+          "train_score.world_size", "distill.steps", "distill.teacher_steps", "distill.distill.", "train_text.steps", "train_text.resumed_from", "train_text.encoder_dim",
           "train_text.scratch_vocabulary",
           "sample.n", "sample.seconds_per_sample", "n_samples", "n_eval", "score_rel_err_l", "mmd_bandwidths")
 #: params shown in the table (others are shown only when they differ between rows)
@@ -88,10 +88,13 @@ def summarize(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     metrics = [c for c in df.columns if c.startswith("metric:") and pd.api.types.is_numeric_dtype(df[c])
                and not c[7:].startswith(HIDDEN)]
     table = df[["name", "rev", *shown_params, *metrics]].copy()
-    table.columns = ["name", "rev", *(c.split(":", 1)[1] for c in shown_params + metrics)]
+    param_names = [c.split(":", 1)[1] for c in shown_params]
+    # a metric named like a param (reports/distill.json's "steps" is distill.steps) keeps a suffix
+    metric_names = [n if n not in param_names else f"{n} (metric)" for n in (c.split(":", 1)[1] for c in metrics)]
+    table.columns = ["name", "rev", *param_names, *metric_names]
     best = {}
     for col in table.columns:
-        direction = DIRECTIONS.get(col.rsplit(".", 1)[-1]) if col in [m.split(":", 1)[1] for m in metrics] else None
+        direction = DIRECTIONS.get(col.rsplit(".", 1)[-1]) if col in metric_names else None
         values = pd.to_numeric(table[col], errors="coerce")
         if direction and values.notna().sum() > 1 and values.nunique() > 1:
             best[col] = int(values.idxmin() if direction == "min" else values.idxmax())
