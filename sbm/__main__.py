@@ -48,8 +48,14 @@ def _sample(args) -> None:
         args.checkpoint = "data/models/text.safetensors" if args.prompt else "data/models/score.safetensors"
     model, meta = load_student(args.checkpoint)  # any score model; a consistency student too
     cond = None
+    folded = (meta.get("student") or {}).get("guidance")  # a student with the teacher's CFG folded in
+    if args.guidance is None:
+        args.guidance = 1.0 if folded is not None else 2.0
     if args.prompt:  # checked (empty, over-long, not a text model) before any sampling
         cond = prompt_ids(model, args.prompt).repeat_interleave(args.n, 0)
+        if folded is not None and args.guidance != 1.0:
+            print(f"sample: {args.checkpoint} already samples under CFG w = {folded:g}; --guidance "
+                  f"{args.guidance:g} guides it further", file=sys.stderr)
         model = guided(model, args.guidance)
     shape = meta.get("data_shape")
     if not shape:
@@ -68,7 +74,8 @@ def _sample(args) -> None:
                          "try more steps or another sampler")
     image = len((meta.get("space") or {}).get("data_shape", shape)) == 3
     x = latent.decode_samples(vae, x, data_range=meta.get("data_range") if image else None)
-    title = f"{args.sampler}, NFE {nfe}" + (f", CFG w = {args.guidance:g}" if args.prompt else "")
+    w = f"CFG w = {args.guidance:g}" + (f" on a student distilled at w = {folded:g}" if folded is not None else "")
+    title = f"{args.sampler}, NFE {nfe}" + (f", {w}" if args.prompt else "")
     if args.prompt and x.dim() == 4:
         image_grid(list(x.split(args.n)), args.out, title=title, row_titles=args.prompt)
     else:
@@ -100,8 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     smp.add_argument("--n", type=int, default=64, help="number of samples (with --prompt: per prompt)")
     smp.add_argument("--prompt", action="append", default=None,
                      help="a text prompt (repeat for several); needs a text-conditional model")
-    smp.add_argument("--guidance", type=float, default=2.0,
-                     help="--prompt: classifier-free guidance weight w (0: unconditional, 1: conditional)")
+    smp.add_argument("--guidance", type=float, default=None,
+                     help="--prompt: classifier-free guidance weight w (0: unconditional, 1: conditional; "
+                     "default 2, or 1 for a student with the guidance folded in: distill.teacher = text)")
     smp.add_argument("--sampler", default="ddim", choices=SAMPLERS)
     smp.add_argument("--steps", type=int, default=50, help="levels/steps from t = 1 to t_min")
     smp.add_argument("--step-size", type=float, default=None, help="Langevin step size ε")
@@ -124,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("n", "steps", "batch_size"):
         if getattr(args, name, 1) is not None and getattr(args, name, 1) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
-    if getattr(args, "guidance", 0.0) < 0:
+    if (getattr(args, "guidance", None) or 0.0) < 0:
         ap.error("--guidance must be >= 0 (0: unconditional, 1: conditional, > 1: stronger guidance)")
     try:
         args.run(args)

@@ -453,6 +453,7 @@ class TextParams:
 METHODS = ("progressive", "consistency")
 WEIGHTINGS = ("snr_plus_one", "truncated_snr")
 TEACHER_SOLVERS = ("ddim", "heun")
+TEACHERS = ("score", "text")
 
 
 @dataclass(frozen=True)
@@ -460,6 +461,9 @@ class DistillParams:
     """Distillation of the score model into a few-step student (`sbm.distill`, stage distill).
 
     method: "progressive" (Salimans & Ho 2022) or "consistency" (Song et al. 2023).
+    teacher: "score" (the unconditional model of train_score) or "text" (the text-conditional
+        model of train_text under classifier-free guidance of weight text.weight, folded into
+        the student: it learns the guided sampler, reads a prompt's ids and samples at w = 1).
     steps: network evaluations of the final student's sampler, ≥ 1. progressive: its DDIM
         steps, over `distillation_grid(process, steps, teacher_steps)` (steps + 1 points), plus
         the final denoise if `denoise`. consistency: the consistency sampler's steps
@@ -482,6 +486,7 @@ class DistillParams:
     """
 
     method: Literal[METHODS] = "progressive"
+    teacher: Literal[TEACHERS] = "score"
     steps: int = 4
     teacher_steps: int = 64
     weighting: Literal[WEIGHTINGS] = "snr_plus_one"
@@ -499,7 +504,7 @@ class DistillParams:
 
     def validate(self, key: str = "distill") -> None:
         """Raise ConfigError (a ValueError) naming the first bad field, its value and what is allowed."""
-        choices = {"method": METHODS, "weighting": WEIGHTINGS, "teacher_solver": TEACHER_SOLVERS}
+        choices = {"method": METHODS, "teacher": TEACHERS, "weighting": WEIGHTINGS, "teacher_solver": TEACHER_SOLVERS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{key}.{name} = {getattr(self, name)!r}: allowed {', '.join(allowed)}")

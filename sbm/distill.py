@@ -79,7 +79,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +96,9 @@ from .train import fingerprint, train
 Marginals = tuple[Tensor, Tensor]  # (α, σ), each (B,) float64
 #: a teacher ODE step ``solver(teacher, x, t, s, cond) -> x_s``; x (B, ...), t and s (B,) times
 Solver = Callable[..., Tensor]
+#: maps a distillation loss ``loss(model, x0, cond) -> (B,)`` to the objective trained, e.g.
+#: ``lambda loss: caption_loss(loss, encoder, templates, p_uncond)`` for a text-conditional teacher
+LossWrapper = Callable[[Callable[..., Tensor]], Callable[..., Tensor]]
 
 # ---------------------------------------------------------------- helpers
 
@@ -408,7 +410,7 @@ class RoundInfo:
     trained: bool  # False: the finished round was reloaded from `path`, not trained
     final_loss: float | None  # the training loop's last logged loss
     resumed_from: int  # the optimizer step training resumed from (steps_per_round when reloaded)
-    seconds: float
+    seconds: float  # the round's training wall time, over every call that trained it (also when reloaded)
     path: str  # the round's student file
 
 
@@ -446,16 +448,17 @@ def _run_round(student, loss, data: Tensor, loop: TrainParams, *, round_dir: Pat
     if found is not None:
         model, meta = found
         return model, RoundInfo(*sizes, trained=False, final_loss=meta["distill"].get("final_loss"),
-                                resumed_from=loop.steps, seconds=0.0, path=str(path))
-    start = time.perf_counter()
+                                resumed_from=loop.steps, seconds=float(meta["distill"].get("seconds") or 0.0),
+                                path=str(path))
     model, result = train(student, loss, data, loop, seed=seed, ckpt_dir=round_dir, live_dir=live_dir, cond=cond,
                           config_for_fingerprint={"distill_round": fp}, progress=progress,
                           extra_state=extra_state, after_step=after_step)
     if result.is_main_process:
         save(path, model, {"distill": io.json_safe({"fingerprint": fp, "student_steps": sizes[0],
-                                                    "teacher_steps": sizes[1], "final_loss": result.final_loss})})
+                                                    "teacher_steps": sizes[1], "final_loss": result.final_loss,
+                                                    "seconds": result.total_seconds})})
     return model, RoundInfo(*sizes, trained=True, final_loss=result.final_loss, resumed_from=result.resumed_from,
-                            seconds=time.perf_counter() - start, path=str(path))
+                            seconds=result.total_seconds, path=str(path))
 
 
 def _round_fingerprint(cfg: DistillParams, loop: TrainParams, seed: int, data: Tensor, what, user) -> str:
@@ -464,20 +467,27 @@ def _round_fingerprint(cfg: DistillParams, loop: TrainParams, seed: int, data: T
                         "train": {k: v for k, v in vars(loop).items() if k not in skip}, "config": user})
 
 
+def _wrapped(loss, wrap_loss: LossWrapper | None):
+    return loss if wrap_loss is None else wrap_loss(loss)
+
+
 def _live(live_dir, name: str):
     return None if live_dir is None else Path(live_dir) / name
 
 
 def progressive_distillation(teacher, data: Tensor, cfg: DistillParams, train_cfg: TrainParams | None = None, *,
                              seed: int, ckpt_dir, student: ScoreModel | None = None, cond: Tensor | None = None,
-                             live_dir=None, config_for_fingerprint: dict | None = None,
+                             wrap_loss: LossWrapper | None = None, live_dir=None,
+                             config_for_fingerprint: dict | None = None,
                              progress: bool = True) -> tuple[ScoreModel, list[RoundInfo]]:
     """Progressive distillation (Salimans & Ho 2022, Alg. 2) from `teacher` (taking
     cfg.teacher_steps DDIM steps) down to a student taking cfg.steps, halving each round.
 
     Round r trains a copy of its teacher (round 1: of `student`, default the trainable model in
     `teacher`, e.g. the ScoreModel inside a guidance wrapper) with `ProgressiveDistillationLoss`
-    on `data` (N, ...) (and `cond`, passed to teacher and student) for cfg.steps_per_round steps
+    on `data` (N, ...) (and `cond` (N, ...), sliced with the batches and passed to teacher and
+    student; or, with `wrap_loss`, to the wrapped loss, which maps it to their condition: e.g.
+    `sbm.conditional.caption_loss` turns labels into caption ids) for cfg.steps_per_round steps
     of `sbm.train.train` (settings of `train_cfg`, default TrainParams(), with cfg's steps,
     batch size, lr and EMA; seed + r), checkpointed in ckpt_dir/round_<NNNN> (NNNN: the student's
     steps). The finished round is saved there atomically (student.safetensors, `save_model`) and
@@ -493,7 +503,8 @@ def progressive_distillation(teacher, data: Tensor, cfg: DistillParams, train_cf
     infos: list[RoundInfo] = []
     for r, n in enumerate(cfg.rounds):
         grid = distillation_grid(teacher.process, 2 * n, cfg.teacher_steps)
-        loss = ProgressiveDistillationLoss(teacher, grid, weighting=cfg.weighting, denoise=cfg.denoise)
+        loss = _wrapped(ProgressiveDistillationLoss(teacher, grid, weighting=cfg.weighting, denoise=cfg.denoise),
+                        wrap_loss)
         fp = _round_fingerprint(cfg, loop, seed, data, n, config_for_fingerprint)
         name = f"round_{n:04d}"
         init, info = _run_round(copy.deepcopy(init), loss, data, loop, round_dir=Path(ckpt_dir) / name, fp=fp,
@@ -506,13 +517,14 @@ def progressive_distillation(teacher, data: Tensor, cfg: DistillParams, train_cf
 
 def consistency_distillation(teacher, data: Tensor, cfg: DistillParams, train_cfg: TrainParams | None = None, *,
                              seed: int, ckpt_dir, student: ConsistencyModel | None = None,
-                             cond: Tensor | None = None, live_dir=None, config_for_fingerprint: dict | None = None,
+                             cond: Tensor | None = None, wrap_loss: LossWrapper | None = None, live_dir=None,
+                             config_for_fingerprint: dict | None = None,
                              progress: bool = True) -> tuple[ConsistencyModel, list[RoundInfo]]:
     """Consistency distillation (Song et al. 2023, Alg. 2) of `teacher` over process.grid(N + 1),
     N = cfg.teacher_steps, with teacher steps cfg.teacher_solver and target decay μ =
-    cfg.target_decay, for cfg.steps_per_round steps of `sbm.train.train` (settings as in
-    `progressive_distillation`). The student defaults to a ConsistencyModel on a copy of the
-    teacher's trainable ScoreModel (its weights initialise F_θ, as in the paper). θ⁻ is kept in
+    cfg.target_decay, for cfg.steps_per_round steps of `sbm.train.train` (settings, `cond` and
+    `wrap_loss` as in `progressive_distillation`). The student defaults to a ConsistencyModel on
+    a copy of the teacher's trainable ScoreModel (its weights initialise F_θ, as in the paper). θ⁻ is kept in
     the step checkpoints (ckpt_dir/consistency), so resume is exact; the finished model is saved
     there atomically (student.safetensors, `save_consistency_model`) and reloaded by a later call.
     Sample it with `sbm.samplers.consistency_sample` over process.grid(cfg.steps + 1).
@@ -526,7 +538,8 @@ def consistency_distillation(teacher, data: Tensor, cfg: DistillParams, train_cf
                                        target_decay=cfg.target_decay)
     loop = _loop_params(cfg, train_cfg)
     fp = _round_fingerprint(cfg, loop, seed, data, "consistency", config_for_fingerprint)
-    model, info = _run_round(student, loss, data, loop, round_dir=Path(ckpt_dir) / "consistency", fp=fp,
+    model, info = _run_round(student, _wrapped(loss, wrap_loss), data, loop, round_dir=Path(ckpt_dir) / "consistency",
+                             fp=fp,
                              sizes=(cfg.steps, cfg.teacher_steps), save=save_consistency_model,
                              load=load_consistency_model, seed=seed, cond=cond,
                              live_dir=_live(live_dir, "consistency"), progress=progress,
@@ -548,3 +561,20 @@ def load_student(path) -> tuple[Predicts, dict]:
     if meta.get("kind") == "consistency_model":
         return load_consistency_model(path)
     return load_model(path)
+
+
+def load_teacher(kind: str, score_path, text_path, weight: float):
+    """The teacher of params distill.teacher -> (teacher, its trainable ScoreModel, meta).
+
+    "score": the unconditional model at `score_path`, itself the teacher. "text": the
+    text-conditional model at `text_path` under classifier-free guidance of weight `weight`
+    (`sbm.conditional.cfg`): the guidance is folded into the student, which is a copy of that
+    model and samples with w = 1 (cond: a prompt's token ids)."""
+    if kind not in ("score", "text"):
+        raise ValueError(f"distill.teacher = {kind!r}: allowed score, text")
+    model, meta = load_model(text_path if kind == "text" else score_path)
+    if kind == "score":
+        return model, model, meta
+    from .conditional import cfg as guided
+
+    return guided(model, weight), model, meta

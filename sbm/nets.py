@@ -5,6 +5,8 @@ What that tensor means (ε, score or x̂₀) is decided by `sbm.models`, not her
 
 from __future__ import annotations
 
+import copy
+
 import math
 
 import torch
@@ -244,6 +246,17 @@ class TextConditionalNet(nn.Module):
         else:  # frozen: kept out of parameters(), state_dict() and .to() (moved on use)
             object.__setattr__(self, "encoder", encoder)
         self.config = {"kind": "text", "backbone": backbone, "encoder": encoder.config}
+
+    def __deepcopy__(self, memo: dict) -> "TextConditionalNet":
+        """A copy that shares a frozen encoder (it holds no trained state; distillation and the
+        EMA copy the net) and copies everything else, a trainable encoder included."""
+        if not self.encoder.trainable:
+            memo[id(self.encoder)] = self.encoder
+        clone = self.__class__.__new__(self.__class__)
+        memo[id(self)] = clone
+        for key, value in self.__dict__.items():
+            object.__setattr__(clone, key, copy.deepcopy(value, memo))
+        return clone
 
     def forward(self, x: Tensor, c: Tensor, ids: Tensor | None = None) -> Tensor:
         if ids is None:

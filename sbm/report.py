@@ -567,8 +567,11 @@ def distill_section(inp: ReportInputs) -> list[str]:
     if dj is not None:
         rounds = pd.DataFrame([{"student steps": r["student_steps"], "teacher steps": r["teacher_steps"],
                                 "final loss": r["final_loss"], "seconds": r["seconds"]} for r in dj["rounds"]])
-        out += [f"Method `{dj['method']}`: a {dj['steps']}-step student from a {dj['teacher_steps']}-step teacher "
-                f"({dj['distill']['steps_per_round']} optimisation steps per round).", "", _table(rounds), ""]
+        of = {"text": f"the text-conditional model under CFG w = {_fmt(dj.get('guidance'))} (folded into the student)"}
+        out += [f"Method `{dj['method']}`: a {dj['steps']}-step student of {of.get(dj.get('teacher'), 'the score model')} "
+                f"from a {dj['teacher_steps']}-step teacher ({dj['distill']['steps_per_round']} optimisation steps "
+                "per round; seconds: training time, also for a round reloaded from its checkpoint).", "",
+                _table(rounds), ""]
     dd = _json_or_none(inp.distill_detail)
     if dd is None:
         return out + [_skip("the student's evaluation", inp.distill_detail, "evaluate_distill"), ""]
@@ -587,10 +590,16 @@ def distill_section(inp: ReportInputs) -> list[str]:
                 f"{_fmt(student['seconds_per_1000'])} s, teacher {_fmt(full['seconds_per_1000'])} s "
                 f"(**{_fmt(full['seconds_per_1000'] / student['seconds_per_1000'])}× faster**, measured in the same run).",
                 ""]
+        if "accuracy" in student:
+            out += [f"Samples that show the digit their prompt names (evaluator accuracy): student "
+                    f"**{_fmt(student['accuracy'])}**, teacher {_fmt(full['accuracy'])} at full steps.", ""]
     table = pd.DataFrame([{"model / sampler": r["sampler"], "steps": r["steps"], "NFE": r["nfe"], "FID": r["fid"],
+                           **({"accuracy": r["accuracy"]} if "accuracy" in r else {}),
                            "s / 1000 samples": r["seconds_per_1000"]} for r in rows])
-    out += [f"{dd['n']} samples per run, same seed; FID against the test split on the evaluator's features.", "",
-            _table(table), ""]
+    prompts = (" drawn from prompts (every digit, the training templates in turn; the teacher under CFG, "
+               "NFE counting sampler calls)" if dd.get("teacher") == "text" else "")
+    out += [f"{dd['n']} samples per run{prompts}, same seed; FID against the test split on the evaluator's features.",
+            "", _table(table), ""]
     return out + _image(inp.distill_png, inp.out, "FID against NFE", "the distillation plot", "evaluate_distill")
 
 

@@ -67,11 +67,16 @@ _DEVICE_DATA_BYTES = 1 << 30  # training data up to this size is moved to the ac
 class TrainResult:
     steps: int
     final_loss: float  # mean loss over the last logging window (global batch, all processes)
-    seconds: float
+    seconds: float  # wall time of this call
     resumed_from: int  # 0 when trained from scratch
     checkpoint: str | None  # last checkpoint written
     world_size: int = 1  # processes that trained together
     is_main_process: bool = True  # the one process that writes files
+    total_seconds: float | None = None  # training wall time over every call that built this run (resumes included)
+
+    def __post_init__(self) -> None:
+        if self.total_seconds is None:
+            self.total_seconds = self.seconds
 
 
 class EMA:
@@ -115,9 +120,25 @@ class EMA:
         return module
 
 
+FINGERPRINT_DIGITS = 4  # significant digits of the floats a fingerprint compares
+
+
+def _rounded(obj):
+    """obj with every float rounded to FINGERPRINT_DIGITS significant digits (recursively)."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{FINGERPRINT_DIGITS}g}")
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_rounded(v) for v in obj]
+    return obj
+
+
 def fingerprint(obj) -> str:
-    """A short stable hash of a JSON-able configuration."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """A short stable hash of a JSON-able configuration. Floats count to FINGERPRINT_DIGITS
+    significant digits: statistics of the data (σ_max, its standard deviation) recomputed under
+    another OpenMP thread count differ in their last bits, and must not invalidate a run."""
+    return hashlib.sha256(json.dumps(_rounded(obj), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _epoch_perm(n: int, seed: int, epoch: int) -> Tensor:
@@ -335,10 +356,12 @@ def train(
     ema = EMA(net, cfg.ema_decay)
     start_step, last_ckpt = 0, None
     final_loss, window = float("nan"), []  # last logged loss; global per-step losses not yet logged
+    earlier = 0.0  # training seconds spent by the calls this one resumes
     found = latest_state(ckpt_dir, fp, cfg.steps)
     if found is not None:
         start_step = _restore(found[0], found[1], net, ema, opt, extra_state, found[2])
         final_loss = _nan_if_none(found[1].get("loss"))
+        earlier = float(found[1].get("seconds") or 0.0)
         window = [_nan_if_none(v) for v in found[1].get("window", [])]
         last_ckpt = str(found[2])
         accel.print(f"resuming from {found[2]} (step {start_step})")
@@ -448,7 +471,7 @@ def train(
         if ckpt_now:
             if accel.is_main_process:
                 extra = {"loss": None if math.isnan(final_loss) else final_loss, "window": window,
-                         "world_size": W}
+                         "world_size": W, "seconds": earlier + time.perf_counter() - t0}
                 save_state(ckpt_dir, done, core, ema, opt, fp, extra, extra_state)
             accel.wait_for_everyone()  # the file exists for every process from here on
             last_ckpt = str(_ckpt_path(ckpt_dir, done))
@@ -458,7 +481,8 @@ def train(
     model.net = core
     ema_model = copy.deepcopy(model)
     ema.copy_to(ema_model.net)
-    result = TrainResult(steps=cfg.steps, final_loss=final_loss, seconds=time.perf_counter() - t0,
+    seconds = time.perf_counter() - t0
+    result = TrainResult(steps=cfg.steps, final_loss=final_loss, seconds=seconds,
                          resumed_from=start_step, checkpoint=last_ckpt, world_size=W,
-                         is_main_process=accel.is_main_process)
+                         is_main_process=accel.is_main_process, total_seconds=earlier + seconds)
     return ema_model.eval(), result

@@ -7,52 +7,71 @@ distill.weighting). consistency (Song et al. 2023): a consistency function f_θ(
 c_out F_θ, f_θ(x, t_min) = x exactly, trained against an EMA target network on the teacher's
 ODE steps (distill.teacher_solver) over distill.teacher_steps intervals.
 
-The teacher is the unconditional model of train_score, in its space (latent or pixel) and on
-its training set. Each round is checkpointed in data/checkpoints/distill/<round> (persisted by
-DVC): a rerun resumes the round it stopped in and reloads finished rounds. Their fingerprint
-includes the teacher's weights, so a new teacher retrains every round. Writes
+distill.teacher = score: the unconditional model of train_score. text: the text-conditional
+model of train_text under classifier-free guidance of weight text.weight, folded into the
+student. Each example then gets a caption of its label (a template of text.templates drawn
+per example, the empty prompt with probability text.p_uncond), which the guided teacher and
+the student both read; the student samples from a prompt with w = 1, one network evaluation per
+step instead of two. Either teacher works in its space (latent or pixel) on its training set.
+
+Each round is checkpointed in data/checkpoints/distill/<round> (persisted by DVC): a rerun
+resumes the round it stopped in and reloads finished rounds. Their fingerprint includes the
+teacher's weights (and the guidance settings), so a new teacher retrains every round. Writes
 data/models/student.safetensors (sample it with `python -m sbm sample --checkpoint … --sampler
-ddim --steps <distill.steps + 1>`, or `--sampler consistency`) and reports/distill.json.
+ddim --steps <distill.steps + 1>`, `--sampler consistency` for a consistency model, and
+`--prompt …` for a text student) and reports/distill.json.
 """
 
 import torch
 
-from sbm import io, latent, models
+from sbm import io, latent
+from sbm.conditional import caption_loss, text_encoder
 from sbm.config import load_params, to_dict
-from sbm.distill import distill
+from sbm.distill import distill, load_teacher, save_consistency_model
+from sbm.models import save_model
 from sbm.stage import run_stage, stage_parser
 
 
 def main() -> None:
     args = stage_parser(__doc__, data="data/prepared", space="data/latent", model="data/models/score.safetensors",
-                        out="data/models/student.safetensors", checkpoints="data/checkpoints/distill",
-                        live="reports/live/distill", metrics="reports/distill.json").parse_args()
+                        text_model="data/models/text.safetensors", out="data/models/student.safetensors",
+                        checkpoints="data/checkpoints/distill", live="reports/live/distill",
+                        metrics="reports/distill.json").parse_args()
     params = load_params(args.params)
-    cfg = params.distill
+    cfg, text = params.distill, params.text
     latent.check_space(args.space, params.score.space)
-    teacher, meta = models.load_model(args.model)
-    x, _, _ = latent.training_set(args.data, args.space, params.score.space, "train")
+    teacher, base, meta = load_teacher(cfg.teacher, args.model, args.text_model, text.weight)
+    x, y, _ = latent.training_set(args.data, args.space, params.score.space, "train")
+    fp_config = {"teacher": io.state_digest(base.net)}
+    cond, wrap_loss, guidance = None, None, None
+    if cfg.teacher == "text":
+        if y is None:
+            raise ValueError(f"{args.data}: the data has no class labels; distill.teacher = text builds captions "
+                             "from them")
+        encoder = text_encoder(base)
+        cond, guidance = y, text.weight
+        wrap_loss = lambda loss: caption_loss(loss, encoder, text.templates, text.p_uncond)  # noqa: E731
+        fp_config["guidance"] = {"weight": text.weight, "templates": text.templates, "p_uncond": text.p_uncond}
     torch.manual_seed(params.seed)
-    student, rounds = distill(teacher, x, cfg, params.train, seed=params.seed, ckpt_dir=args.checkpoints,
-                              live_dir=args.live, config_for_fingerprint={"teacher": io.state_digest(teacher.net)})
+    student, rounds = distill(teacher, x, cfg, params.train, seed=params.seed, ckpt_dir=args.checkpoints, cond=cond,
+                              wrap_loss=wrap_loss, live_dir=args.live, config_for_fingerprint=fp_config)
     sampler = "ddim" if cfg.method == "progressive" else "consistency"
-    extra = {k: meta.get(k) for k in ("data_shape", "data_range", "space", "space_dir")}
-    extra["student"] = {"method": cfg.method, "steps": cfg.steps, "sampler": sampler,
-                        "teacher": str(args.model), "teacher_steps": cfg.teacher_steps}
-    if cfg.method == "progressive":
-        models.save_model(args.out, student, extra=extra)
-    else:
-        from sbm.distill import save_consistency_model
-
-        save_consistency_model(args.out, student, extra=extra)
-    io.write_json(args.metrics, {"method": cfg.method, "steps": cfg.steps, "teacher_steps": cfg.teacher_steps,
-                                 "train_seconds": round(sum(r.seconds for r in rounds), 2),
-                                 "final_loss": rounds[-1].final_loss, "distill": to_dict(cfg),
+    extra = {k: meta.get(k) for k in ("data_shape", "data_range", "space", "space_dir", "templates") if k in meta}
+    extra["student"] = {"method": cfg.method, "steps": cfg.steps, "sampler": sampler, "teacher": cfg.teacher,
+                        "teacher_file": str(args.text_model if cfg.teacher == "text" else args.model),
+                        "teacher_steps": cfg.teacher_steps, "guidance": guidance}
+    (save_model if cfg.method == "progressive" else save_consistency_model)(args.out, student, extra=extra)
+    seconds = sum(r.seconds for r in rounds)
+    io.write_json(args.metrics, {"method": cfg.method, "teacher": cfg.teacher, "guidance": guidance,
+                                 "steps": cfg.steps, "teacher_steps": cfg.teacher_steps,
+                                 "train_seconds": round(seconds, 2), "final_loss": rounds[-1].final_loss,
+                                 "distill": to_dict(cfg),
                                  "rounds": [{"student_steps": r.student_steps, "teacher_steps": r.teacher_steps,
                                              "final_loss": r.final_loss, "seconds": round(r.seconds, 2),
                                              "trained": r.trained} for r in rounds]})
-    print(f"distill: {cfg.method} student with {cfg.steps} steps from a {cfg.teacher_steps}-step teacher "
-          f"({len(rounds)} round(s), {sum(r.seconds for r in rounds):.1f}s) -> {args.out}")
+    folded = f" (CFG w = {guidance:g} folded in)" if guidance is not None else ""
+    print(f"distill: {cfg.method} student of the {cfg.teacher} model{folded} with {cfg.steps} steps from a "
+          f"{cfg.teacher_steps}-step teacher ({len(rounds)} round(s), {seconds:.1f}s of training) -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def main() -> None:
     save_classifier(args.out, ema, {"space": params.score.space, "test_accuracy": acc})
     io.write_json(args.metrics, {**{f"acc_{q}": a for q, a in acc.items()}, "space": params.score.space,
                                  "final_loss": result.final_loss, "steps": result.steps,
-                                 "train_seconds": round(result.seconds, 2), "classifier": to_dict(cfg)})
+                                 "train_seconds": round(result.total_seconds, 2), "classifier": to_dict(cfg)})
     print("train_classifier: test accuracy by noise quarter (q1 least noise) "
           + ", ".join(f"{q} {a:.3f}" for q, a in acc.items()) + f" ({result.seconds:.1f}s) -> {args.out}")
 

@@ -49,7 +49,7 @@ def main() -> None:
                                               "space_dir": str(args.space)})
     n_params = sum(p.numel() for p in ema_model.net.parameters())
     io.write_json(args.metrics, {"loss": params.loss, "space": space["space"], "final_loss": result.final_loss, "steps": result.steps,
-                                 "train_seconds": round(result.seconds, 2), "resumed_from": result.resumed_from,
+                                 "train_seconds": round(result.total_seconds, 2), "resumed_from": result.resumed_from,
                                  "n_params": n_params, "world_size": result.world_size})
     print(f"train_score: {params.loss} loss {result.final_loss:.4f} after {result.steps} steps "
           f"({result.seconds:.1f}s, {n_params} parameters)")

@@ -68,7 +68,7 @@ def main() -> None:
     vocab = len(encoder.vocab) if encoder.trainable else None
     io.write_json(args.metrics, {"encoder": cfg.encoder, "loss": params.loss, "space": space["space"],
                                  "final_loss": result.final_loss, "steps": result.steps,
-                                 "train_seconds": round(result.seconds, 2), "resumed_from": result.resumed_from,
+                                 "train_seconds": round(result.total_seconds, 2), "resumed_from": result.resumed_from,
                                  "n_params": n_params, "trainable_encoder": encoder.trainable,
                                  "encoder_dim": encoder.dim, "scratch_vocabulary": vocab})
     print(f"train_text: {cfg.encoder} encoder, {params.loss} loss {result.final_loss:.4f} after {result.steps} steps "

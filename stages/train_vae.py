@@ -69,7 +69,7 @@ def main() -> None:
                title=f"VAE: PSNR {rec['psnr']:.1f} dB, latents {info['shape']}")
     report = {"space": "latent", "recon_mse": rec["mse"], "recon_psnr": rec["psnr"], "kl": rec["kl"],
               "scale": ema_vae.scale, "latent_shape": info["shape"], "final_loss": result.final_loss,
-              "steps": result.steps, "train_seconds": round(result.seconds, 2), "resumed_from": result.resumed_from,
+              "steps": result.steps, "train_seconds": round(result.total_seconds, 2), "resumed_from": result.resumed_from,
               "n_params": sum(p.numel() for p in ema_vae.net.parameters()), "vae": to_dict(params.vae)}
     io.write_json(args.metrics, report)
     print(f"train_vae: PSNR {rec['psnr']:.2f} dB, MSE {rec['mse']:.4f}, KL {rec['kl']:.2f} nats, scale "

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from sbm.models import ScoreModel, save_model
 from sbm.nets import MLPNet
@@ -120,3 +121,32 @@ def test_a_consistency_student_samples_with_the_consistency_sampler(tmp_path):
     assert proc.returncode == 0, proc.stderr
     tensors, meta = load_tensors(save)
     assert tensors["x"].shape == (16, 2) and meta["nfe"] == 2  # one evaluation per step, no denoise
+
+
+def test_a_student_with_guidance_folded_in_samples_at_w_1_by_default(tmp_path):
+    """A text student of distill.teacher = text carries its teacher's w in its metadata: --prompt
+    then samples it with w = 1 (the same samples as --guidance 1), while the text model itself
+    defaults to w = 2; guiding the student further is allowed, with a note."""
+    from sbm.io import load_tensors
+    from sbm.nets import TextConditionalNet
+    from sbm.text import build_text_encoder
+
+    torch.manual_seed(0)
+    encoder = build_text_encoder("scratch", max_length=8, scratch_dim=16, scratch_layers=1, scratch_heads=2)
+    model = ScoreModel(TextConditionalNet(MLPNet(2, 16, 1, 8).config, encoder), VPSDE())
+    text_ckpt, student = tmp_path / "text.safetensors", tmp_path / "student.safetensors"
+    save_model(text_ckpt, model, extra={"data_shape": [2]})
+    save_model(student, model, extra={"data_shape": [2], "student": {"method": "progressive", "guidance": 3.0}})
+
+    def draw(ckpt, *extra):
+        save = tmp_path / "x.safetensors"
+        proc = _cli("sample", "--checkpoint", ckpt, "--prompt", "the digit 3", "--n", 6, "--steps", 4,
+                    "--out", tmp_path / "p.png", "--save", save, *extra)
+        assert proc.returncode == 0, proc.stderr
+        return load_tensors(save)[0]["x"], proc.stderr
+
+    folded, note = draw(student)
+    assert torch.equal(folded, draw(student, "--guidance", 1)[0]) and "guides it further" not in note
+    assert torch.equal(draw(text_ckpt)[0], draw(text_ckpt, "--guidance", 2)[0])
+    assert not torch.equal(folded, draw(text_ckpt)[0])
+    assert "already samples under CFG w = 3; --guidance 2 guides it further" in draw(student, "--guidance", 2)[1]

@@ -94,6 +94,22 @@ def test_a_frozen_encoder_is_not_trained_saved_or_averaged(minilm, tmp_path):
         assert torch.allclose(model.eps(x, t, ids), back.eps(x, t, ids), atol=1e-6)
 
 
+def test_copies_share_a_frozen_encoder_and_copy_a_trainable_one(minilm):
+    """Distillation and the EMA deep-copy text models: a frozen MiniLM (no trained state) is
+    shared, everything trained is copied, and the copy computes the same outputs."""
+    import copy
+
+    x, t = torch.randn(2, 4, 4, 4), torch.full((2,), 0.4)
+    for encoder, shared in ((minilm, True), (_scratch(), False)):
+        model = _unet_model(encoder)
+        clone = copy.deepcopy(model)
+        assert (clone.net.encoder is model.net.encoder) == shared
+        assert all(a.data_ptr() != b.data_ptr() for a, b in zip(model.net.parameters(), clone.net.parameters()))
+        ids = prompt_ids(model, ["a handwritten one", "the digit 2"])
+        with torch.no_grad():
+            assert torch.equal(model.eps(x, t, ids), clone.eps(x, t, ids))
+
+
 def test_pretrained_ids_mark_padding_and_memoised_encodings_equal_fresh_ones(minilm):
     ids = minilm.token_ids(["the digit seven", "", "the digit seven"])
     mask = ids >= 0

@@ -47,8 +47,8 @@ TINY_GMM = {
     "guidance": {"classifier_scales": [0.0, 2.0], "n_per_class": 4},
     "text": {"encoder": "scratch", "steps": 20, "batch_size": 64, "guidance_weights": [2.0], "n_per_class": 4,
              "n_per_prompt": 2, "prompts": ["the digit 1", "a handwritten two"]},
-    "distill": {"method": "consistency", "steps": 2, "teacher_steps": 8, "steps_per_round": 10, "batch_size": 64,
-                "eval_steps": [1, 2]},
+    "distill": {"method": "consistency", "teacher": "text", "steps": 2, "teacher_steps": 8, "steps_per_round": 10,
+                "batch_size": 64, "eval_steps": [1, 2]},
 }
 STAGES = {"prepare", "train_evaluator", "train_vae", "train_score", "train_classifier", "train_text", "sample",
           "compare_samplers", "evaluate", "evaluate_guidance", "evaluate_text", "distill", "evaluate_distill", "report"}
@@ -153,6 +153,8 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     after_weight = _ran(_run([*dvc, "repro"], d, env))
     assert {"sample", "evaluate_text"} <= after_weight
     assert {"train_text", "train_score", "evaluate_guidance", "compare_samplers"}.isdisjoint(after_weight)
+    rounds = json.loads((d / "reports/distill.json").read_text())["rounds"]  # distill.teacher = score: not retrained
+    assert [r["trained"] for r in rounds] == [False, False] and all(r["seconds"] > 0 for r in rounds)
 
     _set(d, "score", "space", "pixel")
     pixel = _ran(_run([*dvc, "repro"], d, env))
@@ -171,7 +173,11 @@ def test_the_mixture_profile_reports_its_analytic_metrics(tmp_path_factory):
     metrics = json.loads((d / "reports/metrics.json").read_text())
     assert {"nll_gap", "weight_err_max", "fid", "swd"} <= set(metrics)  # the evaluator classifies components
     assert "cfg_acc_w2" in json.loads((d / "reports/text.json").read_text())  # an MLP reads the captions
-    assert "student_fid_2" in json.loads((d / "reports/distill_eval.json").read_text())  # a consistency student
+    # a consistency student of the text model with its guidance folded in, scored on the digit its prompt names
+    assert json.loads((d / "reports/distill.json").read_text())["teacher"] == "text"
+    assert {"student_fid_2", "student_acc_2", "teacher_acc_full", "teacher_ddim_acc_1"} <= set(
+        json.loads((d / "reports/distill_eval.json").read_text()))
+    assert "Samples that show the digit their prompt names" in report
 
 
 @pytest.mark.slow

@@ -436,6 +436,23 @@ def test_report_latent_image_run(tmp_path):
     assert "Drawn in latent space and decoded by the VAE." in section(text, "Samples")
 
 
+def test_report_text_student_shows_its_guidance_and_prompt_accuracy(tmp_path):
+    """distill.teacher = text: the section names the folded-in guidance and reports the
+    evaluator's accuracy on the prompts for the student and the teacher."""
+    r = tmp_path / "reports"
+    _write_image_run(r, space="latent")
+    dj = io.read_json(r / "distill.json")
+    io.write_json(r / "distill.json", {**dj, "teacher": "text", "guidance": 2.0})
+    dd = io.read_json(r / "distill_detail.json")
+    for row, acc in zip(dd["rows"], (0.99, 0.9, 0.8, 0.97)):
+        row["accuracy"] = acc
+    io.write_json(r / "distill_detail.json", {**dd, "teacher": "text", "guidance": 2.0})
+    d = section(build_report(report_inputs(r)), "Distillation: a few-step student")
+    assert "student of the text-conditional model under CFG w = 2 (folded into the student)" in d
+    assert "evaluator accuracy): student **0.97**, teacher 0.99 at full steps" in d
+    assert "accuracy |" in d and "drawn from prompts" in d
+
+
 def test_report_pixel_image_run(tmp_path):
     r = tmp_path / "reports"
     _write_image_run(r, space="pixel")

@@ -96,6 +96,36 @@ def test_resume_continues_exactly_where_it_stopped(mixture, tmp_path):
         assert torch.equal(a, b), k
 
 
+def test_training_time_adds_up_over_resumes(mixture, tmp_path):
+    """total_seconds counts every call that built the run: a resumed call reports the seconds
+    its checkpoint recorded plus its own; a fresh call's total is its own time."""
+    from sbm import io
+
+    x, _ = mixture.sample(2000, generator=torch.Generator().manual_seed(0))
+    _, first = train(_model(x), _loss(), x, _train_params(steps=20, checkpoint_every=10), seed=3, ckpt_dir=tmp_path,
+                     progress=False)
+    assert first.total_seconds == first.seconds > 0
+    recorded = io.load_tensors(tmp_path / "step_00000020.safetensors")[1]["seconds"]
+    assert 0 < recorded <= first.seconds
+    _, second = train(_model(x), _loss(), x, _train_params(steps=30, checkpoint_every=10), seed=3, ckpt_dir=tmp_path,
+                      progress=False)
+    assert second.resumed_from == 20
+    assert second.total_seconds == pytest.approx(recorded + second.seconds)
+    assert io.load_tensors(tmp_path / "step_00000030.safetensors")[1]["seconds"] > recorded
+
+
+def test_fingerprints_compare_floats_to_four_significant_digits():
+    """Data statistics recomputed under another thread count differ in their last bits: the
+    same run; a real change of a setting: another run."""
+    from sbm.train import fingerprint
+
+    base = {"sigma_max": 12.345678, "lr": 1e-3, "nested": [{"std": 0.987654321}], "name": "dsm"}
+    jitter = {"sigma_max": 12.345679, "lr": 1e-3 * (1 + 1e-7), "nested": [{"std": 0.987654322}], "name": "dsm"}
+    assert fingerprint(base) == fingerprint(jitter)
+    for changed in ({**base, "sigma_max": 12.4}, {**base, "lr": 1.1e-3}, {**base, "name": "ssm"}):
+        assert fingerprint(changed) != fingerprint(base)
+
+
 def test_truncated_checkpoint_falls_back_to_the_previous_good_one(mixture, tmp_path):
     x, cfg, (full, _), ckpt = _full_and_interrupted(mixture, tmp_path)
     newest = sorted(ckpt.glob("step_*.safetensors"))[-1]
