@@ -18,8 +18,11 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 run: $(STAMP)
 	$(BIN)/dvc repro
 
+# Tests run in parallel worker processes (pytest-xdist), one OpenMP thread each: tiny tensor
+# ops gain nothing from a second thread and several threads per worker only contend.
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 env: $(STAMP)
 
