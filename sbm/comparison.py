@@ -3,7 +3,9 @@
 `compare_samplers` runs each named sampler at each NFE budget (`settings_for_nfe`) on the
 same model, from the same seed, and measures NFE (network evaluations per batch), wall time per sample and
 the sample-to-test distances of `sbm.metrics.distance_report` (sliced Wasserstein, MMD),
-so samplers can be read off one quality-vs-NFE plot.
+so samplers can be read off one quality-vs-NFE plot. `Measured`/`load_measured`, `draw` and
+`conditional_quality` are what the evaluation stages share; `skip_evaluation` is what they
+write when their inputs were skipped (data without labels).
 """
 
 from __future__ import annotations
@@ -194,3 +196,27 @@ def plot_quality_vs_nfe(rows: list[dict], png: str | Path, metric: str = "swd") 
     Path(png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100)
     plt.close(fig)
+
+
+def skip_evaluation(stage: str, reason: str, *, metrics, detail=None, plots=()) -> None:
+    """An evaluation stage whose inputs were skipped (`skip_training`) or that cannot measure
+    this data (no labels: no evaluator, no FID): an empty metrics file, a detail file holding
+    {"skipped": reason} (the report prints the reason) and a placeholder for each plot."""
+    from . import io
+    from .plots import placeholder
+
+    io.write_json(metrics, {})
+    if detail is not None:
+        io.write_json(detail, {"skipped": reason, "rows": []})
+    for png in plots:
+        placeholder(png, f"{stage} skipped: {reason}")
+    print(f"{stage}: skipped: {reason}")
+
+
+def no_evaluator(evaluator_dir) -> str | None:
+    """Why there is no evaluator in a train_evaluator directory (data without labels), or None."""
+    from . import io
+    from .evaluator import NO_EVALUATOR_FILE
+
+    marker = Path(evaluator_dir) / NO_EVALUATOR_FILE
+    return f"train_evaluator: {io.read_json(marker)['reason']}" if marker.is_file() else None

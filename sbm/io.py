@@ -125,6 +125,26 @@ def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict]:
     return tensors, meta
 
 
+# --------------------------------------------------------------------------- skipped stages
+
+
+def write_skipped(path: str | Path, stage: str, reason: str) -> None:
+    """In place of a stage's model or samples file: a checkpoint with no tensors saying that
+    `stage` had nothing to do and why (e.g. data without labels has no classifier). DVC gets
+    its declared output; the stages that read it see `skipped_reason` and skip in turn."""
+    save_tensors(path, {}, {"kind": "skipped", "stage": stage, "reason": reason})
+
+
+def skipped_reason(path: str | Path) -> str | None:
+    """"<stage> was skipped: <reason>" if `path` is a `write_skipped` file, else None (also
+    when it is missing or unreadable: loading it then raises the precise error)."""
+    try:
+        meta = load_tensors(path)[1]
+    except CheckpointError:
+        return None
+    return f"{meta.get('stage')} was skipped: {meta.get('reason')}" if meta.get("kind") == "skipped" else None
+
+
 # --------------------------------------------------------------------------- modules
 
 
@@ -144,6 +164,8 @@ def load_module(path: str | Path, kind: str, build, what: str | None = None):
     itself) receives the "net.*" weights. CheckpointError naming the file if it is missing,
     corrupt, of another kind or its weights do not fit the stored architecture."""
     tensors, meta = load_tensors(path)
+    if meta.get("kind") == "skipped":
+        raise CheckpointError(f"{path}: no {what or kind}, stage {meta.get('stage')} was skipped: {meta.get('reason')}")
     if meta.get("kind") != kind:
         raise CheckpointError(f"{path}: holds a {meta.get('kind')!r} checkpoint, not a {what or kind}")
     module = build(meta)

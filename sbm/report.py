@@ -107,6 +107,12 @@ def _skip(what: str, path: Path, stage: str) -> str:
     return f"_Skipped {what}: {path} not found (written by the `{stage}` stage)._"
 
 
+def _skipped(d: dict | None) -> str | None:
+    """The note for a stage output that says its stage was skipped (sbm.stage.skip_training /
+    skip_evaluation), else None."""
+    return f"_Skipped: {d['skipped']}._" if d and d.get("skipped") else None
+
+
 def _table(df: pd.DataFrame) -> str:
     """A markdown table; a "|" inside a cell is escaped (labels write conditionals as "∣")."""
     esc = lambda v: v.replace("|", "\\|") if isinstance(v, str) else v  # noqa: E731
@@ -500,6 +506,8 @@ def guidance_section(inp: ReportInputs) -> list[str]:
     tc = _json_or_none(inp.train_classifier)
     if tc is None:
         out += [_skip("the noisy classifier's accuracy", inp.train_classifier, "train_classifier"), ""]
+    elif _skipped(tc):
+        out += [_skipped(tc), ""]
     else:
         quarters = [(f"acc_q{i}", f"q{i}: t in the {'first second third fourth'.split()[i - 1]} quarter of "
                      "[t_min, 1]" + (" (least noise)" if i == 1 else " (most noise)" if i == 4 else ""))
@@ -510,6 +518,8 @@ def guidance_section(inp: ReportInputs) -> list[str]:
     gd = _json_or_none(inp.guidance_detail)
     if gd is None:
         return out + [_skip("the guided sampling results", inp.guidance_detail, "evaluate_guidance"), ""]
+    if _skipped(gd):
+        return out + [_skipped(gd), ""] if not _skipped(tc) else out
     rows = pd.DataFrame([{"method": r["method"], "scale": r["scale"], "accuracy": r["accuracy"], "FID": r["fid"],
                           "FID floor": r["fid_floor"], "NFE": r["nfe"], "s / sample": r["seconds_per_sample"]}
                          for r in gd["rows"]])
@@ -530,12 +540,16 @@ def text_section(inp: ReportInputs) -> list[str]:
     table, one plot: `inp.conditional_png`, drawn here), the unseen phrasings, the prompt grid."""
     out = ["## Text conditioning and classifier-free guidance", ""]
     tt = _json_or_none(inp.train_text)
+    td = _json_or_none(inp.text_detail)
+    note = _skipped(tt) or _skipped(td)
+    if note:
+        placeholder(inp.conditional_png, "no classifier-free guidance results: " + note.strip("_"))
+        return out + [note, ""]
     if tt is not None:
         out += [f"Text-conditional score model ({tt['n_params']:,} trainable parameters, {tt['steps']} steps, final "
                 f"{tt['loss']} loss {_fmt(tt['final_loss'])}); text encoder `{tt['encoder']}` "
                 + ("(trained jointly, vocabulary of " + str(tt["scratch_vocabulary"]) + " words)"
                    if tt["trainable_encoder"] else "(frozen)") + f", {tt['encoder_dim']}-dimensional tokens.", ""]
-    td = _json_or_none(inp.text_detail)
     if td is None:
         placeholder(inp.conditional_png, "no classifier-free guidance results (stage evaluate_text)")
         return out + [_skip("the classifier-free guidance results", inp.text_detail, "evaluate_text"), ""]
@@ -575,6 +589,8 @@ def distill_section(inp: ReportInputs) -> list[str]:
     dd = _json_or_none(inp.distill_detail)
     if dd is None:
         return out + [_skip("the student's evaluation", inp.distill_detail, "evaluate_distill"), ""]
+    if _skipped(dd):
+        return out + [_skipped(dd), ""]
     rows = dd["rows"]
     full = rows[0]
     k = dd["student_steps"]

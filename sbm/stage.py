@@ -44,3 +44,25 @@ def run_stage(name: str, main: Callable[[], object]) -> None:
         dist = sys.modules.get("torch.distributed")  # only if torch was imported at all
         if dist is not None and dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def skip_training(stage: str, reason: str, *, out, metrics, checkpoints=None, live=None) -> None:
+    """A training stage with nothing to learn (e.g. a classifier on data without labels): its
+    model file says why (`sbm.io.write_skipped`, which later stages check), its metrics file
+    holds {"trained": false, "skipped": reason}, and its other declared outputs exist (an
+    empty checkpoint directory, a dvclive curve with a header only)."""
+    from pathlib import Path
+
+    from . import io
+
+    io.write_skipped(out, stage, reason)
+    io.write_json(metrics, {"trained": False, "skipped": reason})
+    if checkpoints is not None:
+        Path(checkpoints).mkdir(parents=True, exist_ok=True)
+    if live is not None:
+        tsv = Path(live) / "plots" / "metrics" / "loss.tsv"
+        tsv.parent.mkdir(parents=True, exist_ok=True)
+        if not tsv.is_file():
+            tsv.write_text("step\tloss\n")
+    print(f"{stage}: skipped: {reason}")
+

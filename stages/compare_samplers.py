@@ -8,10 +8,10 @@ Writes reports/samplers.json (rows) and reports/samplers.png (FID, or SW₂ with
 evaluator, against NFE).
 """
 
-from sbm import data, io, latent, models
-from sbm.comparison import compare_samplers, plot_quality_vs_nfe
+from sbm import io, models
+from sbm.comparison import compare_samplers, load_measured, plot_quality_vs_nfe
 from sbm.config import load_params
-from sbm.evaluator import fid, load_evaluator_dir
+from sbm.evaluator import fid
 from sbm.stage import run_stage, stage_parser
 
 
@@ -21,26 +21,18 @@ def main() -> None:
                         plot="reports/samplers.png").parse_args()
 
     params = load_params(args.params)
-    meta = data.load_meta(args.data)
-    space = latent.check_space(args.space, params.score.space)
-    vae = latent.load_space_vae(args.space)
-    evaluator = load_evaluator_dir(args.evaluator)
+    d = load_measured(args.data, args.space, args.evaluator, params.score.space)
     model, _ = models.load_model(args.model)
-    test, _ = data.load_split(args.data, "test")
-    train, _ = data.load_split(args.data, "train")
-    n = min(params.eval.compare_points, len(train)) if evaluator is not None else \
-        min(params.eval.compare_points, len(test), len(train))
-    image = len(meta["shape"]) == 3
+    n = min(params.eval.compare_points, len(d.train), len(d.test) if d.evaluator is None else len(d.train))
     quality = None
-    if evaluator is not None:  # FID with n generated vs the test split, floor: n training examples
-        floor = fid(test, train[:n], evaluator)
-        quality = lambda x: {"fid": fid(test, x, evaluator), "fid_floor": floor}  # noqa: E731
+    if d.evaluator is not None:  # FID with n generated vs the test split, floor: n training examples
+        floor = d.fid_floor(n, params.seed)
+        quality = lambda x: {"fid": fid(d.test, x, d.evaluator), "fid_floor": floor}  # noqa: E731
     rows = compare_samplers(model, params.sampler, params.eval.compare_samplers, params.eval.compare_nfe,
-                            test=test, reference=train, n=n, n_projections=params.eval.n_projections,
-                            data_range=meta.get("value_range") if vae is None else None, seed=params.seed,
-                            shape=space["shape"], quality=quality,
-                            decode=lambda z: latent.decode_samples(vae, z, data_range=meta["value_range"] if image else None))
-    metric = "fid" if evaluator is not None else "swd"
+                            test=d.test, reference=d.train, n=n, n_projections=params.eval.n_projections,
+                            data_range=d.meta.get("value_range") if d.vae is None else None, seed=params.seed,
+                            shape=d.shape, quality=quality, decode=d.decode)
+    metric = "fid" if d.evaluator is not None else "swd"
     io.write_json(args.out, {"n": n, "metric": metric, "rows": rows})
     plot_quality_vs_nfe(rows, args.plot, metric=metric)
     print(f"compare_samplers: {len(rows)} runs on {n} samples each -> {args.out}")

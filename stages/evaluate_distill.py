@@ -24,7 +24,9 @@ import dataclasses
 import torch
 
 from sbm import data, io
-from sbm.comparison import conditional_quality, draw, load_measured, plot_quality_vs_nfe
+from sbm.comparison import (
+    conditional_quality, draw, load_measured, no_evaluator, plot_quality_vs_nfe, skip_evaluation,
+)
 from sbm.conditional import class_prompts, prompt_ids
 from sbm.config import load_params
 from sbm.distill import load_student, load_teacher
@@ -40,6 +42,9 @@ def main() -> None:
                         detail="reports/distill_detail.json", plot="reports/distill.png").parse_args()
     params = load_params(args.params)
     cfg, text = params.distill, params.text
+    why = no_evaluator(args.evaluator)
+    if why:  # its measure is FID on the evaluator's features
+        return skip_evaluation("evaluate_distill", why, metrics=args.metrics, detail=args.detail, plots=[args.plot])
     d = load_measured(args.data, args.space, args.evaluator, params.score.space, need_evaluator="evaluate_distill")
     student, smeta = load_student(args.student)
     info = smeta["student"]

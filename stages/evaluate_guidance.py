@@ -16,7 +16,7 @@ import torch
 
 from sbm import io, models
 from sbm.classifier import load_classifier
-from sbm.comparison import conditional_quality, load_measured
+from sbm.comparison import conditional_quality, load_measured, no_evaluator, skip_evaluation
 from sbm.plots import plot_guidance
 from sbm.config import load_params
 from sbm.guidance import ClassifierGuidance
@@ -34,6 +34,9 @@ def main() -> None:
                         plot="reports/guidance.png").parse_args()
     params = load_params(args.params)
     cfg = params.guidance
+    why = io.skipped_reason(args.classifier) or no_evaluator(args.evaluator)
+    if why:
+        return skip_evaluation("evaluate_guidance", why, metrics=args.metrics, detail=args.detail, plots=[args.plot])
     d = load_measured(args.data, args.space, args.evaluator, params.score.space, need_evaluator="guidance")
     model, _ = models.load_model(args.model)
     classifier, _ = load_classifier(args.classifier)

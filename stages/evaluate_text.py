@@ -22,7 +22,7 @@ from functools import partial
 import torch
 
 from sbm import data, io, models
-from sbm.comparison import conditional_quality, load_measured
+from sbm.comparison import conditional_quality, load_measured, no_evaluator, skip_evaluation
 from sbm.conditional import cfg as guided, class_prompts, prompt_ids
 from sbm.config import load_params
 from sbm.stage import run_stage, stage_parser
@@ -39,6 +39,9 @@ def main() -> None:
                         detail="reports/text_detail.json").parse_args()
     params = load_params(args.params)
     cfg = params.text
+    why = io.skipped_reason(args.model) or no_evaluator(args.evaluator)
+    if why:
+        return skip_evaluation("evaluate_text", why, metrics=args.metrics, detail=args.detail)
     d = load_measured(args.data, args.space, args.evaluator, params.score.space, need_evaluator="evaluate_text")
     model, _ = models.load_model(args.model)
     k = min(int(data.load_split(args.data, "train")[1].max()) + 1, len(CLASS_NAMES))

@@ -18,7 +18,7 @@ from sbm import data, io, latent, models
 from sbm.comparison import draw
 from sbm.conditional import cfg as guided, prompt_ids
 from sbm.config import load_params
-from sbm.plots import image_grid, plot_samples
+from sbm.plots import image_grid, placeholder, plot_samples
 from sbm.stage import run_stage, stage_parser
 
 
@@ -35,8 +35,10 @@ def main() -> None:
     space = latent.check_space(args.space, params.score.space)
     vae = latent.load_space_vae(args.space)
     model, _ = models.load_model(args.model)
-    text_model, _ = models.load_model(args.text_model)
-    ids = prompt_ids(text_model, params.text.prompts).repeat_interleave(params.text.n_per_prompt, 0)
+    no_text = io.skipped_reason(args.text_model)  # data without labels has no text model
+    if no_text is None:
+        text_model, _ = models.load_model(args.text_model)
+        ids = prompt_ids(text_model, params.text.prompts).repeat_interleave(params.text.n_per_prompt, 0)
     image = len(meta["shape"]) == 3
     z, nfe, seconds = draw(model, cfg, cfg.n_samples, space["shape"],
                            data_range=meta["value_range"] if vae is None else None, seed=params.seed, progress=True)
@@ -54,6 +56,11 @@ def main() -> None:
                  title=f"{cfg.name}, NFE {nfe}" + (" (latent, decoded)" if vae is not None else ""))
     print(f"sample: {len(x)} samples with {cfg.name} in {space['space']} space, NFE {nfe}, {seconds:.1f}s")
 
+    if no_text is not None:
+        io.write_skipped(args.prompts_out, "sample (prompts)", no_text)
+        placeholder(args.prompts_plot, f"no samples from prompts: {no_text}")
+        print(f"sample: no samples from prompts ({no_text})")
+        return
     w, n = params.text.weight, params.text.n_per_prompt
     z, nfe, seconds = draw(guided(text_model, w), cfg, len(ids), space["shape"], cond=ids, seed=params.seed)
     xp = latent.decode_samples(vae, z, data_range=meta["value_range"] if image else None)

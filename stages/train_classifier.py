@@ -15,7 +15,7 @@ from sbm import io, latent
 from sbm.classifier import NoisyClassifier, accuracy_by_noise_quarter, classifier_loss, save_classifier
 from sbm.config import load_params, to_dict
 from sbm.processes import build_process
-from sbm.stage import run_stage, stage_parser
+from sbm.stage import run_stage, skip_training, stage_parser
 from sbm.train import loop_params, train
 
 
@@ -27,7 +27,9 @@ def main() -> None:
     cfg = params.classifier
     x, y, meta = latent.training_set(args.data, args.space, params.score.space, "train")
     if y is None:
-        raise ValueError(f"{args.data}: the data has no class labels; classifier guidance needs them")
+        return skip_training("train_classifier", f"data {meta['name']!r} has no class labels, so there is no "
+                             "classifier to guide with", out=args.out, metrics=args.metrics,
+                             checkpoints=args.checkpoints, live=args.live)
     x_test, y_test, _ = latent.training_set(args.data, args.space, params.score.space, "test")
     process = build_process(params.process, meta)  # the score model's process (same space, same σ_max)
     torch.manual_seed(params.seed)

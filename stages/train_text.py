@@ -26,7 +26,7 @@ from sbm.losses import build_loss
 from sbm.models import ScoreModel
 from sbm.nets import TextConditionalNet, build_net
 from sbm.processes import build_process
-from sbm.stage import run_stage, stage_parser
+from sbm.stage import run_stage, skip_training, stage_parser
 from sbm.text import CLASS_NAMES, all_captions, build_text_encoder
 from sbm.train import loop_params, train
 
@@ -40,7 +40,9 @@ def main() -> None:
     space = latent.check_space(args.space, params.score.space)
     x, y, meta = latent.training_set(args.data, args.space, params.score.space, "train")
     if y is None:
-        raise ValueError(f"{args.data}: the data has no class labels; captions are built from them")
+        return skip_training("train_text", f"data {meta['name']!r} has no class labels, from which the captions "
+                             "are built", out=args.out, metrics=args.metrics, checkpoints=args.checkpoints,
+                             live=args.live)
     if int(y.max()) >= len(CLASS_NAMES):
         raise ValueError(f"{args.data}: labels up to {int(y.max())}, but captions name the digits 0..9 only")
     s = cfg.scratch

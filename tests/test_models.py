@@ -53,3 +53,20 @@ def test_checkpoint_round_trip_and_corruption(tmp_path):
         load_model(path)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_model(tmp_path / "absent.safetensors")
+
+
+def test_a_skipped_stage_file_says_why_and_refuses_to_load_as_a_model(tmp_path):
+    """write_skipped stands in for the model of a stage that had nothing to learn: skipped_reason
+    reads it back, loading it as a model names the stage and the reason, and a real model, a
+    missing or a corrupt file are not 'skipped'."""
+    from sbm import io
+
+    path = tmp_path / "classifier.safetensors"
+    io.write_skipped(path, "train_classifier", "data 'swiss_roll' has no class labels")
+    assert io.skipped_reason(path) == "train_classifier was skipped: data 'swiss_roll' has no class labels"
+    with pytest.raises(CheckpointError, match="no score model, stage train_classifier was skipped: data 'swiss_roll'"):
+        load_model(path)
+    save_model(tmp_path / "m.safetensors", ScoreModel(MLPNet(2, 8, 1, 4), VPSDE()))
+    (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
+    for other in ("m.safetensors", "absent.safetensors", "bad.safetensors"):
+        assert io.skipped_reason(tmp_path / other) is None

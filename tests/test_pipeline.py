@@ -50,6 +50,10 @@ TINY_GMM = {
     "distill": {"method": "consistency", "teacher": "text", "steps": 2, "teacher_steps": 8, "steps_per_round": 10,
                 "batch_size": 64, "eval_steps": [1, 2]},
 }
+# Data without labels (a 2-D Swiss roll): no evaluator, classifier or text model; their stages
+# and the ones that read them say so, and the pipeline still runs to its report.
+TINY_SWISS = {**TINY_GMM, "data": {"name": "swiss_roll", "n_train": 1000, "n_test": 500},
+              "distill": {"steps": 2, "teacher_steps": 8, "steps_per_round": 10, "batch_size": 64, "eval_steps": [2]}}
 STAGES = {"prepare", "train_evaluator", "train_vae", "train_score", "train_classifier", "train_text", "sample",
           "compare_samplers", "evaluate", "evaluate_guidance", "evaluate_text", "distill", "evaluate_distill", "report"}
 
@@ -178,6 +182,24 @@ def test_the_mixture_profile_reports_its_analytic_metrics(tmp_path_factory):
     assert {"student_fid_2", "student_acc_2", "teacher_acc_full", "teacher_ddim_acc_1"} <= set(
         json.loads((d / "reports/distill_eval.json").read_text()))
     assert "Samples that show the digit their prompt names" in report
+
+
+@pytest.mark.slow
+def test_data_without_labels_skips_the_label_stages_with_their_reason(tmp_path_factory):
+    d, env = _copy_repo(tmp_path_factory, TINY_SWISS)
+    assert _ran(_run([sys.executable, "-m", "dvc", "repro"], d, env)) == STAGES
+    why = "has no class labels"
+    for stage in ("train_classifier", "train_text"):
+        assert why in json.loads((d / f"reports/{stage}.json").read_text())["skipped"]
+    for detail in ("guidance_detail", "text_detail", "distill_detail"):
+        assert why in json.loads((d / f"reports/{detail}.json").read_text())["skipped"], detail
+    assert json.loads((d / "reports/distill.json").read_text())["rounds"][-1]["trained"]  # the student exists
+    report = (d / "reports/report.md").read_text()
+    for title in ("Classifier guidance", "Text conditioning", "Distillation"):
+        assert "_Skipped: " in report.split(f"## {title}")[1].split("\n## ")[0], title
+    proc = subprocess.run([sys.executable, "-m", "sbm", "sample", "--checkpoint", "data/models/text.safetensors",
+                           "--prompt", "a one", "--out", "p.png"], cwd=d, env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and "stage train_text was skipped: data 'swiss_roll' has no class labels" in proc.stderr
 
 
 @pytest.mark.slow
