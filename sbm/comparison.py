@@ -11,6 +11,7 @@ write when their inputs were skipped (data without labels).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
@@ -172,6 +174,14 @@ def compare_samplers(
     return rows
 
 
+def _log_tick(value: float, _pos=None) -> str:
+    """A log-axis tick label: the plain number at 1, 2 and 5 × 10^k, nothing elsewhere."""
+    if value <= 0:
+        return ""
+    mantissa = value / 10 ** math.floor(math.log10(value))
+    return f"{value:g}" if round(mantissa, 6) in (1.0, 2.0, 5.0) else ""
+
+
 def plot_quality_vs_nfe(rows: list[dict], png: str | Path, metric: str = "swd") -> None:
     """Quality (lower is better) against NFE, one line per sampler, the real-data floor dashed."""
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -189,9 +199,14 @@ def plot_quality_vs_nfe(rows: list[dict], png: str | Path, metric: str = "swd") 
         values = [r[metric] for r in rows if r.get(metric) is not None]
         if values and min(values) > 0:
             ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers at 1, 2, 5 × 10^k instead of "2×10^0"
+            if axis.get_scale() == "log":
+                axis.set_major_formatter(FuncFormatter(_log_tick))
+                axis.set_minor_formatter(FuncFormatter(_log_tick))
         ax.legend(fontsize=8)
     ax.set_xlabel("NFE (network evaluations)")
-    ax.set_ylabel(f"{metric} to test data")
+    label = {"fid": "FID", "swd": "sliced Wasserstein"}.get(metric, metric)
+    ax.set_ylabel(f"{label} to test data")
     fig.tight_layout()
     Path(png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sbm.comparison import compare_samplers, draw, settings_for_nfe
+from sbm.comparison import _log_tick, compare_samplers, draw, settings_for_nfe
 from sbm.config import SAMPLERS, SamplerParams
 from sbm.models import AnalyticScoreModel
 from sbm.processes import VPSDE, NCSNLadder
@@ -35,3 +35,8 @@ def test_compare_samplers_rows(mixture):
     # up to the noise of SW₂ at n = 400 (the floor itself varies by ~2× between draws)
     assert ddim40["swd"] < 3 * ddim40["swd_floor"]
     assert all(r["non_finite"] == 0 and r["swd_floor"] > 0 for r in rows)
+
+
+def test_log_axis_ticks_are_plain_numbers_at_1_2_5():
+    assert [_log_tick(v) for v in (0.2, 0.3, 1, 2, 3, 5, 10, 20, 40, 50, 500)] == \
+        ["0.2", "", "1", "2", "", "5", "10", "20", "", "50", "500"]
