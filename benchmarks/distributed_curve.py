@@ -12,7 +12,7 @@ so the pipeline's files are untouched. The 2-process run must report `world_size
 its metrics JSON (asserted). Then it reads both dvclive loss curves
 (<live>/plots/metrics/loss.tsv) and evaluates both final (EMA) models against the exact
 score of the Gaussian mixture (data/prepared/meta.json "gmm"): the relative score error
-`sbm.metrics.score_error_per_level` at the model's sampling grid, capped to 20 levels
+`sbm.eval.truth.score_error_per_level` at the model's sampling grid, capped to 20 levels
 (as the evaluate stage does), `eval.n_score_points` points per level, seeded by `seed`.
 
 Prints a table; writes reports/benchmarks/distributed_curve.json and the curves
@@ -45,11 +45,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sbm import data as sbm_data  # noqa: E402
-from sbm.config import load_params  # noqa: E402
-from sbm.gmm import GaussianMixture  # noqa: E402
-from sbm.metrics import score_error_per_level  # noqa: E402
-from sbm.models import load_model  # noqa: E402
+from sbm.config.params import load_params
+from sbm.core.gmm import GaussianMixture
+from sbm.eval.truth import score_error_per_level
+from sbm.models.score import load_model
+from sbm.pipeline.data import load_meta
 
 STAGE = ROOT / "stages" / "train_score.py"
 LAUNCH_2 = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "0"]
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     params = load_params(args.params)
     data_dir = Path(args.data).resolve()
-    meta = sbm_data.load_meta(data_dir)
+    meta = load_meta(data_dir)
     if "gmm" not in meta:
         raise SystemExit(f"{data_dir}/meta.json has no 'gmm': the score error needs the Gaussian-mixture data")
     gmm = GaussianMixture.from_dict(meta["gmm"])

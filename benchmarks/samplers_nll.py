@@ -3,14 +3,14 @@
 On the default Gaussian mixture (params `data`), with the score model the pipeline trains
 (params `loss`, `objective`, `process`, `model`, `train`; the calls of stages/train_score.py):
 
-1. NLL of the test split along the probability-flow ODE (`sbm.likelihood.dataset_nll`, exact
+1. NLL of the test split along the probability-flow ODE (`sbm.core.likelihood.dataset_nll`, exact
    divergence), next to the exact NLL of the same points under the true mixture, the gap,
    and the ODE solver's NFE.
-2. Every sampler at NFE ≈ 10, 20, 50, 100, 1000 (`sbm.comparison.compare_samplers`: the
+2. Every sampler at NFE ≈ 10, 20, 50, 100, 1000 (`sbm.eval.sweep.compare_samplers`: the
    `steps`, and annealed_langevin's levels × steps_per_level, from the NFE conventions of
-   sbm.samplers by `settings_for_nfe`; ode_adaptive: a ladder of rtol = atol, each target
-   taking the run of closest actual NFE): n samples drawn by `sbm.comparison.draw`, SW₂ to
-   the test split next to the real-data floor (`sbm.metrics.distance_report`), and wall
+   sbm.core.samplers by `settings_for_nfe`; ode_adaptive: a ladder of rtol = atol, each target
+   taking the run of closest actual NFE): n samples drawn by `sbm.eval.sweep.draw`, SW₂ to
+   the test split next to the real-data floor (`sbm.eval.distances.distance_report`), and wall
    time per sample. For scale: the SW₂ of exact draws from the true mixture (mean ± sd).
 
     python benchmarks/samplers_nll.py                          # full: trains params' train.steps
@@ -40,16 +40,18 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sbm import models, data, io, likelihood  # noqa: E402
-from sbm.comparison import compare_samplers, settings_for_nfe  # noqa: E402
-from sbm.config import SAMPLERS, load_params, to_dict  # noqa: E402
-from sbm.gmm import GaussianMixture  # noqa: E402
-from sbm.metrics import distance_report  # noqa: E402
-from sbm.losses import build_loss  # noqa: E402
-from sbm.models import ScoreModel  # noqa: E402
-from sbm.nets import build_net  # noqa: E402
-from sbm.processes import build_process  # noqa: E402
-from sbm.train import train  # noqa: E402
+from sbm.config.params import SAMPLERS, load_params, to_dict
+from sbm.core.gmm import GaussianMixture
+from sbm.core.likelihood import dataset_nll
+from sbm.core.losses import build_loss
+from sbm.core.model import ScoreModel
+from sbm.core.processes import build_process
+from sbm.eval.distances import distance_report
+from sbm.eval.sweep import compare_samplers, settings_for_nfe
+from sbm.models.score import load_model, save_model
+from sbm.nets.score import build_net
+from sbm.pipeline import data
+from sbm.train.loop import train
 
 TARGETS = (10, 20, 50, 100, 1000)
 #: ode_adaptive: rtol = atol ladder, each run once; every target takes the run of closest NFE
@@ -58,7 +60,7 @@ TOLERANCES = (3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 
 
 def load_data(params, data_dir: Path, tmp: Path) -> tuple[dict, torch.Tensor, torch.Tensor, str]:
     """(meta, train x, test x, where): data_dir when its meta matches params `data`/seed,
-    else freshly prepared by `sbm.data.prepare` into tmp."""
+    else freshly prepared by `sbm.pipeline.data.prepare` into tmp."""
     d, where = params.data, str(data_dir)
     want = {"name": d.name, "n_train": d.n_train, "n_test": d.n_test, "seed": params.seed,
             "gmm": GaussianMixture(d.gmm.weights, d.gmm.means, d.gmm.covs).to_dict() if d.name == "gmm" else None}
@@ -89,7 +91,7 @@ def nll_report(model, test: torch.Tensor, meta: dict, cfg, n_points: int, seed: 
     """ODE NLL (exact divergence) of the first n_points test points next to their exact NLL."""
     points = test[:n_points]
     t0 = time.perf_counter()
-    summary, logp = likelihood.dataset_nll(model, points, batch_size=cfg.batch_size, divergence="exact",
+    summary, logp = dataset_nll(model, points, batch_size=cfg.batch_size, divergence="exact",
                                            rtol=cfg.rtol, atol=cfg.atol,
                                            generator=torch.Generator().manual_seed(seed), progress=True)
     out = {"n": summary["n"], "nll": summary["nll"], "nfe": summary["nll_nfe"], "rtol": cfg.rtol,
@@ -121,7 +123,7 @@ def describe(cfg) -> str:
 
 
 def sampler_rows(model, base, names: list[str], targets, **kw) -> list[dict]:
-    """One row per (sampler, target NFE) by `sbm.comparison.compare_samplers` (its
+    """One row per (sampler, target NFE) by `sbm.eval.sweep.compare_samplers` (its
     `settings_for_nfe` picks the steps); ode_adaptive runs once per tolerance of TOLERANCES
     and each target takes the run whose actual NFE is closest (ties: the cheaper)."""
     native = len(model.process.grid())
@@ -188,11 +190,11 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         meta, train_x, test_x, where = load_data(params, Path(args.data), Path(tmp))
         if args.model:
-            model, info = models.load_model(args.model)[0], {"model": args.model}
+            model, info = load_model(args.model)[0], {"model": args.model}
         else:
             model, info = train_model(params, meta, train_x, Path(tmp))
             if args.save_model:
-                models.save_model(args.save_model, model, extra={"loss": params.loss, "data_shape": meta["shape"]})
+                save_model(args.save_model, model, extra={"loss": params.loss, "data_shape": meta["shape"]})
     info["process"] = model.process.to_config()
     about = f"{info['process']['name']} process, " + (
         f"model {args.model}" if args.model else

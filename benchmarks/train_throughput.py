@@ -1,4 +1,4 @@
-"""Throughput: the project's training loop (`sbm.train.train`) against a plain PyTorch loop, and
+"""Throughput: the project's training loop (`sbm.train.loop.train`) against a plain PyTorch loop, and
 DDIM sampling speed, for the MLP (2-D points) and the diffusers U-Net (1×8×8 digit images).
 
 Training. Both loops train the same network (a fresh copy, same initial weights), with the
@@ -29,7 +29,7 @@ Networks (`--net`):
   Its process is params `process` with σ_max = the max pairwise distance of the images.
 
 Sampling. Samples per second of the DDIM sampler (`--sample-steps` 50: 49 steps and the final
-denoise, 50 network evaluations) through `sbm.comparison.draw`, with an *untrained* model of
+denoise, 50 network evaluations) through `sbm.eval.sweep.draw`, with an *untrained* model of
 each network (the cost does not depend on the weights): 5000 points of the MLP in one batch
 (params `sampler.batch_size`), 256 images of the U-Net in one batch. Best of `--sample-repeats`
 after one warm-up draw.
@@ -63,15 +63,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sbm.comparison import draw  # noqa: E402
-from sbm.config import load_params  # noqa: E402
-from sbm.data import max_pairwise_distance  # noqa: E402
-from sbm.gmm import GaussianMixture  # noqa: E402
-from sbm.losses import build_loss  # noqa: E402
-from sbm.models import ScoreModel  # noqa: E402
-from sbm.nets import MLPNet, UNetNet  # noqa: E402
-from sbm.processes import build_process  # noqa: E402
-from sbm.train import make_optimizer, train  # noqa: E402
+from sbm.config.params import load_params
+from sbm.core.gmm import GaussianMixture
+from sbm.core.losses import build_loss
+from sbm.core.model import ScoreModel
+from sbm.core.processes import build_process
+from sbm.eval.sweep import draw
+from sbm.nets.score import MLPNet, UNetNet
+from sbm.pipeline.data import max_pairwise_distance
+from sbm.train.loop import make_optimizer, train
 
 BUDGET = 0.10  # the project's loop may cost at most 10 % over the plain loop
 OUT = ROOT / "reports" / "benchmarks" / "train_throughput.json"
@@ -164,7 +164,7 @@ def plain_loop(make_model, loss_fn, x: torch.Tensor, cfg, steps: int, device: to
 
 
 def project_loop(make_model, loss_fn, x: torch.Tensor, cfg, steps: int, live: bool) -> float:
-    """Seconds of `sbm.train.train`'s loop for `steps` steps (fresh checkpoint folder)."""
+    """Seconds of `sbm.train.loop.train`'s loop for `steps` steps (fresh checkpoint folder)."""
     cfg = dataclasses.replace(cfg, steps=steps, checkpoint_every=steps)
     with tempfile.TemporaryDirectory() as tmp:
         _, result = train(make_model(), loss_fn, x, cfg, seed=0, ckpt_dir=Path(tmp) / "ckpt",
@@ -207,11 +207,11 @@ def bench_training(name: str, setup: Setup, params, args, device: torch.device) 
     print(f"\n{name}: {setup.data} ({n_params} parameters), {params.loss}, batch {cfg.batch_size}, "
           f"{steps} steps × {args.repeats} repeats on {device} ({torch.get_num_threads()} threads)")
     print(f"{'loop':<20} {'steps/s':>9} {'ms/step':>8} {'median steps/s':>15}   runs (s)")
-    for label, key in (("plain PyTorch loop", "plain"), ("sbm.train.train", "project")):
+    for label, key in (("plain PyTorch loop", "plain"), ("sbm.train.loop.train", "project")):
         r = rate[key]
         print(f"{label:<20} {r:9.2f} {1e3 / r:8.2f} {median_rate[key]:15.2f}   "
               f"{' '.join(f'{t:.2f}' for t in times[key])}")
-    print(f"overhead of sbm.train.train: {100 * overhead:+.1f} % best-of-{args.repeats} "
+    print(f"overhead of sbm.train.loop.train: {100 * overhead:+.1f} % best-of-{args.repeats} "
           f"({100 * report['median_overhead']:+.1f} % median; budget {100 * BUDGET:.0f} %) -> "
           f"{'OK' if overhead <= BUDGET else 'OVER BUDGET'}")
     return report
@@ -264,7 +264,7 @@ def markdown(report: dict) -> str:
         f"torch {env['torch']} ({env['threads']} threads), device {env['device']}. "
         "Numbers are best-of-N (medians in parentheses); the JSON next to this file has every run.",
         "",
-        "## Training: `sbm.train.train` vs a plain PyTorch loop",
+        "## Training: `sbm.train.loop.train` vs a plain PyTorch loop",
         "",
         "Same network, initial weights, optimizer, batch, clipping and loss; the project's loop adds "
         "accelerate, permutation batches, per-step seeding, lr warm-up, the EMA, dvclive logging and "

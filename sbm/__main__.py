@@ -11,7 +11,16 @@ import argparse
 import dataclasses
 import sys
 
-from .config import SAMPLERS, SamplerParams
+from sbm import io
+from sbm.config.params import SAMPLERS, SamplerParams
+from sbm.distill.students import load_student
+from sbm.eval.sweep import draw
+from sbm.latent.vae import VAE_FILE, decode_samples, load_vae
+from sbm.pipeline.experiments import write_report
+from sbm.pipeline.plots import image_grid, plot_samples
+from sbm.pipeline.stage import USER_ERRORS
+from sbm.text.conditioning import cfg as guided
+from sbm.text.conditioning import prompt_ids
 
 
 def _load_vae(args, meta: dict):
@@ -19,18 +28,17 @@ def _load_vae(args, meta: dict):
     directory it was trained in (recorded by train_score); None for a pixel-space model."""
     from pathlib import Path
 
-    from . import latent
 
     space = meta.get("space") or {"space": "pixel"}
     if space["space"] != "latent":
         if args.vae:
             raise ValueError(f"--vae {args.vae}: {args.checkpoint} is a pixel-space model; it needs no decoder")
         return None
-    path = Path(args.vae) if args.vae else Path(meta.get("space_dir", "data/latent")) / latent.VAE_FILE
+    path = Path(args.vae) if args.vae else Path(meta.get("space_dir", "data/latent")) / VAE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{args.checkpoint} is a latent model and its VAE {path} does not exist; "
                                 "pass --vae PATH (the vae.safetensors of its train_vae stage)")
-    vae = latent.load_vae(path)[0]
+    vae = load_vae(path)[0]
     if list(vae.latent_shape) != list(space["shape"]) or abs(vae.scale - space["scale"]) > 1e-6 * space["scale"]:
         raise ValueError(f"--vae {path}: latents {list(vae.latent_shape)} with scale {vae.scale:.6g}, but the "
                          f"model was trained on {space['shape']} with scale {space['scale']:.6g}: not its VAE")
@@ -38,11 +46,6 @@ def _load_vae(args, meta: dict):
 
 
 def _sample(args) -> None:
-    from . import io, latent
-    from .comparison import draw
-    from .conditional import cfg as guided, prompt_ids
-    from .distill import load_student
-    from .plots import image_grid, plot_samples
 
     if args.checkpoint is None:
         args.checkpoint = "data/models/text.safetensors" if args.prompt else "data/models/score.safetensors"
@@ -73,7 +76,7 @@ def _sample(args) -> None:
         raise ValueError(f"{bad} of {len(x)} samples are not finite ({args.sampler}, steps {args.steps}); "
                          "try more steps or another sampler")
     image = len((meta.get("space") or {}).get("data_shape", shape)) == 3
-    x = latent.decode_samples(vae, x, data_range=meta.get("data_range") if image else None)
+    x = decode_samples(vae, x, data_range=meta.get("data_range") if image else None)
     w = f"CFG w = {args.guidance:g}" + (f" on a student distilled at w = {folded:g}" if folded is not None else "")
     title = f"{args.sampler}, NFE {nfe}" + (f", {w}" if args.prompt else "")
     if args.prompt and x.dim() == 4:
@@ -87,14 +90,12 @@ def _sample(args) -> None:
 
 
 def _compare(args) -> None:
-    from .compare import write_report
 
     text = write_report(args.out, args.repo)
     print(text if args.print else f"wrote {args.out}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .stage import USER_ERRORS
 
     ap = argparse.ArgumentParser(prog="sbm", description="score-based generative modelling pipeline")
     sub = ap.add_subparsers(dest="command", required=True)

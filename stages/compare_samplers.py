@@ -1,18 +1,21 @@
 """DVC stage `compare_samplers`: every sampler in eval.compare_samplers at every step count
 in eval.compare_nfe (NFE budgets), on the trained model — NFE, wall time per sample and the
-sample-to-test distance next to the real-data floor (sbm.comparison); with an evaluator
+sample-to-test distance next to the real-data floor (sbm.eval.sweep); with an evaluator
 (labelled data) also FID(samples, test) next to FID(train, test). A latent model's samples
-are decoded first (sbm.latent.decode_samples).
+are decoded first (sbm.latent.vae.decode_samples).
 
 Writes reports/samplers.json (rows) and reports/samplers.png (FID, or SW₂ without an
 evaluator, against NFE).
 """
 
-from sbm import io, models
-from sbm.comparison import compare_samplers, load_measured, plot_quality_vs_nfe
-from sbm.config import load_params
-from sbm.evaluator import fid
-from sbm.stage import run_stage, stage_parser
+from sbm import io
+from sbm.config.params import load_params
+from sbm.eval.evaluator import fid
+from sbm.eval.sweep import compare_samplers
+from sbm.models.score import load_model
+from sbm.pipeline.measured import load_measured
+from sbm.pipeline.plots import plot_quality_vs_nfe
+from sbm.pipeline.stage import run_stage, stage_parser
 
 
 def main() -> None:
@@ -22,7 +25,7 @@ def main() -> None:
 
     params = load_params(args.params)
     d = load_measured(args.data, args.space, args.evaluator, params.score.space)
-    model, _ = models.load_model(args.model)
+    model, _ = load_model(args.model)
     n = min(params.eval.compare_points, len(d.train), len(d.test) if d.evaluator is None else len(d.train))
     quality = None
     if d.evaluator is not None:  # FID with n generated vs the test split, floor: n training examples

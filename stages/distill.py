@@ -1,4 +1,4 @@
-"""DVC stage `distill`: a few-step student of the score model (sbm.distill).
+"""DVC stage `distill`: a few-step student of the score model (sbm.distill.students).
 
 distill.method = progressive (Salimans & Ho 2022): rounds that each halve the DDIM steps, from
 distill.teacher_steps down to distill.steps; every student starts as a copy of its teacher and
@@ -24,12 +24,14 @@ ddim --steps <distill.steps + 1>`, `--sampler consistency` for a consistency mod
 
 import torch
 
-from sbm import io, latent
-from sbm.conditional import caption_loss, text_encoder
-from sbm.config import load_params, to_dict
-from sbm.distill import distill, load_teacher, save_consistency_model
-from sbm.models import save_model
-from sbm.stage import run_stage, stage_parser
+from sbm import io
+from sbm.config.params import load_params, to_dict
+from sbm.distill.students import distill, load_teacher, save_consistency_model
+from sbm.latent.vae import check_space
+from sbm.models.score import save_model
+from sbm.pipeline.spaces import training_set
+from sbm.pipeline.stage import run_stage, stage_parser
+from sbm.text.conditioning import caption_loss, text_encoder
 
 
 def main() -> None:
@@ -39,9 +41,9 @@ def main() -> None:
                         metrics="reports/distill.json").parse_args()
     params = load_params(args.params)
     cfg, text = params.distill, params.text
-    latent.check_space(args.space, params.score.space)
+    check_space(args.space, params.score.space)
     teacher, base, meta = load_teacher(cfg.teacher, args.model, args.text_model, text.weight)
-    x, y, _ = latent.training_set(args.data, args.space, params.score.space, "train")
+    x, y, _ = training_set(args.data, args.space, params.score.space, "train")
     fp_config = {"teacher": io.state_digest(base.net)}
     cond, wrap_loss, guidance = None, None, None
     if cfg.teacher == "text":

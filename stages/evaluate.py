@@ -7,20 +7,20 @@ score model; writes reports/metrics.json (flat scalars, for `dvc metrics show` /
 show`), reports/eval_detail.json (per-level tables, weights, likelihood settings, class
 counts) and reports/class_histogram.png (labelled data).
 
-Evaluator (labelled data; sbm.metrics.evaluator_metrics): `fid` = FID(samples, test) on the
+Evaluator (labelled data; sbm.eval.evaluator.evaluator_metrics): `fid` = FID(samples, test) on the
 evaluator's features next to `fid_floor` = FID(train, test), `evaluator_acc` on the test
 split, and `class_tv`, the total-variation distance between the classes the evaluator
 assigns to the samples and the training split's class frequencies.
 
-Distances (sbm.metrics.distance_report): SW₂ and MMD² of samples vs test points, next to
+Distances (sbm.eval.distances.distance_report): SW₂ and MMD² of samples vs test points, next to
 the floor — the same distances from real training points to the same test points.
-Likelihood (sbm.likelihood.dataset_nll): the probability-flow ODE log-likelihood of the first
+Likelihood (sbm.core.likelihood.dataset_nll): the probability-flow ODE log-likelihood of the first
 `likelihood.n_points` test points — `nll` (mean nats per example) for continuous data, or,
 when meta.json has n_levels (quantised data, e.g. digits), `bpd`: bits/dim of the points
-dequantised by u ~ U[0, Δ) (the variational bound of sbm.likelihood, eq. 5); `nll_nfe`,
+dequantised by u ~ U[0, Δ) (the variational bound of sbm.core.likelihood, eq. 5); `nll_nfe`,
 the mean number of score evaluations per ODE solve. A latent model instead reports
 `bpd_bound` (and `bpd_bound_iwae`): the bound −log p(x) ≤ E_q[−log p(x|z) − log p(z) +
-log q(z|x)] with log p(z) from the ODE on the latents (sbm.likelihood.latent_nll_metrics).
+log q(z|x)] with log p(z) from the ODE on the latents (sbm.eval.likelihood.latent_nll_metrics).
 Gaussian mixture only: score error per noise level against the exact score, mixture
 weights read off the samples, mean true log-density of samples and of test points, and
 `nll_exact` = −mean true log p₀ of the same likelihood points, `nll_gap` = nll − nll_exact.
@@ -30,12 +30,19 @@ from __future__ import annotations
 
 import torch
 
-from sbm import data, io, latent, likelihood, metrics, models
-from sbm.config import load_params
-from sbm.evaluator import fid_from_params, load_evaluator_dir
-from sbm.gmm import GaussianMixture
-from sbm.plots import placeholder, plot_class_histogram
-from sbm.stage import run_stage, stage_parser
+from sbm import io
+from sbm.config.params import load_params
+from sbm.core.gmm import GaussianMixture
+from sbm.eval.distances import distance_report
+from sbm.eval.evaluator import evaluator_metrics, fid_from_params, load_evaluator_dir
+from sbm.eval.likelihood import latent_nll_metrics, nll_metrics
+from sbm.eval.truth import gmm_metrics
+from sbm.latent.vae import check_space, load_space_vae
+from sbm.models.score import load_model
+from sbm.pipeline import data
+from sbm.pipeline.plots import placeholder, plot_class_histogram
+from sbm.pipeline.stage import run_stage, stage_parser
+
 
 def load_samples(path) -> tuple[torch.Tensor, dict]:
     """x (N, ...) of a samples file; ValueError naming the file if any sample is not finite."""
@@ -71,14 +78,14 @@ def main(argv: list[str] | None = None) -> dict:
     if gmm is not None and gmm.dim != samples[0].numel():
         raise ValueError(f"{args.data}/meta.json: the mixture has dimension {gmm.dim}, "
                          f"the samples {samples[0].numel()}")
-    latent.check_space(args.space, params.score.space)
-    vae = latent.load_space_vae(args.space)  # fail before the work
+    check_space(args.space, params.score.space)
+    vae = load_space_vae(args.space)  # fail before the work
     evaluator = load_evaluator_dir(args.evaluator)
-    model = models.load_model(args.model)[0]
+    model = load_model(args.model)[0]
     train_x, train_y = data.load_split(args.data, "train")
     test_x, test_y = data.load_split(args.data, "test")
 
-    dist = metrics.distance_report(samples, test_x, train_x, cfg.n_points, cfg.n_projections, params.seed)
+    dist = distance_report(samples, test_x, train_x, cfg.n_points, cfg.n_projections, params.seed)
     flat = {"n_samples": len(samples), "n_eval": dist["n"], "swd": dist["swd"], "swd_floor": dist["swd_floor"],
             "swd_ratio": dist["swd_ratio"], "mmd": dist["mmd"], "mmd_floor": dist["mmd_floor"]}
     detail = {
@@ -88,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         "distances": dist,
     }
     if evaluator is not None:
-        eflat, edetail = metrics.evaluator_metrics(
+        eflat, edetail = evaluator_metrics(
             samples, train_x, train_y, test_x, test_y, evaluator, params.seed,
             fid_fn=lambda real, fake: fid_from_params(params.evaluator, real, fake, evaluator))
         flat.update(eflat)
@@ -99,15 +106,15 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         placeholder(args.histogram, "no class labels in this data set: no evaluator, no class histogram")
     if gmm is not None:
-        gflat, gdetail = metrics.gmm_metrics(model, gmm, samples, test_x, cfg.n_score_points, params.seed,
+        gflat, gdetail = gmm_metrics(model, gmm, samples, test_x, cfg.n_score_points, params.seed,
                                       progress=not args.no_progress)
         flat.update(gflat)
         detail.update(gdetail)
     if vae is not None:
-        lflat, ldetail = likelihood.latent_nll_metrics(model, vae, test_x, meta, params.likelihood, params.seed,
+        lflat, ldetail = latent_nll_metrics(model, vae, test_x, meta, params.likelihood, params.seed,
                                                        params.vae.bound_samples, progress=not args.no_progress)
     else:
-        lflat, ldetail = likelihood.nll_metrics(model, test_x, meta, params.likelihood, params.seed, gmm,
+        lflat, ldetail = nll_metrics(model, test_x, meta, params.likelihood, params.seed, gmm,
                                                 progress=not args.no_progress)
     flat.update(lflat)
     detail.update(ldetail)

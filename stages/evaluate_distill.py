@@ -23,16 +23,17 @@ import dataclasses
 
 import torch
 
-from sbm import data, io
-from sbm.comparison import (
-    conditional_quality, draw, load_measured, no_evaluator, plot_quality_vs_nfe, skip_evaluation,
-)
-from sbm.conditional import class_prompts, prompt_ids
-from sbm.config import load_params
-from sbm.distill import load_student, load_teacher
-from sbm.evaluator import fid
-from sbm.stage import run_stage, stage_parser
-from sbm.text import CLASS_NAMES
+from sbm import io
+from sbm.config.params import load_params
+from sbm.config.prompts import CLASS_NAMES
+from sbm.distill.students import load_student, load_teacher
+from sbm.eval.evaluator import fid
+from sbm.eval.sweep import conditional_quality, draw
+from sbm.pipeline import data
+from sbm.pipeline.measured import load_measured, no_evaluator, skip_evaluation
+from sbm.pipeline.plots import plot_quality_vs_nfe
+from sbm.pipeline.stage import run_stage, stage_parser
+from sbm.text.conditioning import class_prompts, prompt_ids
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """DVC stage `evaluate_guidance`: class-conditional samples by classifier guidance.
 
 For every scale s in guidance.classifier_scales the unconditional score model is wrapped as
-score + s·∇ₓ log p(y | x_t, t) (sbm.guidance.ClassifierGuidance, with the noise-conditional
+score + s·∇ₓ log p(y | x_t, t) (sbm.core.guidance.ClassifierGuidance, with the noise-conditional
 classifier of train_classifier) and sampled with params `sampler` for guidance.n_per_class
 samples of every class y; latent samples are decoded. Per scale: the evaluator's accuracy on
 the samples (the fraction it assigns to the class they were generated for, overall and per
@@ -14,13 +14,15 @@ reports/guidance_detail.json (rows with per-class accuracy) and reports/guidance
 
 import torch
 
-from sbm import io, models
-from sbm.classifier import load_classifier
-from sbm.comparison import conditional_quality, load_measured, no_evaluator, skip_evaluation
-from sbm.plots import plot_guidance
-from sbm.config import load_params
-from sbm.guidance import ClassifierGuidance
-from sbm.stage import run_stage, stage_parser
+from sbm import io
+from sbm.config.params import load_params
+from sbm.core.guidance import ClassifierGuidance
+from sbm.eval.sweep import conditional_quality
+from sbm.models.classifier import load_classifier
+from sbm.models.score import load_model
+from sbm.pipeline.measured import load_measured, no_evaluator, skip_evaluation
+from sbm.pipeline.plots import plot_guidance
+from sbm.pipeline.stage import run_stage, stage_parser
 
 
 def _key(scale: float) -> str:
@@ -38,7 +40,7 @@ def main() -> None:
     if why:
         return skip_evaluation("evaluate_guidance", why, metrics=args.metrics, detail=args.detail, plots=[args.plot])
     d = load_measured(args.data, args.space, args.evaluator, params.score.space, need_evaluator="guidance")
-    model, _ = models.load_model(args.model)
+    model, _ = load_model(args.model)
     classifier, _ = load_classifier(args.classifier)
     k = classifier.n_classes
     y = torch.arange(k).repeat_interleave(cfg.n_per_class)  # (K · n,) the class each sample is drawn for

@@ -1,7 +1,7 @@
 """DVC stage `evaluate_text`: class-conditional samples from prompts by classifier-free guidance.
 
 The text-conditional model of train_text is wrapped as ε̃ = ε_u + w(ε_c − ε_u)
-(sbm.conditional.cfg; ε_u from the empty prompt) for every w in text.guidance_weights
+(sbm.text.conditioning.cfg; ε_u from the empty prompt) for every w in text.guidance_weights
 (w = 0: the model's unconditional branch; w = 1: the plain conditional model) and sampled with
 params `sampler`: text.n_per_class samples of every digit, each drawn for a caption of one of
 the training templates (text.templates, taken in turn). Per w: the evaluator's accuracy (the
@@ -21,12 +21,16 @@ from functools import partial
 
 import torch
 
-from sbm import data, io, models
-from sbm.comparison import conditional_quality, load_measured, no_evaluator, skip_evaluation
-from sbm.conditional import cfg as guided, class_prompts, prompt_ids
-from sbm.config import load_params
-from sbm.stage import run_stage, stage_parser
-from sbm.text import CLASS_NAMES
+from sbm import io
+from sbm.config.params import load_params
+from sbm.config.prompts import CLASS_NAMES
+from sbm.eval.sweep import conditional_quality
+from sbm.pipeline import data
+from sbm.pipeline.measured import load_measured, no_evaluator, skip_evaluation
+from sbm.pipeline.stage import run_stage, stage_parser
+from sbm.text.conditioning import cfg as guided
+from sbm.text.conditioning import class_prompts, prompt_ids
+from sbm.text.net import load_text_model
 
 
 def _key(w: float) -> str:
@@ -43,7 +47,7 @@ def main() -> None:
     if why:
         return skip_evaluation("evaluate_text", why, metrics=args.metrics, detail=args.detail)
     d = load_measured(args.data, args.space, args.evaluator, params.score.space, need_evaluator="evaluate_text")
-    model, _ = models.load_model(args.model)
+    model, _ = load_text_model(args.model)
     k = min(int(data.load_split(args.data, "train")[1].max()) + 1, len(CLASS_NAMES))
     y = torch.arange(k).repeat_interleave(cfg.n_per_class)  # (K · n,) the digit each sample is drawn for
     seen = prompt_ids(model, class_prompts(y, cfg.templates))  # checked before any sampling

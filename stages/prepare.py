@@ -1,24 +1,23 @@
-"""DVC stage `prepare`: build the dataset named in params.yaml (see `sbm.data`).
+"""DVC stage `prepare`: build the dataset named in params.yaml (see `sbm.pipeline.data`).
 
     python stages/prepare.py [--params params.yaml] [--out data/prepared] [--report reports/prepare.json]
 
 Writes OUT/dataset, OUT/meta.json and REPORT (the meta without the bulky "gmm" entry).
-Bad params or data exit with status 2 and one line on stderr (`sbm.stage.run_stage`).
+Bad params or data exit with status 2 and one line on stderr (`sbm.pipeline.stage.run_stage`).
 """
 
 from __future__ import annotations
 
-
-import sbm.config
-import sbm.data
+from sbm.config.params import load_params
 from sbm.io import write_json
-from sbm.stage import run_stage, stage_parser
+from sbm.pipeline.data import prepare
+from sbm.pipeline.stage import run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = stage_parser(__doc__, out="data/prepared", report="reports/prepare.json").parse_args(argv)
-    params = sbm.config.load_params(args.params)
-    meta = sbm.data.prepare(params.data, params.seed, args.out)
+    params = load_params(args.params)
+    meta = prepare(params.data, params.seed, args.out)
     write_json(args.report, {k: v for k, v in meta.items() if k != "gmm"})
     print(f"prepare: {meta['name']} shape={meta['shape']} train={meta['n_train']} test={meta['n_test']} "
           f"range=[{meta['value_range'][0]:.3g}, {meta['value_range'][1]:.3g}] "

@@ -8,15 +8,15 @@ one skips its section with a note). Writes reports/report.md, reports/loss.png (
 model's loss curve) and reports/vae_loss.png (the VAE's, only when its curve exists: a
 pixel-space model has none). Image data gets a headline table: FID next to its floor,
 the evaluator's accuracy, the class TV distance, bits/dim or, for a latent model, its
-upper bound. Renders offline (sbm.report).
+upper bound. Renders offline (sbm.pipeline.report).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from sbm.report import ReportInputs, build_report
-from sbm.stage import run_stage
+from sbm.pipeline.report import ReportInputs, build_report
+from sbm.pipeline.stage import run_stage
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -1,25 +1,30 @@
 """DVC stage `sample`: draw samples from the trained score model.
 
 Reads params (seed, sampler), the model, the data meta and the space directory: a latent
-model's samples z_s are decoded by the VAE, x = decode(z_s / s) (sbm.latent.decode_samples);
+model's samples z_s are decoded by the VAE, x = decode(z_s / s) (sbm.latent.vae.decode_samples);
 image samples are clamped to the data's value range. Writes data/samples/samples.safetensors
 (data space), reports/sample.json and reports/samples.png (an image grid, or a scatter for 2-D).
 
 From prompts: with the text-conditional model of train_text, text.n_per_prompt samples for
 every prompt of text.prompts under classifier-free guidance of weight text.weight
-(sbm.conditional.cfg); the prompts are checked (empty, non-string, over-long) before any
+(sbm.text.conditioning.cfg); the prompts are checked (empty, non-string, over-long) before any
 sampling. Writes data/samples/prompts.safetensors and reports/prompt_samples.png (one row per
 prompt).
 """
 
 import torch
 
-from sbm import data, io, latent, models
-from sbm.comparison import draw
-from sbm.conditional import cfg as guided, prompt_ids
-from sbm.config import load_params
-from sbm.plots import image_grid, placeholder, plot_samples
-from sbm.stage import run_stage, stage_parser
+from sbm import io
+from sbm.config.params import load_params
+from sbm.eval.sweep import draw
+from sbm.latent.vae import check_space, decode_samples, load_space_vae
+from sbm.models.score import load_model
+from sbm.pipeline import data
+from sbm.pipeline.plots import image_grid, placeholder, plot_samples
+from sbm.pipeline.stage import run_stage, stage_parser
+from sbm.text.conditioning import cfg as guided
+from sbm.text.conditioning import prompt_ids
+from sbm.text.net import load_text_model
 
 
 def main() -> None:
@@ -32,12 +37,12 @@ def main() -> None:
     params = load_params(args.params)
     cfg = params.sampler
     meta = data.load_meta(args.data)
-    space = latent.check_space(args.space, params.score.space)
-    vae = latent.load_space_vae(args.space)
-    model, _ = models.load_model(args.model)
+    space = check_space(args.space, params.score.space)
+    vae = load_space_vae(args.space)
+    model, _ = load_model(args.model)
     no_text = io.skipped_reason(args.text_model)  # data without labels has no text model
     if no_text is None:
-        text_model, _ = models.load_model(args.text_model)
+        text_model, _ = load_text_model(args.text_model)
         ids = prompt_ids(text_model, params.text.prompts).repeat_interleave(params.text.n_per_prompt, 0)
     image = len(meta["shape"]) == 3
     z, nfe, seconds = draw(model, cfg, cfg.n_samples, space["shape"],
@@ -46,7 +51,7 @@ def main() -> None:
     if bad:
         raise ValueError(f"{bad} of {len(z)} samples are not finite (sampler {cfg.name}, step_size "
                          f"{cfg.step_size}); lower sampler.step_size or check the model")
-    x = latent.decode_samples(vae, z, data_range=meta["value_range"] if image else None)
+    x = decode_samples(vae, z, data_range=meta["value_range"] if image else None)
     info = {"sampler": cfg.name, "space": space["space"], "n": len(x), "nfe": nfe, "wall_time_s": round(seconds, 3),
             "seconds_per_sample": seconds / len(x)}
     io.save_tensors(args.out, {"x": x.contiguous()}, {"kind": "samples", **info})
@@ -63,7 +68,7 @@ def main() -> None:
         return
     w, n = params.text.weight, params.text.n_per_prompt
     z, nfe, seconds = draw(guided(text_model, w), cfg, len(ids), space["shape"], cond=ids, seed=params.seed)
-    xp = latent.decode_samples(vae, z, data_range=meta["value_range"] if image else None)
+    xp = decode_samples(vae, z, data_range=meta["value_range"] if image else None)
     io.save_tensors(args.prompts_out, {"x": xp.contiguous()},
                     {"kind": "samples", "prompts": params.text.prompts, "n_per_prompt": n, "weight": w, "nfe": nfe})
     title = f"classifier-free guidance, w = {w:g}, {cfg.name}"

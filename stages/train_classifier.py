@@ -1,8 +1,8 @@
 """DVC stage `train_classifier`: the noise-conditional classifier p(y | x_t, t) of classifier
-guidance (sbm.classifier), in the space the score model lives in (params `score.space`):
+guidance (sbm.models.classifier), in the space the score model lives in (params `score.space`):
 the VAE's scaled latents or the data itself, noised by the same process at every t.
 
-Trained under the shared loop (sbm.train: accelerate, EMA, resumable checkpoints in
+Trained under the shared loop (sbm.train.loop: accelerate, EMA, resumable checkpoints in
 data/checkpoints/classifier) with params `classifier` (architecture, steps, batch_size, lr)
 and the loop settings of `train`. Metrics: test accuracy in each quarter of the noise range
 [t_min, 1] (q1 = least noise); writes data/models/classifier.safetensors and
@@ -11,12 +11,14 @@ reports/train_classifier.json.
 
 import torch
 
-from sbm import io, latent
-from sbm.classifier import NoisyClassifier, accuracy_by_noise_quarter, classifier_loss, save_classifier
-from sbm.config import load_params, to_dict
-from sbm.processes import build_process
-from sbm.stage import run_stage, skip_training, stage_parser
-from sbm.train import loop_params, train
+from sbm import io
+from sbm.config.params import load_params, to_dict
+from sbm.core.processes import build_process
+from sbm.models.classifier import NoisyClassifier, accuracy_by_noise_quarter, classifier_loss, save_classifier
+from sbm.pipeline.skips import skip_training
+from sbm.pipeline.spaces import training_set
+from sbm.pipeline.stage import run_stage, stage_parser
+from sbm.train.loop import loop_params, train
 
 
 def main() -> None:
@@ -25,12 +27,12 @@ def main() -> None:
                         metrics="reports/train_classifier.json").parse_args()
     params = load_params(args.params)
     cfg = params.classifier
-    x, y, meta = latent.training_set(args.data, args.space, params.score.space, "train")
+    x, y, meta = training_set(args.data, args.space, params.score.space, "train")
     if y is None:
         return skip_training("train_classifier", f"data {meta['name']!r} has no class labels, so there is no "
                              "classifier to guide with", out=args.out, metrics=args.metrics,
                              checkpoints=args.checkpoints, live=args.live)
-    x_test, y_test, _ = latent.training_set(args.data, args.space, params.score.space, "test")
+    x_test, y_test, _ = training_set(args.data, args.space, params.score.space, "test")
     process = build_process(params.process, meta)  # the score model's process (same space, same σ_max)
     torch.manual_seed(params.seed)
     model = NoisyClassifier(meta["shape"], int(y.max()) + 1, process, cfg.channels, cfg.hidden, cfg.embedding_dim,

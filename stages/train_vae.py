@@ -1,7 +1,7 @@
 """DVC stage `train_vae`: the space the score model lives in (params `score.space`).
 
-latent: train the KL autoencoder of params `vae` (sbm.latent, a diffusers AutoencoderKL) on
-the training split under the shared loop (sbm.train: accelerate, EMA, resumable checkpoints
+latent: train the KL autoencoder of params `vae` (sbm.latent.vae, a diffusers AutoencoderKL) on
+the training split under the shared loop (sbm.train.loop: accelerate, EMA, resumable checkpoints
 in data/checkpoints/vae, dvclive curve), compute the latent scale s = 1/std of training
 latents, encode both splits (one z ~ q(z|x) each, times s) and write the space directory
 data/latent (space.json, vae.safetensors, latents.safetensors). Metrics (test split):
@@ -17,11 +17,21 @@ from pathlib import Path
 
 import torch
 
-from sbm import data, io, latent
-from sbm.config import load_params, to_dict
-from sbm.plots import image_grid, plot_samples
-from sbm.stage import run_stage, stage_parser
-from sbm.train import loop_params, train
+from sbm import io
+from sbm.config.params import load_params, to_dict
+from sbm.latent.vae import (
+    SPACE_FILE,
+    build_vae,
+    encode_dataset,
+    latent_scale,
+    reconstruction_metrics,
+    vae_loss,
+    write_space,
+)
+from sbm.pipeline import data
+from sbm.pipeline.plots import image_grid, plot_samples
+from sbm.pipeline.stage import run_stage, stage_parser
+from sbm.train.loop import loop_params, train
 
 
 def main() -> None:
@@ -33,7 +43,7 @@ def main() -> None:
     test, _ = data.load_split(args.data, "test")
     shown = test[:16]
     if params.score.space == "pixel":
-        latent.write_space(args.out, meta["shape"])
+        write_space(args.out, meta["shape"])
         curve = Path(args.live) / "plots" / "metrics" / "loss.tsv"  # declared in dvc.yaml: no rows, no VAE
         shutil.rmtree(Path(args.live), ignore_errors=True)
         curve.parent.mkdir(parents=True)
@@ -42,7 +52,7 @@ def main() -> None:
         io.write_json(args.metrics, {"space": "pixel"})
         plot_samples(test[:64] if len(meta["shape"]) == 3 else test, args.plot,
                      title="pixel space (no autoencoder): test data")
-        print(f"train_vae: score.space = pixel, no autoencoder; wrote {args.out}/{latent.SPACE_FILE}")
+        print(f"train_vae: score.space = pixel, no autoencoder; wrote {args.out}/{SPACE_FILE}")
         return
 
     if len(meta["shape"]) != 3:
@@ -50,19 +60,19 @@ def main() -> None:
                          f"{meta['shape']}: set score.space=pixel")
     x, _ = data.load_split(args.data, "train")
     torch.manual_seed(params.seed)
-    vae = latent.build_vae(params.vae, meta["shape"])
+    vae = build_vae(params.vae, meta["shape"])
     cfg = loop_params(params.train, params.vae)
     fp_config = {"vae": vae.to_config(), "data": {k: meta.get(k) for k in ("name", "shape", "n_train", "seed")}}
-    ema_vae, result = train(vae, latent.vae_loss, x, cfg, seed=params.seed, ckpt_dir=args.checkpoints,
+    ema_vae, result = train(vae, vae_loss, x, cfg, seed=params.seed, ckpt_dir=args.checkpoints,
                             live_dir=args.live, config_for_fingerprint=fp_config)
     if not result.is_main_process:
         return
     ema_vae = ema_vae.cpu().eval()
     g = torch.Generator().manual_seed(params.seed)
-    ema_vae.scale = latent.latent_scale(ema_vae, x, generator=g)
-    z = {"train": latent.encode_dataset(ema_vae, x, generator=g), "test": latent.encode_dataset(ema_vae, test, generator=g)}
-    info = latent.write_space(args.out, meta["shape"], ema_vae, z)
-    rec = latent.reconstruction_metrics(ema_vae, test)
+    ema_vae.scale = latent_scale(ema_vae, x, generator=g)
+    z = {"train": encode_dataset(ema_vae, x, generator=g), "test": encode_dataset(ema_vae, test, generator=g)}
+    info = write_space(args.out, meta["shape"], ema_vae, z)
+    rec = reconstruction_metrics(ema_vae, test)
     with torch.no_grad():
         shown_rec = ema_vae.decode(ema_vae.encode(shown)).clamp(-1, 1)
     image_grid([shown, shown_rec], args.plot, row_titles=["test images", "reconstructions decode(μ(x))"],

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sbm.gmm import GaussianMixture
+from sbm.core.gmm import GaussianMixture
 
 
 @pytest.fixture

@@ -24,14 +24,15 @@ from pathlib import Path
 
 import torch
 
-from sbm import models, io
-from sbm.config import parse_params
-from sbm.gmm import GaussianMixture
-from sbm.losses import build_loss
-from sbm.models import ScoreModel
-from sbm.nets import MLPNet
-from sbm.processes import NCSNLadder
-from sbm.train import train
+from sbm import io
+from sbm.config.params import parse_params
+from sbm.core.gmm import GaussianMixture
+from sbm.core.losses import build_loss
+from sbm.core.model import ScoreModel
+from sbm.core.processes import NCSNLadder
+from sbm.models.score import save_model
+from sbm.nets.score import MLPNet
+from sbm.train.loop import train
 
 LADDER = NCSNLadder(0.1, 20.0, 10)
 MIXTURE = dict(weights=[0.6, 0.3, 0.1], means=[[-4.0, -4.0], [4.0, 4.0], [4.0, -4.0]],
@@ -107,7 +108,7 @@ def run(name: str, out: Path, accumulation: int = 1, expect_world: int | None = 
               "ema_digest": digest(net)}
     (out / f"rank{info['rank']}.json").write_text(json.dumps(record))
     if result.is_main_process:
-        models.save_model(out / "ema.safetensors", ema)
+        save_model(out / "ema.safetensors", ema)
         io.save_tensors(out / "net.safetensors", raw, {"kind": "raw"})
     return ema, result
 

@@ -6,9 +6,10 @@ import sys
 import pytest
 import torch
 
-from sbm.models import ScoreModel, save_model
-from sbm.nets import MLPNet
-from sbm.processes import VPSDE
+from sbm.core.model import ScoreModel
+from sbm.core.processes import VPSDE
+from sbm.models.score import save_model
+from sbm.nets.score import MLPNet
 
 
 @pytest.fixture
@@ -51,8 +52,8 @@ def test_a_latent_model_is_decoded_by_its_vae(tmp_path):
     import torch
 
     from sbm.io import load_tensors
-    from sbm.latent import VAE, save_vae, write_space
-    from sbm.nets import UNetNet
+    from sbm.latent.vae import VAE, save_vae, write_space
+    from sbm.nets.score import UNetNet
 
     torch.manual_seed(0)
     vae = VAE([1, 8, 8], channels=[16, 32], latent_channels=4)
@@ -83,8 +84,8 @@ def test_prompts_sample_a_text_model_and_bad_prompts_are_refused(checkpoint, tmp
     """--prompt draws --n samples per prompt from a text-conditional checkpoint under CFG; an empty or
     over-long prompt, or a prompt for an unconditional model, stops with one line before sampling."""
     from sbm.io import load_tensors
-    from sbm.nets import TextConditionalNet
-    from sbm.text import build_text_encoder
+    from sbm.text.encoders import build_text_encoder
+    from sbm.text.net import TextConditionalNet
 
     encoder = build_text_encoder("scratch", max_length=8, scratch_dim=16, scratch_layers=1, scratch_heads=2)
     text_ckpt = tmp_path / "text.safetensors"
@@ -109,7 +110,7 @@ def test_prompts_sample_a_text_model_and_bad_prompts_are_refused(checkpoint, tmp
 
 def test_a_consistency_student_samples_with_the_consistency_sampler(tmp_path):
     """The CLI loads either kind of distilled student: a consistency model, --sampler consistency."""
-    from sbm.distill import ConsistencyModel, save_consistency_model
+    from sbm.distill.students import ConsistencyModel, save_consistency_model
     from sbm.io import load_tensors
 
     student = tmp_path / "student.safetensors"
@@ -128,8 +129,8 @@ def test_a_student_with_guidance_folded_in_samples_at_w_1_by_default(tmp_path):
     then samples it with w = 1 (the same samples as --guidance 1), while the text model itself
     defaults to w = 2; guiding the student further is allowed, with a note."""
     from sbm.io import load_tensors
-    from sbm.nets import TextConditionalNet
-    from sbm.text import build_text_encoder
+    from sbm.text.encoders import build_text_encoder
+    from sbm.text.net import TextConditionalNet
 
     torch.manual_seed(0)
     encoder = build_text_encoder("scratch", max_length=8, scratch_dim=16, scratch_layers=1, scratch_heads=2)

@@ -1,7 +1,8 @@
-"""sbm.compare: the experiments table (params that differ + scalar metrics, best marked)."""
+"""sbm.pipeline.experiments: the experiments table (params that differ + scalar metrics, best marked)."""
 
-from sbm.compare import _row, summarize, to_markdown
 import pandas as pd
+
+from sbm.pipeline.experiments import _row, summarize, to_markdown
 
 
 def _exp(name, loss, weight, fid):

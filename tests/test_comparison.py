@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from sbm.comparison import _log_tick, compare_samplers, draw, settings_for_nfe
-from sbm.config import SAMPLERS, SamplerParams
-from sbm.models import AnalyticScoreModel
-from sbm.processes import VPSDE, NCSNLadder
+from sbm.config.params import SAMPLERS, SamplerParams
+from sbm.core.model import AnalyticScoreModel
+from sbm.core.processes import VPSDE, NCSNLadder
+from sbm.eval.sweep import compare_samplers, draw, settings_for_nfe
+from sbm.pipeline.plots import _log_tick
 
 
 @pytest.mark.parametrize("name", [s for s in SAMPLERS if s != "ode_adaptive"])

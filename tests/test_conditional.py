@@ -1,4 +1,4 @@
-"""Text-conditional score models (sbm.nets.TextConditionalNet, sbm.conditional): token ids as the
+"""Text-conditional score models (sbm.text.net.TextConditionalNet, sbm.text.conditioning): token ids as the
 condition, frozen encoders kept out of checkpoints, caption dropout at rate p_uncond, classifier-free
 guidance on prompts, and a small model that learns to follow its captions."""
 
@@ -8,13 +8,24 @@ import pytest
 import torch
 
 from sbm import io
-from sbm.captions import CLASS_NAMES, all_captions
-from sbm.conditional import CaptionConditioner, caption_loss, cfg, class_prompts, null_ids, prompt_ids, text_encoder
-from sbm.gmm import GaussianMixture
-from sbm.models import ScoreModel, load_model, save_model
-from sbm.nets import MLPNet, TextConditionalNet, UNetNet
-from sbm.processes import VESDE, VPSDE
-from sbm.text import build_text_encoder
+from sbm.config.prompts import CLASS_NAMES
+from sbm.core.gmm import GaussianMixture
+from sbm.core.model import ScoreModel
+from sbm.core.processes import VESDE, VPSDE
+from sbm.models.score import save_model
+from sbm.nets.score import MLPNet, UNetNet
+from sbm.text.captions import all_captions
+from sbm.text.conditioning import (
+    CaptionConditioner,
+    caption_loss,
+    cfg,
+    class_prompts,
+    null_ids,
+    prompt_ids,
+    text_encoder,
+)
+from sbm.text.encoders import build_text_encoder
+from sbm.text.net import TextConditionalNet, load_text_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -70,7 +81,7 @@ def test_scratch_model_round_trips_through_its_checkpoint(tmp_path):
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
     save_model(tmp_path / "text.safetensors", model, extra={"data_shape": [4, 4, 4]})
-    back, meta = load_model(tmp_path / "text.safetensors")
+    back, meta = load_text_model(tmp_path / "text.safetensors")
     x, t = torch.randn(2, 4, 4, 4), torch.full((2,), 0.3)
     ids = prompt_ids(model, ["a handwritten four", "the digit 4"])
     with torch.no_grad():
@@ -88,7 +99,7 @@ def test_a_frozen_encoder_is_not_trained_saved_or_averaged(minilm, tmp_path):
     tensors, meta = io.load_tensors(tmp_path / "text.safetensors")
     assert sum(v.numel() for v in tensors.values()) == sum(p.numel() for p in model.net.parameters())
     assert meta["model"]["net"]["encoder"] == {"kind": "pretrained", "name_or_path": "minilm", "max_length": 16}
-    back, _ = load_model(tmp_path / "text.safetensors")  # rebuilt from the installed package, offline
+    back, _ = load_text_model(tmp_path / "text.safetensors")  # rebuilt from the installed package, offline
     x, t, ids = torch.randn(2, 4, 4, 4), torch.full((2,), 0.7), prompt_ids(model, ["a handwritten one", "a 9"])
     with torch.no_grad():
         assert torch.allclose(model.eps(x, t, ids), back.eps(x, t, ids), atol=1e-6)
@@ -208,10 +219,10 @@ def test_a_small_text_model_learns_to_follow_its_captions(tmp_path):
     """Two far-apart Gaussian classes labelled 0 and 1: after a short training with caption dropout,
     samples drawn for "the digit 1" land in class 1's component (conditional, w = 1), and CFG with
     w = 3 does so for both prompts; the unconditional branch (w = 0) draws both classes."""
-    from sbm.comparison import draw
-    from sbm.config import SamplerParams, TrainParams
-    from sbm.losses import dsm_loss
-    from sbm.train import train
+    from sbm.config.params import SamplerParams, TrainParams
+    from sbm.core.losses import dsm_loss
+    from sbm.eval.sweep import draw
+    from sbm.train.loop import train
 
     mix = GaussianMixture([0.5, 0.5], [[-3.0, 0.0], [3.0, 0.0]], [[[0.25, 0.0], [0.0, 0.25]]] * 2)
     x, y = mix.sample(4000, generator=torch.Generator().manual_seed(0))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sbm.config import ConfigError, Params, load_params, parse_params, read_yaml
+from sbm.config.params import Params, load_params, parse_params, read_yaml
+from sbm.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

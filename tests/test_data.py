@@ -1,4 +1,4 @@
-"""Tests for sbm.data and stages/prepare.py: determinism, splits, distributions, meta, errors."""
+"""Tests for sbm.pipeline.data and stages/prepare.py: determinism, splits, distributions, meta, errors."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from sbm import data
-from sbm.config import VECTOR_DATASETS, parse_params
+from sbm.config.params import VECTOR_DATASETS, parse_params
+from sbm.pipeline import data
 
 ROOT = Path(__file__).resolve().parents[1]
 TOYS = ["gmm", "swiss_roll", "moons", "checkerboard"]

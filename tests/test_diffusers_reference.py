@@ -1,4 +1,4 @@
-"""The DDPM ancestral and DDIM steps of `sbm.samplers` against diffusers' reference schedulers.
+"""The DDPM ancestral and DDIM steps of `sbm.core.samplers` against diffusers' reference schedulers.
 
 Both sides get the same ε (a model whose eps() returns a fixed tensor), the same timesteps
 and the same noise, and must give the same `prev_sample` to 1e-5.
@@ -32,9 +32,10 @@ from functools import partial
 import pytest
 import torch
 
-from sbm.models import from_eps
-from sbm.processes import DDPMSchedule, _bcast
-from sbm.samplers import ddim_step, ddpm_step, integrate, run_loop
+from sbm.core.model import from_eps
+from sbm.core.processes import DDPMSchedule
+from sbm.core.samplers import ddim_step, ddpm_step, integrate, run_loop
+from sbm.core.tensor import bcast
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -57,7 +58,7 @@ class FixedEps:
         return from_eps(self.eps(x, t), x, a, s, "x0")
 
     def score(self, x, t, cond=None):
-        return -self.eps(x, t) / _bcast(self.process.sigma(t), x)
+        return -self.eps(x, t) / bcast(self.process.sigma(t), x)
 
 
 def _pair(schedule: str):

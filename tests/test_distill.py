@@ -1,4 +1,4 @@
-"""Distillation (sbm.distill, and the consistency sampler of sbm.samplers) against exact answers:
+"""Distillation (sbm.distill.students, and the consistency sampler of sbm.core.samplers) against exact answers:
 the progressive target is exact, the consistency function's boundary condition holds bit for
 bit, the consistency loss vanishes on the exact probability-flow map, a short round learns the
 teacher's sampler, and the drivers resume."""
@@ -8,20 +8,29 @@ import math
 import pytest
 import torch
 
-from sbm import distill as distill_mod
-from sbm.distill import (
-    ConsistencyDistillationLoss, ConsistencyModel, DistillParams, ProgressiveDistillationLoss, consistency_coefficients,
-    consistency_distillation, ddim_solver, distillation_grid, distillation_weight, load_consistency_model,
-    progressive_distillation, progressive_target, trainable_core,
+from sbm.config.params import DistillParams, TrainParams
+from sbm.core.gmm import GaussianMixture
+from sbm.core.guidance import ClassifierFreeGuidance
+from sbm.core.model import AnalyticScoreModel, Predicts, ScoreModel, from_eps, to_eps
+from sbm.core.processes import VESDE, VPSDE, NCSNLadder, process_from_config
+from sbm.core.samplers import consistency_sample, ddim_step, integrate
+from sbm.distill.students import (
+    ConsistencyDistillationLoss,
+    ConsistencyModel,
+    ProgressiveDistillationLoss,
+    consistency_coefficients,
+    consistency_distillation,
+    ddim_solver,
+    distillation_grid,
+    distillation_weight,
+    load_consistency_model,
+    progressive_distillation,
+    progressive_target,
+    trainable_core,
 )
-from sbm.config import TrainParams
-from sbm.gmm import GaussianMixture
-from sbm.guidance import ClassifierFreeGuidance
-from sbm.models import AnalyticScoreModel, Predicts, ScoreModel, from_eps, to_eps
-from sbm.nets import MLPNet
-from sbm.processes import NCSNLadder, VESDE, VPSDE, process_from_config
-from sbm.samplers import consistency_sample, ddim_step, integrate
-from sbm.train import train
+from sbm.distill import students as distill_mod
+from sbm.nets.score import MLPNet
+from sbm.train.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -52,7 +61,7 @@ class FixedX0(Predicts):
 
 class GaussianFlow(Predicts):
     """Data N(μ, diag(v)) (v = 0: a point mass). Its exact score, and its exact PF-ODE map: in
-    y = x/α, σ̃ = σ/α the ODE dy/dσ̃ = ε̂ = σ̃ (y − μ)/(v + σ̃²) (sbm.distill, eq. 1) keeps
+    y = x/α, σ̃ = σ/α the ODE dy/dσ̃ = ε̂ = σ̃ (y − μ)/(v + σ̃²) (sbm.distill.students, eq. 1) keeps
     (y − μ)/√(v + σ̃²) constant per coordinate, so f(x, t) = α_min [μ + (x/α_t − μ) √(v + σ̃_min²)/√(v + σ̃_t²)]
     (x0 = f)."""
 
@@ -103,7 +112,7 @@ def test_progressive_target_is_exact(mixture, process):
         target = progressive_target(x, x_s, (a_t, s_t), (a_s, s_s))
         student = ddim_step(FixedX0(target, process), x, t, s)
         assert torch.allclose(student, x_s, rtol=0, atol=1e-10), (student - x_s).abs().max()
-        # the loss's batched teacher (per-example DDIM of sbm.distill) gives the same x̃
+        # the loss's batched teacher (per-example DDIM of sbm.distill.students) gives the same x̃
         batched = loss.teacher_target(x, torch.full((64,), i))
         assert torch.allclose(batched, target, rtol=1e-9, atol=1e-9), (batched - target).abs().max()
         # its DDIM step is the samplers' one
@@ -416,11 +425,11 @@ def test_a_text_student_folds_the_guidance_in(tmp_path):
     < 0.05 × that of the guided teacher's own 2 steps), and ≥ 95% of its
     samples for "the digit 1" / "the digit 0" fall in that class's half. It is a text model:
     its file reloads with equal outputs for a prompt, and the rounds' seconds survive reloading."""
-    from sbm.conditional import caption_loss, cfg, prompt_ids
-    from sbm.losses import dsm_loss
-    from sbm.models import load_model, save_model
-    from sbm.nets import TextConditionalNet
-    from sbm.text import build_text_encoder
+    from sbm.core.losses import dsm_loss
+    from sbm.models.score import save_model
+    from sbm.text.conditioning import caption_loss, cfg, prompt_ids
+    from sbm.text.encoders import build_text_encoder
+    from sbm.text.net import TextConditionalNet, load_text_model
 
     templates = ["a handwritten {name}", "the digit {digit}"]
     mix = GaussianMixture([0.5, 0.5], [[-3.0, 0.0], [3.0, 0.0]], [[[0.25, 0.0], [0.0, 0.25]]] * 2)
@@ -455,7 +464,7 @@ def test_a_text_student_folds_the_guidance_in(tmp_path):
     assert (got.x[:n, 0] < 0).double().mean() >= 0.95 and (got.x[n:, 0] > 0).double().mean() >= 0.95
 
     save_model(tmp_path / "student.safetensors", student)
-    loaded, _ = load_model(tmp_path / "student.safetensors")
+    loaded, _ = load_text_model(tmp_path / "student.safetensors")
     t = torch.full((8,), 0.3)
     with torch.no_grad():
         assert torch.allclose(loaded.eps(x_T[:8], t, ids[:8]), student.eps(x_T[:8], t, ids[:8]), atol=1e-5)

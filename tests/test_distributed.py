@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sbm import models, io
-from sbm.metrics import score_error_per_level
-from sbm.train import batch_indices
+from sbm import io
+from sbm.eval.truth import score_error_per_level
+from sbm.models.score import load_model
+from sbm.train.loop import batch_indices
 
 pytestmark = pytest.mark.slow
 
@@ -133,7 +134,7 @@ def test_two_processes_train_as_well_as_one(runs):
     assert abs(recs[0]["final_loss"] - single["final_loss"]) < 0.05 * single["final_loss"]
     errors = {}
     for key in ("one", "two"):
-        model, _ = models.load_model(runs[key] / "dsm" / "ema.safetensors")
+        model, _ = load_model(runs[key] / "dsm" / "ema.safetensors")
         errs = [e["rel_err"] for e in score_error_per_level(model, ddp.mixture(), ddp.LADDER.grid(), 2000,
                                                             torch.Generator().manual_seed(1))]
         errors[key] = sum(errs) / len(errs)

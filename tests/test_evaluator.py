@@ -8,11 +8,23 @@ import numpy as np
 import pytest
 import torch
 
-from sbm.config import load_params
-from sbm import evaluator as ev_mod
-from sbm.evaluator import (INCEPTION_WEIGHTS_FILE, Evaluator, EvaluatorFeatures, MissingInceptionWeights, accuracy,
-                           fid, fid_from_params, find_inception_weights, inception_fid, load_evaluator,
-                           save_evaluator, train_evaluator)
+from sbm.config.params import load_params
+from sbm.eval import evaluator as ev_mod
+from sbm.eval.evaluator import (
+    INCEPTION_WEIGHTS_FILE,
+    Evaluator,
+    EvaluatorFeatures,
+    MissingInceptionWeights,
+    _torch_fidelity_available,
+    accuracy,
+    fid,
+    fid_from_params,
+    find_inception_weights,
+    inception_fid,
+    load_evaluator,
+    save_evaluator,
+    train_evaluator,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,7 +142,7 @@ def test_missing_inception_weights_raise_a_clear_error(tmp_path, monkeypatch, di
     msg = str(info.value)
     assert INCEPTION_WEIGHTS_FILE in msg and str(missing) in msg
     assert "evaluator.feature = evaluator" in msg and "Nothing is downloaded" in msg
-    if not ev_mod._torch_fidelity_available():
+    if not _torch_fidelity_available():
         assert "torch-fidelity" in msg
     # with the package present only the weights are named
     monkeypatch.setattr(ev_mod, "_torch_fidelity_available", lambda: True)
@@ -162,7 +174,7 @@ def test_evaluator_rejects_bad_shapes():
 
 
 def test_evaluator_metrics_floor_histogram_and_a_one_class_generator(digits, evaluator):
-    from sbm.metrics import evaluator_metrics
+    from sbm.eval.evaluator import evaluator_metrics
 
     xtr, ytr, xte, yte = digits
     # the training set itself as "samples": the same m examples -> FID equals its floor exactly

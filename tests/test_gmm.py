@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sbm.gmm import GaussianMixture
+from sbm.core.gmm import GaussianMixture
 
 
 @pytest.mark.parametrize("alpha,sigma", [(1.0, 0.0), (1.0, 0.1), (1.0, 1.0), (1.0, 10.0), (0.6, 0.8), (0.1, 0.99)])

@@ -10,20 +10,29 @@ import pytest
 import torch
 from torch import nn
 
-from sbm.classifier import (
-    NoisyClassifier, accuracy_by_noise_quarter, classifier_from_config, classifier_loss, load_classifier,
-    noise_quarters, save_classifier,
+from sbm.config.params import SAMPLERS, SamplerParams, TrainParams
+from sbm.core.gmm import GaussianMixture
+from sbm.core.guidance import (
+    ClassifierFreeGuidance,
+    ClassifierGuidance,
+    drop_condition,
+    null_batch,
+    with_condition_dropout,
 )
-from sbm.config import SAMPLERS, SamplerParams, TrainParams
-from sbm.gmm import GaussianMixture
-from sbm.guidance import (
-    ClassifierFreeGuidance, ClassifierGuidance, drop_condition, null_batch, with_condition_dropout,
+from sbm.core.model import AnalyticScoreModel
+from sbm.core.processes import VESDE, VPSDE
+from sbm.core.samplers import build_sampler, schedule_for
+from sbm.errors import CheckpointError
+from sbm.models.classifier import (
+    NoisyClassifier,
+    accuracy_by_noise_quarter,
+    classifier_from_config,
+    classifier_loss,
+    load_classifier,
+    noise_quarters,
+    save_classifier,
 )
-from sbm.io import CheckpointError
-from sbm.models import AnalyticScoreModel
-from sbm.processes import VESDE, VPSDE
-from sbm.samplers import build_sampler, schedule_for
-from sbm.train import train
+from sbm.train.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -306,8 +315,9 @@ def test_noisy_classifier_shapes_and_checkpoint_round_trip(shape, tmp_path):
 
 
 def test_load_classifier_refuses_other_checkpoints(tmp_path):
-    from sbm.models import ScoreModel, save_model
-    from sbm.nets import MLPNet
+    from sbm.core.model import ScoreModel
+    from sbm.models.score import save_model
+    from sbm.nets.score import MLPNet
 
     save_model(tmp_path / "score.safetensors", ScoreModel(MLPNet(2, 8, 1, 8), VP))
     with pytest.raises(CheckpointError, match="not a noisy classifier"):
@@ -321,7 +331,7 @@ def test_noise_quarters_partition_the_training_times():
 
 
 def test_short_training_separates_low_from_high_noise(mixture, tmp_path):
-    """A few hundred steps of `sbm.train.train` on the 2-D mixture with labels = component:
+    """A few hundred steps of `sbm.train.loop.train` on the 2-D mixture with labels = component:
     near the exact classifier's accuracy at low noise, near chance at high noise."""
     x, y = mixture.sample(4000, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)

@@ -8,10 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from sbm.config import load_params
-from sbm.latent import (VAE, build_vae, encode_dataset, latent_nll_bound, latent_scale, load_vae,
-                        reconstruction_metrics, save_vae, standard_normal_log_pz, vae_loss)
-from sbm.train import loop_params
+from sbm.config.params import load_params
+from sbm.latent.vae import (
+    VAE,
+    build_vae,
+    encode_dataset,
+    latent_nll_bound,
+    latent_scale,
+    load_vae,
+    reconstruction_metrics,
+    save_vae,
+    standard_normal_log_pz,
+    vae_loss,
+)
+from sbm.train.loop import loop_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +84,7 @@ def test_fixed_and_learned_decoder_std():
 
 
 def test_brief_training_reconstructs_better_than_init_and_scale_gives_unit_std(tmp_path):
-    from sbm.train import train
+    from sbm.train.loop import train
 
     params = load_params(ROOT / "params.yaml")
     x = _digits(256)
@@ -123,7 +133,7 @@ class LinearGaussianLatentModel:
     W = Q diag(a) with orthonormal Q, so p(x) = N(b, W Wᵀ + σ² I) and the exact posterior
     p(z|x) = N(M⁻¹ Wᵀ(x − b), σ² M⁻¹), M = WᵀW + σ² I = diag(a² + σ²), is diagonal. The
     encoder can be made inexact by shifting its mean and scaling its variance. Same
-    interface as `sbm.latent.VAE`: posterior, decode, decoder_log_prob, scale."""
+    interface as `sbm.latent.vae.VAE`: posterior, decode, decoder_log_prob, scale."""
 
     def __init__(self, dim=6, k=3, sigma=0.5, mean_shift=0.0, var_factor=1.0, scale=1.0, seed=0):
         g = torch.Generator().manual_seed(seed)
@@ -225,10 +235,10 @@ def test_vae_config_round_trip_and_bad_settings():
 def test_latent_nll_metrics_puts_the_ode_prior_of_the_score_model_into_the_bound():
     """With the exact posterior and the exact score of the scaled prior N(0, s² I) under a VE
     process, the ODE log p(z_s) makes the bound the exact −log p(x) (up to σ_min and the solver)."""
-    from sbm.config import LikelihoodParams
-    from sbm.likelihood import latent_nll_metrics
-    from sbm.models import AnalyticScoreModel
-    from sbm.processes import VESDE
+    from sbm.config.params import LikelihoodParams
+    from sbm.core.model import AnalyticScoreModel
+    from sbm.core.processes import VESDE
+    from sbm.eval.likelihood import latent_nll_metrics
 
     s = 1.7
     model = LinearGaussianLatentModel(scale=s)
@@ -250,7 +260,7 @@ def test_latent_nll_metrics_puts_the_ode_prior_of_the_score_model_into_the_bound
 
 
 def test_space_directories_round_trip_and_refuse_a_stale_space(tmp_path):
-    from sbm.latent import check_space, decode_samples, load_latents, load_space_vae, read_space, write_space
+    from sbm.latent.vae import check_space, decode_samples, load_latents, load_space_vae, read_space, write_space
 
     vae = build_vae(_small_cfg(channels=[16, 32]), [1, 8, 8])
     vae.scale = 2.0
@@ -275,9 +285,10 @@ def test_space_directories_round_trip_and_refuse_a_stale_space(tmp_path):
 
 
 def test_training_set_serves_latents_or_pixels_with_the_space_meta(tmp_path):
-    from sbm import data
-    from sbm.config import parse_params
-    from sbm.latent import training_set, write_space
+    from sbm.config.params import parse_params
+    from sbm.latent.vae import write_space
+    from sbm.pipeline import data
+    from sbm.pipeline.spaces import training_set
 
     meta = data.prepare(parse_params({"data": {"name": "digits"}}).data, 0, tmp_path / "prepared")
     x, y = data.load_split(tmp_path / "prepared", "train")

@@ -1,8 +1,8 @@
-"""sbm.likelihood against exact answers: the probability-flow ODE log-likelihood with the
+"""sbm.core.likelihood against exact answers: the probability-flow ODE log-likelihood with the
 exact score of a Gaussian mixture / a Gaussian, the Hutchinson estimator against the exact
 divergence, and bits/dim of quantised data under known densities.
 
-Error budget of the ODE likelihood with the exact score (sbm.likelihood, eq. 3):
+Error budget of the ODE likelihood with the exact score (sbm.core.likelihood, eq. 3):
 logp − log p₀(x) = [log p_{t_min}(x) − log p₀(x)] + [log π(x_1) − log p_1(x_1)] + solver error.
 - t_min: VP/sub-VP at t_min = 1e-5 have σ(t_min) ≈ 3e-3, and log p_{t_min} − log p₀ ≤ 1.2e-5
   on the mixture; VE at t_min = 0 has σ(0) = σ_min = 0.01, ≤ 1.3e-3. Both well below 0.02,
@@ -22,11 +22,11 @@ import math
 import pytest
 import torch
 
-from sbm.gmm import GaussianMixture
-from sbm.likelihood import (LikelihoodResult, bin_width, bits_per_dim, dataset_nll, dequantize,
-                            ode_log_likelihood)
-from sbm.models import AnalyticScoreModel
-from sbm.processes import SubVPSDE, VESDE, VPSDE
+from sbm.core.gmm import GaussianMixture
+from sbm.core.likelihood import LikelihoodResult, dataset_nll, ode_log_likelihood
+from sbm.core.model import AnalyticScoreModel
+from sbm.core.processes import VESDE, VPSDE, SubVPSDE
+from sbm.core.units import bin_width, bits_per_dim, dequantize
 
 PROCESSES = {
     "vp": lambda sigma_max=None: VPSDE(0.1, 20, t_min=1e-5),

@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from sbm.config import ConfigError, ObjectiveParams
-from sbm.losses import build_loss, dsm_loss, dsm_objective, eps_loss, esm_objective, ssm_objective
-from sbm.models import AnalyticScoreModel, ScoreModel
-from sbm.nets import MLPNet
-from sbm.processes import NCSNLadder
+from sbm.config.params import ObjectiveParams
+from sbm.core.losses import build_loss, dsm_loss, dsm_objective, eps_loss, esm_objective, ssm_objective
+from sbm.core.model import AnalyticScoreModel, ScoreModel
+from sbm.core.processes import NCSNLadder
+from sbm.errors import ConfigError
+from sbm.nets.score import MLPNet
 
 SIGMA = 0.7  # a noise level at which the perturbed mixture p_σ is multi-modal
 

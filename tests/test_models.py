@@ -4,10 +4,11 @@ checkpoints round-trip and corrupt ones are named."""
 import pytest
 import torch
 
-from sbm.io import CheckpointError
-from sbm.models import PREDICTIONS, ScoreModel, from_eps, load_model, save_model, to_eps
-from sbm.nets import MLPNet
-from sbm.processes import VPSDE
+from sbm.core.model import PREDICTIONS, ScoreModel, from_eps, to_eps
+from sbm.core.processes import VPSDE
+from sbm.errors import CheckpointError
+from sbm.models.score import load_model, save_model
+from sbm.nets.score import MLPNet
 
 
 @pytest.mark.parametrize("kind", PREDICTIONS)
@@ -18,7 +19,7 @@ def test_converters_are_inverse(kind):
 
 
 def test_converters_satisfy_the_perturbation_identities():
-    """x_t = α x₀ + σ ε and score = −ε/σ (sbm.models eq. 1)."""
+    """x_t = α x₀ + σ ε and score = −ε/σ (sbm.models.score eq. 1)."""
     x0, eps = torch.randn(8, 3), torch.randn(8, 3)
     a, s = torch.full((8,), 0.6), torch.full((8,), 0.8)
     xt = a[:, None] * x0 + s[:, None] * eps

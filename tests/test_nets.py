@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from sbm.config import ConfigError, load_params, parse_params
-from sbm.models import load_model, save_model
-from sbm.losses import build_loss
-from sbm.models import ScoreModel
-from sbm.nets import MLPNet, UNetNet, build_net, net_from_config
-from sbm.processes import NCSNLadder, VPSDE
+from sbm.config.params import load_params, parse_params
+from sbm.core.losses import build_loss
+from sbm.core.model import ScoreModel
+from sbm.core.processes import VPSDE, NCSNLadder
+from sbm.errors import ConfigError
+from sbm.models.score import load_model, save_model
+from sbm.nets.score import MLPNet, UNetNet, build_net, net_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,7 +127,7 @@ def test_losses_run_on_images_and_esm_is_refused_above_its_limit():
 
 
 def test_a_few_training_steps_reduce_the_dsm_loss_and_the_checkpoint_reloads(tmp_path):
-    from sbm.train import train
+    from sbm.train.loop import train
 
     params = load_params(ROOT / "params.yaml")
     x = _digits(512)

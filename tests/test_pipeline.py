@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sbm.config import parse_params, read_yaml
+from sbm.config.params import parse_params, read_yaml
 from sbm.io import load_tensors
 
 ROOT = Path(__file__).resolve().parents[1]

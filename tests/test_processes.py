@@ -5,11 +5,19 @@ import math
 import pytest
 import torch
 
-from sbm.config import ConfigError, parse_params
-from sbm.losses import relative_weight
-from sbm.processes import (
-    DDPMSchedule, NCSNLadder, SubVPSDE, VESDE, VPSDE, build_process, ddpm_betas, process_from_config,
+from sbm.config.params import parse_params
+from sbm.core.losses import relative_weight
+from sbm.core.processes import (
+    VESDE,
+    VPSDE,
+    DDPMSchedule,
+    NCSNLadder,
+    SubVPSDE,
+    build_process,
+    ddpm_betas,
+    process_from_config,
 )
+from sbm.errors import ConfigError
 
 SDES = {
     "ve": VESDE(0.05, 10.0, 0.0),

@@ -10,14 +10,16 @@ import matplotlib
 import pytest
 import torch
 
-from sbm import latent, models, io
-from sbm.evaluator import NO_EVALUATOR_FILE
-from sbm.gmm import GaussianMixture
-from sbm.models import ScoreModel
-from sbm.nets import MLPNet
-from sbm.processes import NCSNLadder
-from sbm.report import ReportInputs, build_report, plot_loss
-from sbm.stage import run_stage
+from sbm import io
+from sbm.core.gmm import GaussianMixture
+from sbm.core.model import ScoreModel
+from sbm.core.processes import NCSNLadder
+from sbm.eval.evaluator import NO_EVALUATOR_FILE
+from sbm.latent.vae import write_space
+from sbm.models.score import save_model
+from sbm.nets.score import MLPNet
+from sbm.pipeline.report import ReportInputs, build_report, plot_loss
+from sbm.pipeline.stage import run_stage
 
 matplotlib.use("Agg")
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +36,7 @@ def load_stage(name: str):
 
 
 def write_prepared(d: Path, x_train, y_train, x_test, y_test, gmm: dict | None, name: str) -> None:
-    """The layout of sbm.data.prepare: dataset/{train,test} (x flat float32, label int64) + meta.json."""
+    """The layout of sbm.pipeline.data.prepare: dataset/{train,test} (x flat float32, label int64) + meta.json."""
     dim = x_train.shape[1]
     features = datasets.Features({"x": datasets.List(datasets.Value("float32"), length=dim),
                                   "label": datasets.Value("int64")})
@@ -57,13 +59,13 @@ def pipeline(tmp_path):
     xte, yte = GMM.sample(300, generator=g)
     write_prepared(tmp_path / "prepared", xtr, ytr, xte, yte, GMM.to_dict(), "gmm")
     torch.manual_seed(0)  # the untrained network's initialisation only
-    models.save_model(tmp_path / "score.safetensors", ScoreModel(MLPNet(2, hidden=16, depth=1), NCSNLadder(0.01, 12.0, N_LEVELS)))
+    save_model(tmp_path / "score.safetensors", ScoreModel(MLPNet(2, hidden=16, depth=1), NCSNLadder(0.01, 12.0, N_LEVELS)))
     samples, _ = GMM.sample(400, generator=g)
     io.save_tensors(tmp_path / "samples.safetensors", {"x": samples + 2.0},
                     {"kind": "samples", "sampler": "annealed_langevin", "nfe": 10, "wall_time_s": 0.1})
     (tmp_path / "params.yaml").write_text("seed: 3\nscore:\n  space: pixel\n"
                                           "eval:\n  n_points: 250\n  n_projections: 64\n  n_score_points: 200\n")
-    latent.write_space(tmp_path / "space", [2])  # pixel space: no autoencoder
+    write_space(tmp_path / "space", [2])  # pixel space: no autoencoder
     io.write_json(tmp_path / "evaluator" / NO_EVALUATOR_FILE, {"reason": "no evaluator in these tests"})
     return tmp_path
 

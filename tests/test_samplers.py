@@ -4,15 +4,24 @@ import numpy as np
 import pytest
 import torch
 
-from sbm.config import SAMPLERS, ConfigError, SamplerParams
-from sbm.gmm import GaussianMixture
-from sbm.metrics import sliced_wasserstein
-from sbm.models import AnalyticScoreModel
-from sbm.processes import NCSNLadder, SubVPSDE, VESDE, VPSDE, process_from_config
-from sbm.samplers import (
-    annealed_langevin, build_sampler, ddim_step, ddpm_step, initial_state, langevin, reverse_diffusion_step, run_loop,
-    schedule_for, snr_langevin_update,
+from sbm.config.params import SAMPLERS, SamplerParams
+from sbm.core.gmm import GaussianMixture
+from sbm.core.model import AnalyticScoreModel
+from sbm.core.processes import VESDE, VPSDE, NCSNLadder, SubVPSDE, process_from_config
+from sbm.core.samplers import (
+    annealed_langevin,
+    build_sampler,
+    ddim_step,
+    ddpm_step,
+    initial_state,
+    langevin,
+    reverse_diffusion_step,
+    run_loop,
+    schedule_for,
+    snr_langevin_update,
 )
+from sbm.errors import ConfigError
+from sbm.eval.distances import sliced_wasserstein
 
 # NCSN's motivating example (Song & Ermon 2019, Fig. 3): modes far apart, weights 0.8 / 0.2.
 TWO_MODES = GaussianMixture([0.8, 0.2], [[5.0, 5.0], [-5.0, -5.0]], [[[1.0, 0.0], [0.0, 1.0]]] * 2)
@@ -159,7 +168,7 @@ def test_sampler_reproduces_the_mixture(mixture, kw, process):
 
 
 def _expected_nfe(cfg: SamplerParams, k: int) -> int:
-    """The NFE conventions of `sbm.samplers` for a k-point schedule."""
+    """The NFE conventions of `sbm.core.samplers` for a k-point schedule."""
     base = {
         "langevin": cfg.langevin_steps,
         "annealed_langevin": k * cfg.steps_per_level,

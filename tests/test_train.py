@@ -13,16 +13,18 @@ import pytest
 import torch
 import yaml
 
-from sbm import models, io
-from sbm.config import parse_params
+from sbm import io
+from sbm.config.params import parse_params
+from sbm.core.gmm import GaussianMixture
+from sbm.core.losses import build_loss
+from sbm.core.model import ScoreModel
+from sbm.core.processes import NCSNLadder
 from sbm.errors import TrainingError
-from sbm.gmm import GaussianMixture
-from sbm.losses import build_loss
-from sbm.metrics import score_error_per_level
-from sbm.models import ScoreModel
-from sbm.nets import MLPNet
-from sbm.processes import NCSNLadder
-from sbm.train import EMA, _Batches, batch_indices, shard, train
+from sbm.eval.truth import score_error_per_level
+from sbm.latent.vae import write_space
+from sbm.models.score import load_model
+from sbm.nets.score import MLPNet
+from sbm.train.loop import EMA, _Batches, batch_indices, shard, train
 
 LADDER = NCSNLadder(0.1, 20.0, 10)
 
@@ -43,7 +45,7 @@ def _gaussian_baseline_errors(mixture, x):
     ignores the modes would reach. A trained model must beat it by far."""
     cov = torch.cov(x.T.double())
     fit = GaussianMixture([1.0], [x.double().mean(0).tolist()], [cov.tolist()])
-    from sbm.models import AnalyticScoreModel
+    from sbm.core.model import AnalyticScoreModel
 
     model = AnalyticScoreModel(fit.exact_score_fn(LADDER), LADDER)
     return [e["rel_err"] for e in score_error_per_level(model, mixture, LADDER.grid(), 2000,
@@ -117,7 +119,7 @@ def test_training_time_adds_up_over_resumes(mixture, tmp_path):
 def test_fingerprints_compare_floats_to_four_significant_digits():
     """Data statistics recomputed under another thread count differ in their last bits: the
     same run; a real change of a setting: another run."""
-    from sbm.train import fingerprint
+    from sbm.train.loop import fingerprint
 
     base = {"sigma_max": 12.345678, "lr": 1e-3, "nested": [{"std": 0.987654321}], "name": "dsm"}
     jitter = {"sigma_max": 12.345679, "lr": 1e-3 * (1 + 1e-7), "nested": [{"std": 0.987654322}], "name": "dsm"}
@@ -273,11 +275,11 @@ def _run_stage(work: Path, data_dir: Path) -> dict:
 
 @pytest.mark.slow
 def test_stage_killed_after_a_checkpoint_resumes_to_the_uninterrupted_model(tmp_path):
-    from sbm import data, latent
+    from sbm.pipeline import data
 
     data_dir = tmp_path / "prepared"
     meta = data.prepare(parse_params(STAGE_PARAMS).data, STAGE_PARAMS["seed"], data_dir)
-    latent.write_space(tmp_path / "space", meta["shape"])  # pixel space: train on the data
+    write_space(tmp_path / "space", meta["shape"])  # pixel space: train on the data
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     for work in (killed, clean):
         work.mkdir()
@@ -302,8 +304,8 @@ def test_stage_killed_after_a_checkpoint_resumes_to_the_uninterrupted_model(tmp_
     assert resumed["steps"] == 600
     uninterrupted = _run_stage(clean, data_dir)
     assert uninterrupted["resumed_from"] == 0
-    a, _ = models.load_model(killed / "score.safetensors")
-    b, _ = models.load_model(clean / "score.safetensors")
+    a, _ = load_model(killed / "score.safetensors")
+    b, _ = load_model(clean / "score.safetensors")
     for (k, va), vb in zip(a.net.state_dict().items(), b.net.state_dict().values()):
         assert torch.equal(va, vb), k  # bitwise: every step's batch and noise are functions of (seed, step)
     assert resumed["final_loss"] == pytest.approx(uninterrupted["final_loss"], rel=1e-12)

@@ -1,0 +1,695 @@
+"""Typed, validated parameters: the only place where names in params.yaml become objects.
+
+`load_params(path)` reads params.yaml into a `Params` tree of frozen dataclasses. Every
+field declares its type and, where it matters, its allowed range or choices; a bad value
+fails *before any work* with a `ConfigError` naming the dotted key, the value and what is
+allowed, e.g.::
+
+    params.yaml: train.steps = 0: must be >= 1
+
+Unknown keys are errors too (a typo must not silently fall back to a default).
+
+YAML booleans: PyYAML follows YAML 1.1, where ``no``/``yes``/``on``/``off`` are booleans,
+so ``dvc exp run -S train.mixed_precision=no`` would turn a string into ``False``. The
+loader here resolves only ``true``/``false`` as booleans (YAML 1.2, as DVC itself reads
+params), so such values stay strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from sbm.config.prompts import DEFAULT_TEMPLATES, check_prompts, check_templates
+from sbm.errors import ConfigError
+
+# --------------------------------------------------------------------------- YAML loading
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader whose booleans are only true/false (YAML 1.2), so 'no' stays a string."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+# PyYAML reads 1e-3 (no dot) as a string; YAML 1.2 and DVC read it as a float.
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file with YAML 1.2 booleans (see module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such params file")
+    try:
+        return yaml.load(path.read_text(), Loader=_Yaml12Loader)  # noqa: S506 (safe subclass)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+
+
+# --------------------------------------------------------------------------- field helpers
+
+
+def _f(default: Any = dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None, doc: str = ""):
+    """A dataclass field with range metadata checked by `_check_range`."""
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: __import__("copy").deepcopy(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+LOSSES = ("dsm", "eps", "esm", "ssm", "ssm_vr")
+DATASETS = ("gmm", "swiss_roll", "moons", "checkerboard", "digits", "hf")
+PROCESSES = ("ncsn", "ve", "vp", "subvp", "ddpm")
+SAMPLERS = (
+    "langevin", "annealed_langevin", "euler_maruyama", "pc", "ddpm", "ddim", "ode_euler", "ode_heun", "ode_adaptive",
+    "consistency",
+)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class GMMParams:
+    """A Gaussian mixture Σₖ wₖ N(μₖ, Σₖ); weights are normalised, covs must be SPD."""
+
+    weights: list[float] = _f([0.6, 0.3, 0.1])
+    means: list[list[float]] = _f([[-4.0, -4.0], [4.0, 4.0], [4.0, -4.0]])
+    covs: list[list[list[float]]] = _f(
+        [[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.6], [0.6, 0.8]], [[0.5, 0.0], [0.0, 1.5]]]
+    )
+
+    def validate(self, key: str) -> None:
+        k = len(self.weights)
+        if k == 0:
+            raise ConfigError(f"{key}.weights = []: need at least one component")
+        if any(w <= 0 for w in self.weights):
+            raise ConfigError(f"{key}.weights = {self.weights}: every weight must be > 0")
+        if len(self.means) != k or len(self.covs) != k:
+            raise ConfigError(
+                f"{key}: {k} weights but {len(self.means)} means and {len(self.covs)} covs; "
+                "need one mean and one covariance per weight"
+            )
+        dim = len(self.means[0])
+        for i, (m, c) in enumerate(zip(self.means, self.covs)):
+            if len(m) != dim:
+                raise ConfigError(f"{key}.means[{i}] = {m}: every mean must have dimension {dim}")
+            if len(c) != dim or any(len(row) != dim for row in c):
+                raise ConfigError(f"{key}.covs[{i}]: must be a {dim}x{dim} matrix")
+            import numpy as np
+
+            a = np.asarray(c, dtype=float)
+            if not np.allclose(a, a.T) or np.linalg.eigvalsh(a).min() <= 0:
+                raise ConfigError(f"{key}.covs[{i}] = {c}: must be symmetric positive definite")
+
+
+@dataclass(frozen=True)
+class HFParams:
+    """A Hugging Face dataset by hub name or local path (load_from_disk)."""
+
+    path: str = ""
+    name: Optional[str] = None
+    split: str = "train"
+    column: str = "x"
+    label_column: Optional[str] = None
+    value_range: list[float] = _f([-1.0, 1.0])
+    n_levels: Optional[int] = _f(None, ge=2)
+    image_size: Optional[int] = _f(None, ge=1)
+    channels: Optional[int] = None
+
+    def validate(self, key: str) -> None:
+        if self.channels not in (None, 1, 3):
+            raise ConfigError(f"{key}.channels = {self.channels}: must be 1 (grey), 3 (RGB) or null (keep)")
+        if len(self.value_range) != 2 or self.value_range[0] >= self.value_range[1]:
+            raise ConfigError(f"{key}.value_range = {self.value_range}: must be [low, high] with low < high")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    name: Literal[DATASETS] = "digits"
+    n_train: int = _f(20000, ge=2)
+    n_test: int = _f(5000, ge=2)
+    test_fraction: float = _f(0.2, gt=0.0, lt=1.0)
+    noise: float = _f(0.05, ge=0.0)
+    gmm: GMMParams = _f(None)
+    hf: HFParams = _f(None)
+
+    def validate(self, key: str) -> None:
+        if self.name == "hf" and not self.hf.path:
+            raise ConfigError(f"{key}.hf.path = '': data.name is 'hf', so a hub name or local path is required")
+
+
+@dataclass(frozen=True)
+class ObjectiveParams:
+    projection: Literal["rademacher", "gaussian"] = "rademacher"
+    n_projections: int = _f(1, ge=1)
+    weighting: Literal["sigma2", "likelihood"] = "sigma2"
+    esm_max_dim: int = _f(256, ge=1)
+
+
+@dataclass(frozen=True)
+class ProcessParams:
+    name: Literal[PROCESSES] = "ncsn"
+    sigma_max: Optional[float] = _f(None, gt=0.0)
+    sigma_min: float = _f(0.01, gt=0.0)
+    n_levels: int = _f(20, ge=2)
+    beta_min: float = _f(0.1, gt=0.0)
+    beta_max: float = _f(20.0, gt=0.0)
+    n_timesteps: int = _f(1000, ge=2)
+    beta_schedule: Literal["linear", "cosine"] = "linear"
+    t_min: float = _f(1e-3, ge=0.0, lt=1.0)
+
+    def validate(self, key: str) -> None:
+        if self.sigma_max is not None and self.sigma_min >= self.sigma_max:
+            raise ConfigError(
+                f"{key}.sigma_min = {self.sigma_min} >= {key}.sigma_max = {self.sigma_max}: "
+                "need sigma_min < sigma_max"
+            )
+        if self.beta_min >= self.beta_max:
+            raise ConfigError(
+                f"{key}.beta_min = {self.beta_min} >= {key}.beta_max = {self.beta_max}: need beta_min < beta_max"
+            )
+        if self.name == "ddpm" and self.beta_max >= self.n_timesteps:
+            raise ConfigError(
+                f"{key}.beta_max = {self.beta_max} with n_timesteps = {self.n_timesteps}: DDPM's β_i = β/N "
+                "must stay below 1"
+            )
+
+
+@dataclass(frozen=True)
+class UNetParams:
+    """The U-Net (`sbm.nets.score.UNetNet`, a diffusers UNet2DModel) used for (C, H, W) data.
+
+    One level per entry of `channels` (len − 1 down-samplings by 2); `attention` flags
+    self-attention per level and must have the same length."""
+
+    channels: list[int] = _f([64, 128])
+    layers_per_block: int = _f(2, ge=1)
+    attention: list[bool] = _f([False, True])
+    mid_attention: bool = True
+    norm_groups: int = _f(16, ge=1)
+
+    def validate(self, key: str) -> None:
+        _check_levels(self.channels, self.attention, self.norm_groups, key)
+        if self.mid_attention and self.channels[-1] % 8:
+            raise ConfigError(f"{key}.channels = {self.channels}: mid_attention needs the last level's channels "
+                              "divisible by 8 (the attention head size)")
+
+
+def _check_levels(channels: list[int], attention: list[bool] | None, groups: int, key: str) -> None:
+    if not channels:
+        raise ConfigError(f"{key}.channels = []: need at least one level")
+    for c in channels:
+        if c < 1 or c % groups:
+            raise ConfigError(f"{key}.channels = {channels}: every entry must be a positive multiple of "
+                              f"{key}.norm_groups = {groups}")
+    if attention is not None:
+        if len(attention) != len(channels):
+            raise ConfigError(f"{key}.attention = {attention}: needs one true/false per level "
+                              f"({len(channels)} levels in {key}.channels)")
+        for c, a in zip(channels, attention):
+            if a and c % 8:
+                raise ConfigError(f"{key}.channels = {channels}: a level with attention needs channels divisible "
+                                  "by 8 (the attention head size)")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    prediction: Literal["eps", "score", "x0"] = "eps"
+    hidden: int = _f(128, ge=1)
+    depth: int = _f(3, ge=1)
+    embedding_dim: int = _f(64, ge=2)
+    unet: UNetParams = _f(None)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    steps: int = _f(4000, ge=1)
+    batch_size: int = _f(512, ge=1)
+    lr: float = _f(2e-3, gt=0.0)
+    weight_decay: float = _f(0.0, ge=0.0)
+    warmup_steps: int = _f(100, ge=0)
+    grad_clip: float = _f(1.0, ge=0.0)
+    ema_decay: float = _f(0.999, ge=0.0, lt=1.0)
+    checkpoint_every: int = _f(1000, ge=1)
+    log_every: int = _f(25, ge=1)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_accumulation: int = _f(1, ge=1)
+    launcher: str = "python"
+
+
+@dataclass(frozen=True)
+class SamplerParams:
+    name: Literal[SAMPLERS] = "annealed_langevin"
+    n_samples: int = _f(5000, ge=1)
+    batch_size: int = _f(5000, ge=1)
+    steps: Optional[int] = _f(None, ge=1)
+    steps_per_level: int = _f(100, ge=1)
+    step_size: float = _f(2e-5, gt=0.0)
+    langevin_steps: int = _f(2000, ge=1)
+    predictor: Literal["euler_maruyama", "reverse_diffusion", "none"] = "reverse_diffusion"
+    corrector: Literal["langevin", "annealed_langevin", "none"] = "langevin"
+    corrector_steps: int = _f(1, ge=1)
+    snr: float = _f(0.16, gt=0.0)
+    eta: float = _f(0.0, ge=0.0, le=1.0)
+    rtol: float = _f(1e-5, gt=0.0)
+    atol: float = _f(1e-5, gt=0.0)
+    init: Literal["prior", "uniform"] = "prior"
+    denoise: bool = True
+
+    def validate(self, key: str) -> None:
+        if self.name == "pc" and self.predictor == "none" and self.corrector == "none":
+            raise ConfigError(f"{key}.predictor = {key}.corrector = 'none': the pc sampler needs at least one")
+
+
+@dataclass(frozen=True)
+class LikelihoodParams:
+    divergence: Literal["exact", "hutchinson"] = "exact"
+    probe: Literal["rademacher", "gaussian"] = "rademacher"
+    n_probes: int = _f(1, ge=1)
+    rtol: float = _f(1e-5, gt=0.0)
+    atol: float = _f(1e-5, gt=0.0)
+    n_points: int = _f(1000, ge=1)
+    batch_size: int = _f(1000, ge=1)
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    n_points: int = _f(2000, ge=2)
+    n_projections: int = _f(256, ge=1)
+    n_score_points: int = _f(2000, ge=1)
+    compare_samplers: list[str] = _f(["annealed_langevin", "euler_maruyama", "pc", "ddim", "ode_heun"])
+    compare_nfe: list[int] = _f([10, 20, 50, 100])
+    compare_points: int = _f(2000, ge=2)
+
+    def validate(self, key: str) -> None:
+        for i, name in enumerate(self.compare_samplers):
+            if name not in SAMPLERS:
+                raise ConfigError(f"{key}.compare_samplers[{i}] = {name!r}: unknown sampler; allowed: "
+                                  + ", ".join(SAMPLERS))
+        for i, n in enumerate(self.compare_nfe):
+            if n < 1:
+                raise ConfigError(f"{key}.compare_nfe[{i}] = {n}: must be >= 1")
+
+
+@dataclass(frozen=True)
+class VAEParams:
+    """The KL autoencoder of latent models (`sbm.latent.vae`, a diffusers AutoencoderKL).
+
+    Down-sampling factor f = 2^(len(channels) − 1); latents are (latent_channels, H/f, W/f).
+    decoder_std: σ of the Gaussian decoder p(x|z) = N(x̂(z), σ² I); null = learned (one σ
+    per image channel). steps/batch_size/lr override `train` for this model."""
+
+    channels: list[int] = _f([32, 64, 64])
+    layers_per_block: int = _f(1, ge=1)
+    latent_channels: int = _f(4, ge=1)
+    norm_groups: int = _f(16, ge=1)
+    kl_weight: float = _f(1.0, ge=0.0)
+    decoder_std: Optional[float] = _f(None, gt=0.0)
+    steps: int = _f(3000, ge=1)
+    batch_size: int = _f(128, ge=1)
+    lr: float = _f(1e-3, gt=0.0)
+    bound_samples: int = _f(1, ge=1)
+
+    def validate(self, key: str) -> None:
+        _check_levels(self.channels, None, self.norm_groups, key)
+
+
+@dataclass(frozen=True)
+class EvaluatorParams:
+    """The evaluator classifier (`sbm.eval.evaluator`) whose penultimate features define FID."""
+
+    channels: list[int] = _f([32, 64])
+    hidden: int = _f(128, ge=2)
+    steps: int = _f(1500, ge=1)
+    batch_size: int = _f(128, ge=1)
+    lr: float = _f(2e-3, gt=0.0)
+    weight_decay: float = _f(1e-4, ge=0.0)
+    feature: Literal["evaluator", "inception"] = "evaluator"
+    inception_weights: Optional[str] = None
+
+    def validate(self, key: str) -> None:
+        if not self.channels or any(c < 1 for c in self.channels):
+            raise ConfigError(f"{key}.channels = {self.channels}: need at least one positive channel count")
+
+
+@dataclass(frozen=True)
+class ClassifierParams:
+    """The noise-conditional classifier p(y | x_t, t) of classifier guidance (`sbm.models.classifier`),
+    trained in the score model's space on inputs noised by its process at every t."""
+
+    channels: list[int] = _f([32, 64])
+    hidden: int = _f(128, ge=2)
+    embedding_dim: int = _f(64, ge=2)
+    depth: int = _f(2, ge=1)
+    steps: int = _f(2000, ge=1)
+    batch_size: int = _f(128, ge=1)
+    lr: float = _f(1e-3, gt=0.0)
+
+    def validate(self, key: str) -> None:
+        if not self.channels or any(c < 1 for c in self.channels):
+            raise ConfigError(f"{key}.channels = {self.channels}: need at least one positive channel count")
+
+
+@dataclass(frozen=True)
+class GuidanceParams:
+    """Class-conditional sampling by classifier guidance (`sbm.core.guidance`), stage evaluate_guidance."""
+
+    classifier_scales: list[float] = _f([0.0, 1.0, 2.0, 4.0])
+    n_per_class: int = _f(100, ge=1)
+
+    def validate(self, key: str) -> None:
+        for i, s in enumerate(self.classifier_scales):
+            if s < 0:
+                raise ConfigError(f"{key}.classifier_scales[{i}] = {s}: must be >= 0 (0 = unguided)")
+        if not self.classifier_scales:
+            raise ConfigError(f"{key}.classifier_scales = []: need at least one scale")
+
+
+@dataclass(frozen=True)
+class ScratchTextParams:
+    """text.encoder = scratch: the small transformer trained jointly with the score model."""
+
+    dim: int = _f(64, ge=1)
+    layers: int = _f(2, ge=1)
+    heads: int = _f(4, ge=1)
+
+    def validate(self, key: str) -> None:
+        if self.dim % self.heads:
+            raise ConfigError(f"{key}.dim = {self.dim}: must be divisible by {key}.heads = {self.heads}")
+
+
+@dataclass(frozen=True)
+class TextParams:
+    """The text-conditional score model (stage train_text, `sbm.text.conditioning`), classifier-free
+    guidance and sampling from prompts (stages sample, evaluate_text)."""
+
+    encoder: str = "minilm"
+    max_length: int = _f(16, ge=2)
+    templates: list[str] = _f(list(DEFAULT_TEMPLATES))
+    p_uncond: float = _f(0.1, ge=0.0, le=1.0)
+    steps: int = _f(3000, ge=1)
+    batch_size: int = _f(128, ge=1)
+    lr: float = _f(1e-3, gt=0.0)
+    scratch: ScratchTextParams = _f(None)
+    weight: float = _f(2.0, ge=0.0)
+    guidance_weights: list[float] = _f([0.0, 1.0, 2.0, 4.0])
+    n_per_class: int = _f(100, ge=1)
+    unseen_templates: list[str] = _f(["the number {name} written by hand"])
+    prompts: list[str] = _f(["a handwritten seven"])
+    n_per_prompt: int = _f(8, ge=1)
+
+    def validate(self, key: str) -> None:
+        if not self.encoder.strip():
+            raise ConfigError(f"{key}.encoder = {self.encoder!r}: give minilm, scratch, a local model directory "
+                              "or a hub name")
+        for name in ("templates", "unseen_templates"):
+            try:
+                check_templates(getattr(self, name))
+            except ValueError as err:
+                raise ConfigError(f"{key}.{name}: {err}") from None
+        seen = [t for t in self.unseen_templates if t in self.templates]
+        if seen:
+            raise ConfigError(f"{key}.unseen_templates: {seen[0]!r} is also a training template; the unseen "
+                              "phrasings measure generalisation, so they must differ from text.templates")
+        if not self.p_uncond > 0:
+            raise ConfigError(f"{key}.p_uncond = {self.p_uncond}: must be > 0, or the model never learns the "
+                              "unconditional score that classifier-free guidance needs")
+        if not self.guidance_weights or any(w < 0 for w in self.guidance_weights):
+            raise ConfigError(f"{key}.guidance_weights = {self.guidance_weights}: need at least one weight, "
+                              "each >= 0 (0 = unconditional, 1 = conditional)")
+        try:  # word-level check here; the encoder's own token count is checked by train_text before training
+            check_prompts(self.prompts, self.max_length)
+        except ValueError as err:
+            raise ConfigError(f"{key}.prompts: {err}") from None
+
+
+METHODS = ("progressive", "consistency")
+WEIGHTINGS = ("snr_plus_one", "truncated_snr")
+TEACHER_SOLVERS = ("ddim", "heun")
+TEACHERS = ("score", "text")
+
+
+@dataclass(frozen=True)
+class DistillParams:
+    """Distillation of the score model into a few-step student (`sbm.distill.students`, stage distill).
+
+    method: "progressive" (Salimans & Ho 2022) or "consistency" (Song et al. 2023).
+    teacher: "score" (the unconditional model of train_score) or "text" (the text-conditional
+        model of train_text under classifier-free guidance of weight text.weight, folded into
+        the student: it learns the guided sampler, reads a prompt's ids and samples at w = 1).
+    steps: network evaluations of the final student's sampler, ≥ 1. progressive: its DDIM
+        steps, over `distillation_grid(process, steps, teacher_steps)` (steps + 1 points), plus
+        the final denoise if `denoise`. consistency: the consistency sampler's steps
+        (`sbm.core.samplers.consistency_sample` over process.grid(steps + 1)).
+    teacher_steps: progressive: the original teacher's DDIM steps, steps · 2^R for R ≥ 1
+        rounds, each of which halves the steps. consistency: N, the intervals of the grid
+        process.grid(N + 1) whose neighbours one teacher ODE step joins.
+    weighting: progressive's λ(t) of eq. (4): "snr_plus_one" (1 + α²/σ²) or "truncated_snr"
+        (max(α²/σ², 1)).
+    teacher_solver: consistency's teacher step: "ddim" (eq. 1, one evaluation) or "heun"
+        (eq. 2, two).
+    denoise: progressive: also distil the sampler's final Tweedie denoise at t_min (for
+        samplers run with denoise = true; see the module docstring).
+    steps_per_round: optimizer steps of each progressive round, or of the consistency run.
+    lr, batch_size: the training loop's learning rate and batch size for these runs.
+    ema_decay: the training loop's EMA of the weights (the returned student holds it).
+    target_decay: consistency's μ of the target network θ⁻ ← μ θ⁻ + (1 − μ) θ (0.95 in the
+        paper's CD experiments).
+    eval_steps: stage evaluate_distill: the step counts at which student and teacher are compared.
+    """
+
+    method: Literal[METHODS] = "progressive"
+    teacher: Literal[TEACHERS] = "score"
+    steps: int = 4
+    teacher_steps: int = 64
+    weighting: Literal[WEIGHTINGS] = "snr_plus_one"
+    teacher_solver: Literal[TEACHER_SOLVERS] = "heun"
+    denoise: bool = True
+    steps_per_round: int = 2000
+    lr: float = 1e-4
+    batch_size: int = 256
+    ema_decay: float = 0.999
+    target_decay: float = 0.95
+    eval_steps: list[int] = _f([1, 2, 4, 8])
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, key: str = "distill") -> None:
+        """Raise ConfigError (a ValueError) naming the first bad field, its value and what is allowed."""
+        choices = {"method": METHODS, "teacher": TEACHERS, "weighting": WEIGHTINGS, "teacher_solver": TEACHER_SOLVERS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{key}.{name} = {getattr(self, name)!r}: allowed {', '.join(allowed)}")
+        for name in ("steps", "teacher_steps", "steps_per_round", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{key}.{name} = {value!r}: must be an integer >= 1")
+        if not self.lr > 0:
+            raise ConfigError(f"{key}.lr = {self.lr}: must be > 0")
+        for name in ("ema_decay", "target_decay"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{key}.{name} = {getattr(self, name)}: must be in [0, 1)")
+        if not self.eval_steps or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.eval_steps):
+            raise ConfigError(f"{key}.eval_steps = {self.eval_steps}: need at least one step count, each an integer >= 1")
+        ratio = self.teacher_steps // self.steps
+        if self.method == "progressive" and (self.teacher_steps % self.steps or ratio < 2 or ratio & (ratio - 1)):
+            raise ConfigError(f"{key}.teacher_steps = {self.teacher_steps}: must be {key}.steps = {self.steps} "
+                              f"times a power of two >= 2 ({2 * self.steps}, {4 * self.steps}, "
+                              f"{8 * self.steps}, ...): every progressive round halves the steps")
+
+    @property
+    def rounds(self) -> list[int]:
+        """progressive: the student steps of each round, teacher_steps/2, teacher_steps/4, …, steps."""
+        out, n = [], self.teacher_steps
+        while n > self.steps:
+            n //= 2
+            out.append(n)
+        return out
+
+
+#: data.name values whose examples are vectors (no latent model for them)
+VECTOR_DATASETS = ("gmm", "swiss_roll", "moons", "checkerboard")
+
+
+@dataclass(frozen=True)
+class ScoreParams:
+    """Where the score model lives: latent (on the VAE's scaled latents) | pixel (on the data)."""
+
+    space: Literal["latent", "pixel"] = "latent"
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = _f(0, ge=0)
+    loss: Literal[LOSSES] = "dsm"
+    score: ScoreParams = _f(None)
+    objective: ObjectiveParams = _f(None)
+    data: DataParams = _f(None)
+    process: ProcessParams = _f(None)
+    model: ModelParams = _f(None)
+    train: TrainParams = _f(None)
+    sampler: SamplerParams = _f(None)
+    likelihood: LikelihoodParams = _f(None)
+    eval: EvalParams = _f(None)
+    vae: VAEParams = _f(None)
+    evaluator: EvaluatorParams = _f(None)
+    classifier: ClassifierParams = _f(None)
+    guidance: GuidanceParams = _f(None)
+    text: TextParams = _f(None)
+    distill: DistillParams = _f(None)
+
+    def validate(self, key: str) -> None:
+        if self.score.space == "latent" and self.data.name in VECTOR_DATASETS:
+            raise ConfigError(f"score.space = 'latent': data.name = {self.data.name!r} gives vectors, and the "
+                              "autoencoder needs images (C, H, W); set score.space=pixel for the 2-D data sets")
+
+
+# --------------------------------------------------------------------------- generic parser
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " or null"
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; return it converted (int→float only)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed or isinstance(value, bool):
+            raise ConfigError(
+                f"{key} = {value!r}: unknown value; allowed: {', '.join(map(str, allowed))}"
+            )
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} = {value!r}: expected {_type_name(tp)}")
+        (inner,) = typing.get_args(tp)
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} = {value!r}: expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} = {value!r}: expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} = {value!r}: expected a number")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{key} = {value!r}: expected a finite number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} = {value!r}: expected a string")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")  # programming error
+
+
+def _check_range(value: Any, meta: dict, key: str) -> None:
+    if value is None or isinstance(value, (list, str, bool)):
+        return
+    for op, bound, ok in (
+        (">=", meta.get("ge"), lambda v, b: v >= b),
+        (">", meta.get("gt"), lambda v, b: v > b),
+        ("<=", meta.get("le"), lambda v, b: v <= b),
+        ("<", meta.get("lt"), lambda v, b: v < b),
+    ):
+        if bound is not None and not ok(value, bound):
+            raise ConfigError(f"{key} = {value!r}: must be {op} {bound}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Build dataclass `cls` from a mapping, validating every field (recursively)."""
+    label = prefix or "params"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label} = {data!r}: expected a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{label}." if prefix else ""
+        raise ConfigError(
+            f"unknown key {where}{unknown[0]}; allowed keys{' in ' + prefix if prefix else ''}: "
+            + ", ".join(fields)
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if name in data:
+            value = _coerce(data[name], tp, key)
+        elif dataclasses.is_dataclass(tp):
+            value = _build(tp, {}, key)
+        elif f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            value = f.default_factory()  # type: ignore[misc]
+        else:
+            raise ConfigError(f"{key} is missing")
+        _check_range(value, f.metadata, key)
+        kwargs[name] = value
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(prefix)
+    return obj
+
+
+def parse_params(data: dict, source: str = "params.yaml") -> Params:
+    """Validate a params mapping into `Params`; errors are prefixed with `source`."""
+    try:
+        return _build(Params, data, "")
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml (see module docstring for the error format)."""
+    return parse_params(read_yaml(path), str(path))
+
+
+def to_dict(obj: Any) -> dict:
+    """A plain (JSON-able) dict of a params dataclass."""
+    return dataclasses.asdict(obj)

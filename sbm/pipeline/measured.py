@@ -1,0 +1,74 @@
+"""What the evaluation stages share: the data, the space the model samples in and the
+evaluator (`Measured`), and what they write when their inputs were skipped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from sbm import io
+from sbm.eval.evaluator import NO_EVALUATOR_FILE, fid, load_evaluator_dir
+from sbm.latent.vae import check_space, decode_samples, load_space_vae
+from sbm.pipeline import data
+from sbm.pipeline.plots import placeholder
+
+
+@dataclass
+class Measured:
+    """What the evaluation stages share: the data (train, test (N, ...) and meta.json), the space
+    the model samples in (shape, and the VAE that decodes it, None in pixel space) and the
+    evaluator whose features give FID (None for data without labels). `decode(z)` maps drawn
+    samples to data space (latents decoded, images clamped to the data's range)."""
+
+    meta: dict
+    shape: list[int]
+    vae: object
+    evaluator: object
+    train: Tensor
+    test: Tensor
+
+    def decode(self, z: Tensor) -> Tensor:
+
+        return decode_samples(self.vae, z, data_range=self.meta["value_range"] if len(self.meta["shape"]) == 3 else None)
+
+    def fid_floor(self, n: int, seed: int) -> float:
+        """FID(train, test) with n training examples (a seeded subset): what a perfect model
+        scores with n samples, the floor next to which sample FIDs are read."""
+
+        subset = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))[:n]
+        return fid(self.test, self.train[subset], self.evaluator)
+
+
+def load_measured(data_dir, space_dir, evaluator_dir, space: str, *, need_evaluator: str | None = None) -> Measured:
+    """`Measured` from a stage's inputs; space: params score.space (checked against the space
+    directory). need_evaluator: what needs it, for the error raised when the data has none."""
+
+    info = check_space(space_dir, space)
+    evaluator = load_evaluator_dir(evaluator_dir)
+    if evaluator is None and need_evaluator:
+        raise ValueError(f"{evaluator_dir}: no evaluator (the data has no class labels); {need_evaluator} needs one")
+    return Measured(data.load_meta(data_dir), info["shape"], load_space_vae(space_dir), evaluator,
+                    data.load_split(data_dir, "train")[0], data.load_split(data_dir, "test")[0])
+
+
+def skip_evaluation(stage: str, reason: str, *, metrics, detail=None, plots=()) -> None:
+    """An evaluation stage whose inputs were skipped (`skip_training`) or that cannot measure
+    this data (no labels: no evaluator, no FID): an empty metrics file, a detail file holding
+    {"skipped": reason} (the report prints the reason) and a placeholder for each plot."""
+
+    io.write_json(metrics, {})
+    if detail is not None:
+        io.write_json(detail, {"skipped": reason, "rows": []})
+    for png in plots:
+        placeholder(png, f"{stage} skipped: {reason}")
+    print(f"{stage}: skipped: {reason}")
+
+
+def no_evaluator(evaluator_dir) -> str | None:
+    """Why there is no evaluator in a train_evaluator directory (data without labels), or None."""
+
+    marker = Path(evaluator_dir) / NO_EVALUATOR_FILE
+    return f"train_evaluator: {io.read_json(marker)['reason']}" if marker.is_file() else None
