@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from sbm.config.params import SAMPLERS, SamplerParams
+from sbm.config.params import SAMPLERS as SAMPLER_NAMES
+from sbm.config.params import SamplerParams
 from sbm.core.gmm import GaussianMixture
 from sbm.core.model import AnalyticScoreModel
 from sbm.core.processes import VESDE, VPSDE, NCSNLadder, SubVPSDE, process_from_config
 from sbm.core.samplers import (
+    SAMPLERS,
     annealed_langevin,
     build_sampler,
     ddim_step,
@@ -91,7 +93,7 @@ def test_samplers_built_from_params(mixture, name):
     x_T = initial_state(cfg, LADDER, (20, 2))
     out = sampler(model, x_T, LADDER.grid())
     assert out.x.shape == (20, 2) and torch.isfinite(out.x).all()
-    assert out.nfe == (5 if name == "langevin" else 20) + int(cfg.denoise)
+    assert out.nfe == SAMPLERS[name].nfe(cfg, len(LADDER.grid()))
 
 
 # ------------------------------------------------------------------ the whole sampler family
@@ -167,37 +169,41 @@ def test_sampler_reproduces_the_mixture(mixture, kw, process):
     assert (w - mixture.weights).abs().max() < 0.04, w
 
 
-def _expected_nfe(cfg: SamplerParams, k: int) -> int:
-    """The NFE conventions of `sbm.core.samplers` for a k-point schedule."""
-    base = {
-        "langevin": cfg.langevin_steps,
-        "annealed_langevin": k * cfg.steps_per_level,
-        "euler_maruyama": k - 1, "ddpm": k - 1, "ddim": k - 1, "ode_euler": k - 1, "consistency": k - 1,
-        "ode_heun": 2 * (k - 1),
-        "pc": (k - 1) * (cfg.predictor != "none") + k * cfg.corrector_steps * (cfg.corrector != "none"),
-    }[cfg.name]
-    return base + int(cfg.denoise)
+def test_the_registry_holds_exactly_the_configs_sampler_names():
+    """sbm.config.params.SAMPLERS validates `sampler.name`; the config layer cannot import the
+    registry, so this test keeps the two in step (same names, same order)."""
+    assert tuple(SAMPLERS) == SAMPLER_NAMES
 
 
-FIXED_STEP = [dict(name=n) for n in SAMPLERS if n != "ode_adaptive"] + [
+#: every sampler whose NFE the steps set (all but ode_adaptive), and the pc/ddim variants
+FIXED_STEP = [dict(name=n) for n, spec in SAMPLERS.items() if spec.nfe(SamplerParams(name=n), 10) is not None] + [
     dict(name="pc", predictor="none", corrector="langevin", corrector_steps=3),
     dict(name="pc", predictor="euler_maruyama", corrector="annealed_langevin", corrector_steps=2),
-    dict(name="pc", predictor="reverse_diffusion", corrector="none", denoise=False),
-    dict(name="ddim", eta=0.7, denoise=False),
+    dict(name="pc", predictor="reverse_diffusion", corrector="none"),
+    dict(name="ddim", eta=0.7),
 ]
 
 
 @pytest.mark.parametrize("kw", FIXED_STEP, ids=lambda kw: "-".join(str(v) for v in kw.values()))
-@pytest.mark.parametrize("process", [VP, DDPM_LIN], ids=["vp", "ddpm"])
-def test_fixed_step_samplers_count_their_evaluations(mixture, kw, process):
-    cfg = SamplerParams(steps=7, steps_per_level=2, langevin_steps=5, step_size=1e-4, **kw)
+@pytest.mark.parametrize("process,steps", [(VP, 2), (VP, 7), (DDPM_LIN, 7), (DDPM_LIN, None)],
+                         ids=["vp-2", "vp-7", "ddpm-7", "ddpm-native"])
+@pytest.mark.parametrize("denoise", [True, False], ids=["denoise", "no_denoise"])
+def test_fixed_step_samplers_count_their_evaluations(mixture, kw, process, steps, denoise):
+    """The NFE counted on a run (`CountingModel`) is the registry's `SamplerSpec.nfe`."""
+    cfg = SamplerParams(steps=steps, steps_per_level=2, langevin_steps=5, step_size=1e-4, denoise=denoise, **kw)
     model = AnalyticScoreModel(mixture.exact_score_fn(process), process)
     seen = []
-    out = build_sampler(cfg)(model, process.prior_sample((8, 2)), schedule_for(cfg, process),
-                             callback=lambda i, t, x: seen.append(i))
+    schedule = schedule_for(cfg, process)
+    out = build_sampler(cfg)(model, process.prior_sample((8, 2)), schedule, callback=lambda i, t, x: seen.append(i))
     assert out.x.shape == (8, 2) and torch.isfinite(out.x).all()
-    assert out.nfe == _expected_nfe(cfg, 7)
-    assert seen == ([0] if cfg.name == "langevin" else list(range(7)))
+    assert out.nfe == SAMPLERS[cfg.name].nfe(cfg, len(process.grid()))
+    assert seen == ([0] if cfg.name == "langevin" else list(range(len(schedule))))
+
+
+def test_ode_adaptive_leaves_its_nfe_to_the_solver():
+    cfg = SamplerParams(name="ode_adaptive")
+    assert SAMPLERS["ode_adaptive"].nfe(cfg, 1000) is None
+    assert SAMPLERS["ode_adaptive"].for_budget(cfg, 50, 1000) == cfg
 
 
 def test_schedule_for_uses_steps_or_the_native_grid():

@@ -2,9 +2,8 @@
 
 Probability-flow ODE (Song et al. 2021, eq. 13 and Appendix D.2). Every process of
 `sbm.core.processes` has an SDE dx = f(x, t) dt + g(t) dw whose marginals p_t are also the
-marginals of the deterministic flow::
-
-    dx/dt = f̃(x, t) = f(x, t) − ½ g(t)² s_θ(x, t),     s_θ ≈ ∇ₓ log p_t          (1)
+marginals of the deterministic flow dx/dt = f̃(x, t), with f̃ the drift v of
+`sbm.core.model` eq. (3) (`pf_drift`) and s_θ ≈ ∇ₓ log p_t                        (1)
 
 By the instantaneous change of variables (Chen et al. 2018, FFJORD), along a solution
 x_t of (1), d log p_t(x_t)/dt = −div f̃(x_t, t), so integrating from t_min to 1::
@@ -52,6 +51,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sbm.core.model import model_dtype_device, pf_drift
 from sbm.core.units import bits_per_dim, dequantize
 
 DIVERGENCES = ("exact", "hutchinson")
@@ -72,14 +72,6 @@ class LikelihoodResult:
     x_T: Tensor
 
 
-def _model_dtype_device(model) -> tuple[torch.dtype, torch.device]:
-    """The dtype/device of the model's parameters; float64/CPU for a parameter-free (analytic) model."""
-    p = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
-    if p is None:
-        return torch.float64, torch.device("cpu")
-    return p.dtype, p.device
-
-
 def draw_probes(shape, n_probes: int, kind: str, generator: torch.Generator | None = None) -> Tensor:
     """n_probes probe vectors per example, (n_probes, N, ...) float64 with E[v vᵀ] = I."""
     if kind == "rademacher":
@@ -95,12 +87,9 @@ def ode_drift_and_divergence(model, x: Tensor, t: Tensor, *, probes: Tensor | No
 
     probes None: exact divergence (one backward pass per dimension); else the Hutchinson
     estimate mean_k v_kᵀ (∂f̃/∂x) v_k over probes (K, N, ...) (one backward pass each)."""
-    process = model.process
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        f, g = process.sde(x, t)
-        g2 = (g**2).reshape(g.shape + (1,) * (x.dim() - g.dim()))
-        drift = f - 0.5 * g2 * model.score(x, t, cond)
+        drift = pf_drift(model, x, t, cond)
         n = x.shape[0]
         if probes is None:
             flat = drift.reshape(n, -1)
@@ -139,7 +128,7 @@ def ode_log_likelihood(model, x: Tensor, *, divergence: str = "exact", probe: st
     if x.shape[0] == 0:
         raise ValueError("ode_log_likelihood: empty batch")
     process = model.process
-    dtype, device = _model_dtype_device(model)
+    dtype, device = model_dtype_device(model)
     shape, n = tuple(x.shape), x.shape[0]
     size = x[0].numel()
     probes = draw_probes(shape, n_probes, probe, generator) if divergence == "hutchinson" else None

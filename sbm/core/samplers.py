@@ -56,7 +56,7 @@ Step rules from t to s (Δt = t − s > 0, z ~ N(0, I), s_θ = model.score(x, t)
       c² = η² σ²_{t|s} σ_s² / σ_t²,    x_s = α_s x̂₀ + √(σ_s² − c²) ε̂ + c z                 (7)
 
   η = 0 is deterministic; η = 1 is eq. (6) (the same posterior, rewritten).
-- probability-flow ODE dx/dt = f(x, t) − ½ g(t)² s_θ(x, t) =: v(x, t) (Song et al. 2021, eq. 13),
+- probability-flow ODE dx/dt = v(x, t), the drift of `sbm.core.model` eq. (3) (`pf_drift`),
   integrated from t to s by Euler (x_s = x − v(x, t) Δt), Heun (Karras et al. 2022, Alg. 1:
   x̃ = x − v(x, t) Δt, x_s = x − ½[v(x, t) + v(x̃, s)] Δt), or adaptively by scipy's RK45.   (8)
 - consistency (Song, Dhariwal, Chen & Sutskever 2023, Alg. 1), reading model.x0 as a
@@ -68,20 +68,17 @@ Step rules from t to s (Δt = t − s > 0, z ~ N(0, I), s_θ = model.score(x, t)
   For VE (α = 1) this is the paper's x̂ + √(s² − ε²) z; at s = t_min it is x̂ exactly, so a
   K-point schedule evaluates f at t_0 = T, t_1, …, t_{K−2} and returns the last x̂.
 
-NFE counts model evaluations of whole batches (each score/eps/x0 call is one). For a
-K-point schedule and d = 1 with the final denoise (else 0):
-
-    euler_maruyama, ddpm, ddim, ode_euler, consistency: (K − 1) + d        ode_heun: 2 (K − 1) + d
-    pc: (K − 1)·[predictor] + K · corrector_steps · [corrector] + d
-    annealed_langevin: K · steps_per_level + d                langevin: langevin_steps + d
-    ode_adaptive: the solver's function evaluations + d (it uses only t_0 and t_{K−1})
+**From params**: `SAMPLERS` is the one registry, a `SamplerSpec` per `sampler.name` (the names
+of `sbm.config.params.SAMPLERS`): how to build the sampler from `SamplerParams`, its NFE
+(network evaluations of whole batches: each score/eps/x0 call is one) and the settings that
+spend a given NFE budget. The NFE table is there.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Callable
 
@@ -90,8 +87,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from sbm.config.params import SAMPLERS, SamplerParams
-from sbm.core.tensor import bcast
+from sbm.config.params import SamplerParams
+from sbm.core.model import pf_drift
+from sbm.core.tensor import bcast, per_example
 from sbm.errors import ConfigError
 
 
@@ -158,17 +156,12 @@ def run_loop(
             if callback is not None:
                 callback(i, schedule[i], x)
         if denoise:
-            x = counted.x0(x, _times(schedule[-1], x), cond)
+            x = counted.x0(x, per_example(schedule[-1], x.shape[0], x.device), cond)
     bar.close()
     return SampleOutput(x=x, nfe=counted.nfe, wall_time_s=time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _times(t: Tensor, x: Tensor) -> Tensor:
-    """The scalar time t as a per-example (N,) tensor on x's device (the schedule's dtype)."""
-    return t.reshape(()).expand(x.shape[0]).to(x.device)
 
 
 def _noise(x: Tensor, generator) -> Tensor:
@@ -189,10 +182,26 @@ def _transition(process, t: Tensor, s: Tensor):
     return a_t, s_t, a_s, s_s, a_ts, max(s_t**2 - a_ts**2 * s_s**2, 0.0)
 
 
-def _ode_drift(model, x: Tensor, t: Tensor, cond) -> Tensor:
-    """v(x, t) = f(x, t) − ½ g(t)² s_θ(x, t) of eq. (8); x (N, ...), t (N,)."""
-    f, g = model.process.sde(x, t)
-    return f - 0.5 * bcast(g**2, x) * model.score(x, t, cond)
+def ddim_update(x: Tensor, eps: Tensor, mt, ms) -> Tensor:
+    """The deterministic (η = 0) DDIM update of eq. (7) with a given ε̂: from x at a time of
+    marginals mt = (α_t, σ_t) to the time of marginals ms = (α_s, σ_s)::
+
+        x_s = α_s x̂₀ + σ_s ε̂,   x̂₀ = (x − σ_t ε̂) / α_t
+
+    x, eps (N, ...); each of α_t, σ_t, α_s, σ_s a float or a per-example (N,) tensor (cast to
+    x's dtype and device). (α_s, σ_s) = (1, 0) gives x̂₀."""
+    (a_t, s_t), (a_s, s_s) = ((_coef(a, x), _coef(s, x)) for a, s in (mt, ms))
+    return a_s * _x0(x, eps, a_t, s_t) + s_s * eps
+
+
+def _x0(x: Tensor, eps: Tensor, a_t, s_t) -> Tensor:
+    """x̂₀ = (x − σ_t ε̂) / α_t (`sbm.core.model` eq. 1) with coefficients as `_coef` leaves them."""
+    return (x - s_t * eps) / a_t
+
+
+def _coef(c, x: Tensor):
+    """A coefficient against x (N, ...): a float as it is, an (N,) tensor as (N, 1, …, 1) in x's dtype/device."""
+    return bcast(c.to(device=x.device, dtype=x.dtype), x) if isinstance(c, Tensor) else c
 
 
 # ---------------------------------------------------------------- step rules: x at t -> x at s < t
@@ -201,7 +210,7 @@ def _ode_drift(model, x: Tensor, t: Tensor, cond) -> Tensor:
 def euler_maruyama_step(model, x, t, s, *, cond=None, generator=None) -> Tensor:
     """Eq. (3): one Euler–Maruyama step of the reverse SDE. x (N, ...) at t -> (N, ...) at s."""
     dt = float(t - s)
-    tv = _times(t, x)
+    tv = per_example(t, x.shape[0], x.device)
     f, g = model.process.sde(x, tv)
     g = bcast(g, x)
     drift = f - g**2 * model.score(x, tv, cond)
@@ -211,20 +220,14 @@ def euler_maruyama_step(model, x, t, s, *, cond=None, generator=None) -> Tensor:
 def reverse_diffusion_step(model, x, t, s, *, cond=None, generator=None) -> Tensor:
     """Eq. (4): the reverse-diffusion predictor with the forward step discretised by eq. (0)."""
     *_, a_ts, var_ts = _transition(model.process, t, s)
-    score = model.score(x, _times(t, x), cond)
+    score = model.score(x, per_example(t, x.shape[0], x.device), cond)
     return (2 - a_ts) * x + var_ts * score + math.sqrt(var_ts) * _noise(x, generator)
-
-
-def _x0_eps(model, x, t, cond, a_t, s_t):
-    """(x̂₀, ε̂) from one eps evaluation: x̂₀ = (x − σ_t ε̂) / α_t."""
-    eps = model.eps(x, _times(t, x), cond)
-    return (x - s_t * eps) / a_t, eps
 
 
 def ddpm_step(model, x, t, s, *, cond=None, generator=None) -> Tensor:
     """Eq. (6): ancestral sampling from the DDPM posterior q(x_s | x_t, x̂₀), variance β̃."""
     a_t, s_t, a_s, s_s, a_ts, var_ts = _transition(model.process, t, s)
-    x0, _ = _x0_eps(model, x, t, cond, a_t, s_t)
+    x0 = _x0(x, model.eps(x, per_example(t, x.shape[0], x.device), cond), a_t, s_t)
     mean = (a_ts * s_s**2 / s_t**2) * x + (a_s * var_ts / s_t**2) * x0
     return mean + math.sqrt(var_ts * s_s**2 / s_t**2) * _noise(x, generator)
 
@@ -232,22 +235,23 @@ def ddpm_step(model, x, t, s, *, cond=None, generator=None) -> Tensor:
 def ddim_step(model, x, t, s, *, eta: float = 0.0, cond=None, generator=None) -> Tensor:
     """Eq. (7): the DDIM step with stochasticity η; noise is drawn only when η > 0."""
     a_t, s_t, a_s, s_s, _, var_ts = _transition(model.process, t, s)
-    x0, eps = _x0_eps(model, x, t, cond, a_t, s_t)
     c = eta * math.sqrt(var_ts * s_s**2 / s_t**2)
-    out = a_s * x0 + math.sqrt(max(s_s**2 - c**2, 0.0)) * eps
+    # the deterministic part is the η = 0 update with σ_s in front of ε̂ replaced by √(σ_s² − c²)
+    eps = model.eps(x, per_example(t, x.shape[0], x.device), cond)
+    out = ddim_update(x, eps, (a_t, s_t), (a_s, math.sqrt(max(s_s**2 - c**2, 0.0))))
     return out + c * _noise(x, generator) if eta > 0 else out
 
 
 def ode_euler_step(model, x, t, s, *, cond=None, generator=None) -> Tensor:
     """Eq. (8), Euler: x_s = x − v(x, t) Δt."""
-    return x - _ode_drift(model, x, _times(t, x), cond) * float(t - s)
+    return x - pf_drift(model, x, per_example(t, x.shape[0], x.device), cond) * float(t - s)
 
 
 def ode_heun_step(model, x, t, s, *, cond=None, generator=None) -> Tensor:
     """Eq. (8), Heun (2nd order, two evaluations): the trapezoid of v at t and at the Euler guess."""
     dt = float(t - s)
-    d_t = _ode_drift(model, x, _times(t, x), cond)
-    d_s = _ode_drift(model, x - d_t * dt, _times(s, x), cond)
+    d_t = pf_drift(model, x, per_example(t, x.shape[0], x.device), cond)
+    d_s = pf_drift(model, x - d_t * dt, per_example(s, x.shape[0], x.device), cond)
     return x - 0.5 * (d_t + d_s) * dt
 
 
@@ -264,7 +268,7 @@ def ode_adaptive_step(model, x, t, s, *, rtol: float, atol: float, cond=None, ge
     def fun(tau: float, y: np.ndarray) -> np.ndarray:
         xt = torch.from_numpy(y).reshape(shape).to(dtype=dtype, device=device)
         tv = torch.full((shape[0],), tau, dtype=t.dtype, device=device)
-        return _ode_drift(model, xt, tv, cond).detach().double().cpu().numpy().ravel()
+        return pf_drift(model, xt, tv, cond).detach().double().cpu().numpy().ravel()
 
     y0 = x.detach().double().cpu().numpy().ravel()
     sol = solve_ivp(fun, (float(t), float(s)), y0, method="RK45", rtol=rtol, atol=atol)
@@ -276,7 +280,7 @@ def ode_adaptive_step(model, x, t, s, *, rtol: float, atol: float, cond=None, ge
 def consistency_step(model, x, t, s, *, cond=None, generator=None) -> Tensor:
     """Eq. (9): x̂ = model.x0(x, t) read as the sample at t_min, re-noised to s by eq. (0);
     noise is drawn only when s > t_min."""
-    x_hat = model.x0(x, _times(t, x), cond)
+    x_hat = model.x0(x, per_example(t, x.shape[0], x.device), cond)
     *_, a_st, var_st = _transition(model.process, s, torch.tensor(model.process.t_min, dtype=s.dtype))
     out = a_st * x_hat
     return out + math.sqrt(var_st) * _noise(x, generator) if var_st > 0 else out
@@ -298,11 +302,10 @@ def stepwise(step: StepFn) -> UpdateFn:
 
 def langevin_update(model, x, i, schedule, *, step_size: float, cond=None, generator=None) -> Tensor:
     """One step of eq. (1) at level i, with αᵢ = ε σᵢ²/σ_L² (σ_L: the schedule's last level)."""
-    t = schedule[i].expand(x.shape[0]).to(x.device)
     sigma_i = model.process.sigma(schedule[i : i + 1])[0]
     sigma_last = model.process.sigma(schedule[-1:])[0]
     alpha = step_size * float(sigma_i / sigma_last) ** 2
-    z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    t, z = per_example(schedule[i], x.shape[0], x.device), _noise(x, generator)
     return x + 0.5 * alpha * model.score(x, t, cond) + math.sqrt(alpha) * z
 
 
@@ -314,7 +317,7 @@ def snr_langevin_update(model, x, i, schedule, *, snr: float, cond=None, generat
         hi, lo = (i, i + 1) if i + 1 < len(schedule) else (i - 1, i)
         (a_hi, _), (a_lo, _) = _marginals(model.process, schedule[hi], schedule[lo])
         retention = (a_hi / a_lo) ** 2
-    score = model.score(x, _times(schedule[i], x), cond)
+    score = model.score(x, per_example(schedule[i], x.shape[0], x.device), cond)
     z = _noise(x, generator)
     ratio = z.flatten(1).norm(dim=1).mean() / score.flatten(1).norm(dim=1).mean()
     step = 2 * retention * (snr * ratio) ** 2
@@ -398,7 +401,7 @@ def consistency_sample(
                      generator=generator, progress=progress)
 
 
-# ---------------------------------------------------------------- from params
+# ---------------------------------------------------------------- from params: the registry
 
 #: pc predictors by `sampler.predictor`
 PREDICTORS: dict[str, StepFn | None] = {
@@ -406,6 +409,44 @@ PREDICTORS: dict[str, StepFn | None] = {
     "reverse_diffusion": reverse_diffusion_step,
     "none": None,
 }
+
+#: a built sampler: ``sample(model, x_T, schedule, *, cond, callback, generator, progress) -> SampleOutput``
+SampleFn = Callable[..., SampleOutput]
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One sampler's rules (`SAMPLERS[sampler.name]`), all from `SamplerParams` cfg:
+
+    - ``build(cfg)``: the sample fn with cfg's settings bound;
+    - ``nfe(cfg, native_levels)``: the NFE of one run under cfg, for the schedule of
+      `schedule_for` (K = cfg.steps, or native_levels = len(process.grid()) when it is null);
+      None where the solver picks it (ode_adaptive);
+    - ``for_budget(cfg, nfe, native_levels)``: cfg with the settings that spend at most (about)
+      `nfe` evaluations; cfg unchanged where the NFE is not set by steps."""
+
+    build: Callable[[SamplerParams], SampleFn]
+    nfe: Callable[[SamplerParams, int], int | None]
+    for_budget: Callable[[SamplerParams, int, int], SamplerParams]
+
+
+def _levels(cfg: SamplerParams, native_levels: int) -> int:
+    """K, the length of `schedule_for`'s schedule."""
+    return cfg.steps if cfg.steps is not None else native_levels
+
+
+def _budget(cfg: SamplerParams, nfe: int) -> int:
+    """The evaluations left for the loop once the final denoise (if any) is paid, at least 1."""
+    return max(nfe - int(cfg.denoise), 1)
+
+
+def _stepping(step_of: Callable[[SamplerParams], StepFn], per_step: int = 1) -> SamplerSpec:
+    """A step rule over the schedule (`integrate`), `per_step` evaluations a step: K − 1 steps."""
+    return SamplerSpec(
+        build=lambda c: partial(integrate, step_of(c), denoise=c.denoise),
+        nfe=lambda c, native: per_step * (_levels(c, native) - 1) + int(c.denoise),
+        for_budget=lambda c, nfe, native: replace(c, steps=max(_budget(c, nfe) // per_step, 1) + 1),
+    )
 
 
 def _corrector(cfg: SamplerParams) -> UpdateFn | None:
@@ -417,22 +458,74 @@ def _corrector(cfg: SamplerParams) -> UpdateFn | None:
     }[cfg.corrector]
 
 
-#: sampler name -> factory(cfg) -> sample(model, x_T, schedule, *, cond, callback, generator, progress)
-SAMPLER_FACTORIES: dict[str, Callable[[SamplerParams], Callable[..., SampleOutput]]] = {
-    "langevin": lambda c: partial(langevin, step_size=c.step_size, n_steps=c.langevin_steps, denoise=c.denoise),
-    "annealed_langevin": lambda c: partial(annealed_langevin, step_size=c.step_size,
-                                           steps_per_level=c.steps_per_level, denoise=c.denoise),
-    "euler_maruyama": lambda c: partial(integrate, euler_maruyama_step, denoise=c.denoise),
-    "pc": lambda c: partial(predictor_corrector, predictor=PREDICTORS[c.predictor], corrector=_corrector(c),
-                            corrector_steps=c.corrector_steps, denoise=c.denoise),
-    "ddpm": lambda c: partial(integrate, ddpm_step, denoise=c.denoise),
-    "ddim": lambda c: partial(integrate, partial(ddim_step, eta=c.eta), denoise=c.denoise),
-    "ode_euler": lambda c: partial(integrate, ode_euler_step, denoise=c.denoise),
-    "ode_heun": lambda c: partial(integrate, ode_heun_step, denoise=c.denoise),
-    "ode_adaptive": lambda c: partial(ode_adaptive, rtol=c.rtol, atol=c.atol, denoise=c.denoise),
-    "consistency": lambda c: partial(consistency_sample, denoise=c.denoise),
+def _pc_costs(cfg: SamplerParams) -> tuple[int, int]:
+    """(evaluations of the predictor per step, of the corrector per level)."""
+    return int(cfg.predictor != "none"), cfg.corrector_steps if cfg.corrector != "none" else 0
+
+
+def _build_pc(cfg: SamplerParams) -> SampleFn:
+    if cfg.predictor == "none" and cfg.corrector == "none":
+        raise ConfigError("sampler.predictor = sampler.corrector = 'none': the pc sampler needs at least one")
+    return partial(predictor_corrector, predictor=PREDICTORS[cfg.predictor], corrector=_corrector(cfg),
+                   corrector_steps=cfg.corrector_steps, denoise=cfg.denoise)
+
+
+def _pc_nfe(cfg: SamplerParams, native_levels: int) -> int:
+    (pred, corr), k = _pc_costs(cfg), _levels(cfg, native_levels)
+    return pred * (k - 1) + corr * k + int(cfg.denoise)
+
+
+def _pc_for_budget(cfg: SamplerParams, nfe: int, native_levels: int) -> SamplerParams:
+    pred, corr = _pc_costs(cfg)
+    return replace(cfg, steps=max((_budget(cfg, nfe) + pred) // (pred + corr), 2))
+
+
+def _annealed_for_budget(cfg: SamplerParams, nfe: int, native_levels: int) -> SamplerParams:
+    """The process's native levels where the budget allows (fewer otherwise), the rest in steps per level."""
+    budget = _budget(cfg, nfe)
+    levels = min(native_levels, budget)
+    return replace(cfg, steps=levels, steps_per_level=max(budget // levels, 1))
+
+
+#: sampler name -> its rules. NFE for a K-point schedule, d = 1 with the final denoise (else 0),
+#: and the settings `for_budget` picks for a budget B (b = max(B − d, 1)):
+#:
+#:   euler_maruyama, ddpm, ddim, ode_euler, consistency   (K − 1) + d          steps = b + 1
+#:   ode_heun                                             2 (K − 1) + d        steps = max(⌊b/2⌋, 1) + 1
+#:   pc   (K − 1)·p + K·c + d, p = [predictor], c = corrector_steps·[corrector]
+#:                                                                             steps = max(⌊(b + p)/(p + c)⌋, 2)
+#:   annealed_langevin                                    K · steps_per_level + d
+#:                               steps = L = min(native levels, b), steps_per_level = max(⌊b/L⌋, 1)
+#:   langevin                                             langevin_steps + d   langevin_steps = b
+#:   ode_adaptive   the solver's function evaluations + d (only t_0 and t_{K−1} are used): None;
+#:                  rtol/atol set it, so for_budget keeps cfg
+#:
+#: The keys are `sbm.config.params.SAMPLERS` (checked by tests/test_samplers.py).
+SAMPLERS: dict[str, SamplerSpec] = {
+    "langevin": SamplerSpec(
+        build=lambda c: partial(langevin, step_size=c.step_size, n_steps=c.langevin_steps, denoise=c.denoise),
+        nfe=lambda c, native: c.langevin_steps + int(c.denoise),
+        for_budget=lambda c, nfe, native: replace(c, langevin_steps=_budget(c, nfe)),
+    ),
+    "annealed_langevin": SamplerSpec(
+        build=lambda c: partial(annealed_langevin, step_size=c.step_size, steps_per_level=c.steps_per_level,
+                                denoise=c.denoise),
+        nfe=lambda c, native: _levels(c, native) * c.steps_per_level + int(c.denoise),
+        for_budget=_annealed_for_budget,
+    ),
+    "euler_maruyama": _stepping(lambda c: euler_maruyama_step),
+    "pc": SamplerSpec(build=_build_pc, nfe=_pc_nfe, for_budget=_pc_for_budget),
+    "ddpm": _stepping(lambda c: ddpm_step),
+    "ddim": _stepping(lambda c: partial(ddim_step, eta=c.eta)),
+    "ode_euler": _stepping(lambda c: ode_euler_step),
+    "ode_heun": _stepping(lambda c: ode_heun_step, per_step=2),
+    "ode_adaptive": SamplerSpec(
+        build=lambda c: partial(ode_adaptive, rtol=c.rtol, atol=c.atol, denoise=c.denoise),
+        nfe=lambda c, native: None,
+        for_budget=lambda c, nfe, native: c,
+    ),
+    "consistency": _stepping(lambda c: consistency_step),
 }
-assert set(SAMPLER_FACTORIES) == set(SAMPLERS), "sbm.config.params.SAMPLERS and SAMPLER_FACTORIES disagree"
 
 
 def schedule_for(cfg: SamplerParams, process) -> Tensor:
@@ -441,13 +534,16 @@ def schedule_for(cfg: SamplerParams, process) -> Tensor:
     return process.grid(cfg.steps)
 
 
-def build_sampler(cfg: SamplerParams) -> Callable[..., SampleOutput]:
-    """The sampler named by `sampler.name`, its settings bound from `cfg`."""
-    if cfg.name not in SAMPLER_FACTORIES:
-        raise ConfigError(f"sampler.name = {cfg.name!r}: unknown; allowed: {', '.join(SAMPLERS)}")
-    if cfg.name == "pc" and cfg.predictor == "none" and cfg.corrector == "none":
-        raise ConfigError("sampler.predictor = sampler.corrector = 'none': the pc sampler needs at least one")
-    return SAMPLER_FACTORIES[cfg.name](cfg)
+def sampler_spec(name: str) -> SamplerSpec:
+    """`SAMPLERS[name]`; a ConfigError naming the allowed names for an unknown one."""
+    if name not in SAMPLERS:
+        raise ConfigError(f"sampler.name = {name!r}: unknown; allowed: {', '.join(SAMPLERS)}")
+    return SAMPLERS[name]
+
+
+def build_sampler(cfg: SamplerParams) -> SampleFn:
+    """The sampler named by `sampler.name`, its settings bound from `cfg` (`SamplerSpec.build`)."""
+    return sampler_spec(cfg.name).build(cfg)
 
 
 def initial_state(cfg: SamplerParams, process, shape, *, data_range=None, generator=None) -> Tensor:

@@ -1,6 +1,7 @@
 """Sampler comparison: quality against cost for several samplers and step counts.
 
-`compare_samplers` runs each named sampler at each NFE budget (`settings_for_nfe`) on the
+`compare_samplers` runs each named sampler at each NFE budget (`settings_for_nfe`, the
+`for_budget` of the sampler's `sbm.core.samplers.SamplerSpec`) on the
 same model, from the same seed, and measures NFE (network evaluations per batch), wall time per sample and
 the sample-to-test distances of `sbm.eval.distances.distance_report` (sliced Wasserstein, MMD),
 so samplers can be read off one quality-vs-NFE plot. `Measured`/`load_measured`, `draw` and
@@ -21,7 +22,8 @@ from torch import Tensor  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from sbm.config.params import SamplerParams
-from sbm.core.samplers import build_sampler, initial_state, schedule_for
+from sbm.core.samplers import build_sampler, initial_state, sampler_spec, schedule_for
+from sbm.core.tensor import finite_rows
 from sbm.eval.distances import distance_report
 from sbm.eval.evaluator import fid
 
@@ -69,30 +71,11 @@ def conditional_quality(model, cfg: SamplerParams, labels: Tensor, cond: Tensor,
 
 
 def settings_for_nfe(base: SamplerParams, name: str, nfe: int, native_levels: int) -> SamplerParams:
-    """`base` with sampler `name` set to spend about `nfe` network evaluations per batch.
-
-    Inverts the NFE count of each sampler for a grid of K times and a final denoise d
-    (see sbm.core.samplers): (K−1)+d for euler_maruyama/ddpm/ddim/ode_euler/consistency, 2(K−1)+d for
-    ode_heun, (K−1)+K·c+d for pc (c corrector steps), K·T+d for annealed_langevin (K the
-    process's native levels where the budget allows, T steps per level), T+d for langevin.
-    ode_adaptive sets its own NFE through rtol/atol and keeps `base`'s."""
-    d = int(base.denoise)
-    budget = max(nfe - d, 1)
-    cfg = dataclasses.replace(base, name=name)
-    if name in ("euler_maruyama", "ddpm", "ddim", "ode_euler", "consistency"):
-        return dataclasses.replace(cfg, steps=budget + 1)
-    if name == "ode_heun":
-        return dataclasses.replace(cfg, steps=max(budget // 2, 1) + 1)
-    if name == "pc":
-        pred = base.predictor != "none"
-        corr = base.corrector_steps if base.corrector != "none" else 0
-        return dataclasses.replace(cfg, steps=max((budget + pred) // (pred + corr), 2))
-    if name == "annealed_langevin":
-        levels = min(native_levels, budget)
-        return dataclasses.replace(cfg, steps=levels, steps_per_level=max(budget // levels, 1))
-    if name == "langevin":
-        return dataclasses.replace(cfg, langevin_steps=budget)
-    return cfg
+    """`base` with sampler `name` set to spend about (at most) `nfe` network evaluations per batch:
+    `SamplerSpec.for_budget` of the sampler (`sbm.core.samplers.SAMPLERS`: the NFE table is there);
+    native_levels: the length of the process's native grid. ode_adaptive sets its own NFE
+    through rtol/atol and keeps `base`'s."""
+    return sampler_spec(name).for_budget(dataclasses.replace(base, name=name), nfe, native_levels)
 
 
 def compare_samplers(
@@ -107,15 +90,19 @@ def compare_samplers(
     shape: what the model samples (default test's example shape; latents for a latent model);
     decode: samples -> data space before they are measured (a latent model's decoder);
     quality: data-space samples -> extra row entries (e.g. FID and its floor).
-    ode_adaptive sets its own NFE (rtol/atol), so it runs once."""
+    A sampler whose NFE its solver picks (`SamplerSpec.nfe` None: ode_adaptive, set by rtol/atol)
+    runs once, with budget None."""
     rows = []
     native = len(model.process.grid())
-    runs = [(name, b) for name in names for b in (budgets if name != "ode_adaptive" else budgets[:1])]
+    # name -> whether its NFE follows the budget (an unknown name fails here, before any work)
+    budgeted = {name: sampler_spec(name).nfe(dataclasses.replace(base, name=name), native) is not None
+                for name in names}
+    runs = [(name, b) for name in names for b in (budgets if budgeted[name] else budgets[:1])]
     for name, budget in tqdm(runs, desc="sampler comparison", disable=not progress):
         cfg = dataclasses.replace(settings_for_nfe(base, name, budget, native), batch_size=min(base.batch_size, n))
         x, nfe, seconds = draw(model, cfg, n, tuple(shape or test.shape[1:]), data_range=data_range, seed=seed)
-        finite = torch.isfinite(x.flatten(1)).all(1)
-        row = {"sampler": name, "budget": budget if name != "ode_adaptive" else None, "nfe": nfe,
+        finite = finite_rows(x)
+        row = {"sampler": name, "budget": budget if budgeted[name] else None, "nfe": nfe,
                "steps": cfg.steps, "seconds_per_sample": seconds / n, "non_finite": int((~finite).sum())}
         if finite.all():
             x = decode(x) if decode is not None else x

@@ -14,12 +14,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from sbm.core.model import model_dtype_device
 from sbm.eval.distances import _flat64
-
-
-def _model_device(model) -> torch.device:
-    p = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
-    return p.device if p is not None else torch.device("cpu")
 
 
 @torch.no_grad()
@@ -35,7 +31,7 @@ def score_error_per_level(model, gmm, levels: Tensor, n_points: int,
     Returns one dict per level, in the order of `levels`: t, alpha, sigma,
     mse = mean ‖s_θ − ∇log p_t‖², score_sq = mean ‖∇log p_t‖², rel_err = mse / score_sq."""
     process = model.process
-    device = _model_device(model)
+    _, device = model_dtype_device(model)
     levels = torch.as_tensor(levels).reshape(-1)
     out = []
     for t in levels.tolist():

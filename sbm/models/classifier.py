@@ -7,9 +7,10 @@ and App. I.1; Dhariwal & Nichol 2021, sec. 4), with x_t = α(t) x₀ + σ(t) ε:
 
 so that ∇ₓ log p_φ(y | x_t, t) is available at the noise level a sampler is at
 (`sbm.core.guidance.ClassifierGuidance`). As `sbm.core.model.ScoreModel` does, the network sees its
-input scaled to unit variance at every level and the noise conditioning of the process::
+input scaled to unit variance at every level (c_in(t) of `sbm.core.model` eq. 2, with σ_data
+the data's standard deviation) and the noise conditioning of the process::
 
-    logits = net(c_in(t) · x_t, noise_cond(t)),   c_in(t) = 1 / √(α(t)² σ_data² + σ(t)²)   (2)
+    logits = net(c_in(t) · x_t, noise_cond(t))                                             (2)
 
 Architectures (`.net`, the trainable part, so `sbm.train.loop.train` trains it):
 
@@ -31,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from sbm import io
+from sbm.core.model import c_in
 from sbm.core.processes import NoiseProcess, process_from_config
 from sbm.core.tensor import bcast, per_example
 from sbm.nets.classifier import ConvClassifierNet, MLPClassifierNet
@@ -71,8 +73,8 @@ class NoisyClassifier(nn.Module):
         """Logits of p(y | x_t, t), eq. (2): x (N, *shape), t (N,) or a scalar -> (N, K)."""
         t = per_example(t, x.shape[0], x.device)
         a, s = self.process.marginal(t)
-        c_in = (a**2 * self.data_std**2 + s**2).rsqrt().to(x.dtype)
-        return self.net(bcast(c_in, x) * x, self.process.noise_cond(t))
+        scale = c_in(a, s, self.data_std).to(x.dtype)
+        return self.net(bcast(scale, x) * x, self.process.noise_cond(t))
 
     def log_prob(self, x: Tensor, t: Tensor | float, y: Tensor) -> Tensor:
         """log p(y | x_t, t) per example, (N,); y: (N,) class indices (differentiable in x)."""

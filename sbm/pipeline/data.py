@@ -55,6 +55,7 @@ from torch import Tensor
 
 from sbm.config.params import DataParams
 from sbm.core.gmm import GaussianMixture
+from sbm.core.tensor import finite_rows
 from sbm.io import read_json, write_json
 
 SWISS_ROLL_SCALE = 7.0
@@ -254,10 +255,10 @@ BUILDERS = {"gmm": _gmm, "swiss_roll": _swiss_roll, "moons": _moons,
 
 def _check_finite(x: Tensor, where: str) -> None:
     """Raise ValueError naming the count and first rows of non-finite entries of x (N, D)."""
-    bad = ~torch.isfinite(x)
-    if bad.any():
-        rows = bad.reshape(len(x), -1).any(1).nonzero().flatten().tolist()
-        raise ValueError(f"{where}: {int(bad.sum())} NaN/inf values in {len(rows)} rows "
+    ok = finite_rows(x)
+    if not ok.all():
+        rows = (~ok).nonzero().flatten().tolist()
+        raise ValueError(f"{where}: {int((~torch.isfinite(x)).sum())} NaN/inf values in {len(rows)} rows "
                          f"(rows {rows[:10]}{' ...' if len(rows) > 10 else ''})")
 
 
