@@ -2,6 +2,7 @@
 clear error when Inception features are asked for without torch-fidelity and its weights."""
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from sbm.eval.evaluator import (
     save_evaluator,
     train_evaluator,
 )
+from sbm.pipeline.stage import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,7 +137,7 @@ def test_vectors_get_an_mlp_and_flat_images_can_use_the_cnn(digits):
         train_evaluator(x[:8], y[:8], _cfg(steps=1), seed=0, shape=[1, 7, 7])
 
 
-def test_missing_inception_weights_raise_a_clear_error(tmp_path, monkeypatch, digits):
+def test_missing_inception_weights_raise_a_clear_error(tmp_path, monkeypatch, capsys, digits):
     missing = tmp_path / "nope.pth"
     with pytest.raises(MissingInceptionWeights) as info:
         find_inception_weights(missing)
@@ -151,11 +153,25 @@ def test_missing_inception_weights_raise_a_clear_error(tmp_path, monkeypatch, di
     assert "torch-fidelity package" not in str(info.value) and INCEPTION_WEIGHTS_FILE in str(info.value)
     # the default lookup is torch hub's cache, and the FID entry points fail before any work
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    with pytest.raises(MissingInceptionWeights, match=str(tmp_path / "hub" / "checkpoints")):
+    with pytest.raises(MissingInceptionWeights, match=re.escape(str(tmp_path / "hub" / "checkpoints"))):
         inception_fid(digits[0][:4], digits[2][:4])
-    with pytest.raises(MissingInceptionWeights):
+    with pytest.raises(MissingInceptionWeights, match=re.escape(f"looked for {missing}")):
         fid_from_params(_cfg(feature="inception", inception_weights=str(missing)), digits[0], digits[2], None)
-    assert isinstance(MissingInceptionWeights("x"), FileNotFoundError)
+    # it is a user error: a stage (run_stage catches FileNotFoundError) exits 2 with one line naming the path
+    with pytest.raises(SystemExit) as exc:
+        run_stage("evaluate", lambda: fid_from_params(_cfg(feature="inception", inception_weights=str(missing)),
+                                                      digits[0], digits[2], None))
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("evaluate: error: Inception FID needs") and str(missing) in err
+    # and once the file is there (package present) the lookup returns it: the explicit path, else the hub cache
+    present = tmp_path / "weights.pth"
+    present.write_bytes(b"")
+    assert find_inception_weights(present) == str(present)
+    cached = tmp_path / "hub" / "checkpoints" / INCEPTION_WEIGHTS_FILE
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    assert find_inception_weights() == find_inception_weights(None) == str(cached)
 
 
 def test_fid_from_params_uses_the_evaluator_by_default(digits, evaluator):

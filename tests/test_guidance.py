@@ -314,6 +314,37 @@ def test_noisy_classifier_shapes_and_checkpoint_round_trip(shape, tmp_path):
     assert classifier_from_config(clf.config).config == clf.config
 
 
+@pytest.mark.parametrize("shape,process", [((2,), VP), ((2,), VE), ((1, 8, 8), VP)], ids=["vec-vp", "vec-ve", "img-vp"])
+def test_classifier_loss_is_cross_entropy_at_the_noised_input(shape, process):
+    """Eq. (1) exactly, per example: with the global generator re-seeded, t ~ process.sample_t and
+    ε ~ N(0, I) are drawn again as the loss draws them, x_t = α(t) x₀ + σ(t) ε is built from the
+    marginal, and −log softmax(logits(x_t, t))_y is the loss. A loss that ignored the label, the
+    noise, or used one t for the batch fails."""
+    clf = NoisyClassifier(shape, 5, process, channels=(8, 16), hidden=32, embedding_dim=16, data_std=0.5)
+    g = torch.Generator().manual_seed(4)
+    x0, y = torch.randn(64, *shape, generator=g), torch.randint(0, 5, (64,), generator=g)
+    with torch.no_grad():
+        torch.manual_seed(21)
+        loss = classifier_loss(clf, x0, y)
+        torch.manual_seed(21)
+        t = process.sample_t(64)
+        eps = torch.randn_like(x0)
+        a, s = process.marginal(t)
+        view = (-1,) + (1,) * len(shape)
+        xt = a.reshape(view) * x0 + s.reshape(view) * eps
+        logp = torch.log_softmax(clf(xt, t), -1)
+        expect = -logp[torch.arange(64), y]
+        assert loss.shape == (64,)
+        torch.testing.assert_close(loss, expect, rtol=1e-5, atol=1e-6)
+        # not vacuous: the levels differ per example, the noise changes the answer, so does the label
+        assert t.std() > 0.1
+        assert (expect - (-torch.log_softmax(clf(x0, t), -1)[torch.arange(64), y])).abs().max() > 1e-3
+        other = (y + 1) % 5
+        assert ((expect - (-logp[torch.arange(64), other])).abs() > 1e-6).all()
+    with pytest.raises(ValueError, match="needs the labels"):
+        classifier_loss(clf, x0, None)
+
+
 def test_load_classifier_refuses_other_checkpoints(tmp_path):
     from sbm.core.model import ScoreModel
     from sbm.models.score import save_model

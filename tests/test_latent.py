@@ -12,6 +12,7 @@ from sbm.config.params import load_params
 from sbm.latent.vae import (
     VAE,
     build_vae,
+    diag_gaussian_kl,
     encode_dataset,
     latent_nll_bound,
     latent_scale,
@@ -69,6 +70,57 @@ def test_shapes_and_round_trips():
     assert vae2.encode(x2).shape == (2, 3, 4, 3) and vae2.decode(vae2.encode(x2)).shape == x2.shape
     with pytest.raises(ValueError, match=r"needs image data \(C, H, W\)"):
         build_vae(_small_cfg(), [64])
+
+
+def _expected_vae_loss(vae, x, kl_weight, seed):
+    """Eq. (3) written out from the VAE's own encoder and decoder outputs, with z drawn as the
+    loss draws it (ε ~ N(0, I) from the global generator after the encoder ran)."""
+    torch.manual_seed(seed)
+    mean, logvar = vae.posterior(x)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+    xhat = vae.decode(z)
+    std = vae.decoder_std().reshape(-1, 1, 1)  # σ_dec per image channel
+    rec = ((x - xhat) ** 2 / (2 * std**2) + torch.log(std) + 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
+    kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).flatten(1).sum(1)
+    return rec, kl
+
+
+@pytest.mark.parametrize("decoder_std", [None, 0.3])
+def test_vae_loss_is_gaussian_nll_plus_weighted_kl(decoder_std):
+    """vae_loss = Σ_pixels [(x − x̂)²/(2σ_dec²) + log σ_dec + ½ log 2π] + β·½Σ_latent[μ² + σ² − 1 − log σ²],
+    per example, for two β, a learned σ_dec that differs per channel, and a fixed one: a loss that
+    drops the KL, ignores β, flips its sign, averages instead of sums or forgets log σ_dec fails."""
+    torch.manual_seed(0)
+    vae = build_vae(_small_cfg(channels=[16, 32], latent_channels=3, decoder_std=decoder_std), [3, 8, 8])
+    if decoder_std is None:  # a learned σ_dec: make the three channels differ so a broadcast slip shows
+        with torch.no_grad():
+            vae.net.log_std.copy_(torch.log(torch.tensor([0.1, 0.3, 0.7])).reshape(3, 1, 1))
+    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    losses = {}
+    with torch.no_grad():
+        for beta in (1.0, 0.25):
+            vae.kl_weight = beta
+            torch.manual_seed(11)
+            losses[beta] = vae_loss(vae, x)
+            rec, kl = _expected_vae_loss(vae, x, beta, seed=11)
+            assert losses[beta].shape == (6,)
+            torch.testing.assert_close(losses[beta], rec + beta * kl, rtol=1e-5, atol=1e-4)
+        # the KL term is material here (not lost in rounding), and β scales exactly it
+        assert (kl > 1.0).all()
+        torch.testing.assert_close(losses[1.0] - losses[0.25], 0.75 * kl, rtol=1e-4, atol=1e-3)
+        # the flat (N, C·H·W) input is viewed as images
+        torch.manual_seed(11)
+        torch.testing.assert_close(vae_loss(vae, x.flatten(1)), losses[0.25])
+
+
+def test_diag_gaussian_kl_matches_torch_distributions():
+    from torch.distributions import Normal, kl_divergence
+
+    g = torch.Generator().manual_seed(2)
+    mean, logvar = torch.randn(5, 3, 2, 2, generator=g), torch.randn(5, 3, 2, 2, generator=g)
+    expect = kl_divergence(Normal(mean, torch.exp(0.5 * logvar)), Normal(0.0, 1.0)).flatten(1).sum(1)
+    torch.testing.assert_close(diag_gaussian_kl(mean, logvar), expect)
+    torch.testing.assert_close(diag_gaussian_kl(torch.zeros(2, 4), torch.zeros(2, 4)), torch.zeros(2))
 
 
 def test_fixed_and_learned_decoder_std():
@@ -260,7 +312,14 @@ def test_latent_nll_metrics_puts_the_ode_prior_of_the_score_model_into_the_bound
 
 
 def test_space_directories_round_trip_and_refuse_a_stale_space(tmp_path):
-    from sbm.latent.vae import check_space, decode_samples, load_latents, load_space_vae, read_space, write_space
+    from sbm.latent.vae import (
+        check_space,
+        decode_samples,
+        load_latents,
+        load_space_vae,
+        read_space,
+        write_space,
+    )
 
     vae = build_vae(_small_cfg(channels=[16, 32]), [1, 8, 8])
     vae.scale = 2.0

@@ -1,6 +1,7 @@
 """The DVC pipeline end to end, in a temporary copy of the repository, on a tiny profile."""
 
 import json
+import math
 import os
 import re
 import shutil
@@ -93,6 +94,47 @@ def _copy_repo(tmp_path_factory, profile):
     return dst, env
 
 
+def _png_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a PNG that decodes completely."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.format == "PNG", path
+        im.load()
+        return im.size
+
+
+PLACEHOLDER_SIZE = (400, 120)  # sbm.pipeline.plots.placeholder: what a declared picture is when it does not apply
+
+
+def _md_table(text: str, first: str) -> list[list[str]]:
+    """Body rows (cells) of the first markdown table in `text` whose first header cell is `first`."""
+    def cells(ln: str) -> list[str]:
+        return [c.strip() for c in ln.strip().strip("|").split("|")]
+
+    lines = text.splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("|") and cells(ln)[0] == first)
+    rows = []
+    for ln in lines[i + 2:]:
+        if not ln.startswith("|"):
+            break
+        rows.append(cells(ln))
+    return rows
+
+
+def _in_unit_interval(d: dict, keys) -> None:
+    for k in keys:
+        assert isinstance(d[k], float) and 0.0 <= d[k] <= 1.0, (k, d[k])
+
+
+def _check_distances(metrics: dict, n_eval: int) -> None:
+    """SW₂ and MMD² of samples vs test: distances (≥ 0) next to a positive SW₂ floor, ratio = quotient."""
+    assert metrics["n_eval"] == n_eval
+    assert metrics["swd"] >= 0 and metrics["swd_floor"] > 0
+    assert metrics["swd_ratio"] == pytest.approx(metrics["swd"] / metrics["swd_floor"], rel=1e-12)
+    assert all(math.isfinite(metrics[k]) for k in ("mmd", "mmd_floor"))
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     return _copy_repo(tmp_path_factory, TINY)
@@ -115,28 +157,77 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     first = _run([*dvc, "repro"], d, env)
     assert _ran(first) == STAGES
     for out in ("data/models/score.safetensors", "data/latent/vae.safetensors", "data/latent/latents.safetensors",
-                "data/models/evaluator/evaluator.safetensors", "reports/metrics.json", "reports/report.md",
-                "reports/samples.png", "reports/reconstructions.png", "reports/class_histogram.png",
-                "reports/loss.png"):
+                "data/models/evaluator/evaluator.safetensors", "reports/metrics.json", "reports/report.md"):
         assert (d / out).is_file(), out
+    # the pictures decode, at the size of what they show (not a placeholder): 64 of the 200 samples on an
+    # 8 × 8 grid, 16 test images over their reconstructions, the class histogram, the loss curve
+    assert _png_size(d / "reports/samples.png") == (640, 640)
+    assert _png_size(d / "reports/reconstructions.png") == (1280, 180)
+    assert _png_size(d / "reports/class_histogram.png") == (500, 300)
+    assert _png_size(d / "reports/loss.png") == (600, 350)
     metrics = json.loads((d / "reports/metrics.json").read_text())
     for key in ("fid", "fid_floor", "evaluator_acc", "class_tv", "bpd_bound", "bpd_bound_iwae"):
         assert isinstance(metrics[key], float), key
     assert "bpd" not in metrics  # a latent model reports its bound, not an exact bits/dim
+    assert metrics["n_samples"] == 200
+    _check_distances(metrics, 200)
+    assert metrics["fid"] >= 0 and metrics["fid_floor"] > 0  # FID is a squared distance; train ≠ test
+    assert metrics["fid_ratio"] == pytest.approx(metrics["fid"] / metrics["fid_floor"], rel=1e-12)
+    _in_unit_interval(metrics, ("evaluator_acc", "class_tv"))
+    evaluator = json.loads((d / "reports/train_evaluator.json").read_text())
+    assert evaluator["trained"] is True and evaluator["n_classes"] == 10
+    _in_unit_interval(evaluator, ("test_accuracy", "train_accuracy"))
+    assert metrics["evaluator_acc"] == pytest.approx(evaluator["test_accuracy"], abs=0.01)  # same net, same split
+    # the latent bound: nll = rec + kl, bits/dim of it on the dequantised 17-level grid (Δ = 1/8, D = 64),
+    # positive, and the importance-weighted bound never looser than the plain one (Jensen, per draw; the
+    # same number for K = 1 draw), up to the float32 rounding of log p(x|z)
+    meta = json.loads((d / "data/prepared/meta.json").read_text())
+    assert (meta["n_levels"], meta["data_range"]) == (17, [-1.0, 1.0])
+    assert metrics["nll_bound"] == pytest.approx(metrics["bound_rec"] + metrics["bound_kl"], rel=1e-9)
+    assert metrics["bpd_bound"] == pytest.approx((metrics["nll_bound"] / 64 - math.log(0.125)) / math.log(2), rel=1e-9)
+    assert 0 < metrics["bpd_bound_iwae"] <= metrics["bpd_bound"] * (1 + 1e-6)
+    if read_yaml(d / "params.yaml")["vae"]["bound_samples"] == 1:
+        assert metrics["bpd_bound_iwae"] == pytest.approx(metrics["bpd_bound"], rel=1e-6)
+    assert metrics["nll_nfe"] >= 2
+    vae = json.loads((d / "reports/train_vae.json").read_text())
+    assert vae["space"] == "latent" and vae["latent_shape"] == [4, 4, 4] and vae["scale"] > 0
+    assert vae["kl"] >= 0 and vae["recon_psnr"] == pytest.approx(10 * math.log10(4 / vae["recon_mse"]))
+    classifier = json.loads((d / "reports/train_classifier.json").read_text())
+    _in_unit_interval(classifier, ("acc_q1", "acc_q2", "acc_q3", "acc_q4"))
     guidance = json.loads((d / "reports/guidance.json").read_text())
     assert {"cg_acc_s0", "cg_acc_s2", "cg_fid_s2", "cg_fid_floor"} <= set(guidance)
-    assert "## Classifier guidance" in (d / "reports/report.md").read_text()
+    # accuracies: the fraction of the 10 × 4 conditional samples the evaluator puts in their class
+    for key in ("cg_acc_s0", "cg_acc_s2"):
+        assert 0 <= guidance[key] <= 1 and guidance[key] * 40 == pytest.approx(round(guidance[key] * 40)), key
+    assert all(guidance[k] >= 0 for k in ("cg_fid_s0", "cg_fid_s2", "cg_fid_floor"))
+    report = (d / "reports/report.md").read_text()
+    assert "## Classifier guidance" in report
+    assert [row[1] for row in _md_table(report, "noise quarter")] == [
+        f"{classifier[f'acc_q{q}']:.4g}" for q in (1, 2, 3, 4)]
+    head = dict(row[:2] for row in _md_table(report.split("## Headline")[1], ""))
+    assert head["FID, samples vs test (evaluator features)"] == f"{metrics['fid']:.4g}"
+    assert head["FID floor, train vs test (what a perfect model scores)"] == f"{metrics['fid_floor']:.4g}"
+    assert _png_size(d / "reports/guidance.png") == (900, 350)
     text = json.loads((d / "reports/text.json").read_text())
     assert {"cfg_acc_w0", "cfg_acc_w2", "cfg_fid_w2", "cfg_unseen_acc", "cfg_fid_floor"} <= set(text)
+    for key in ("cfg_acc_w0", "cfg_acc_w2"):
+        assert 0 <= text[key] <= 1 and text[key] * 40 == pytest.approx(round(text[key] * 40)), key
+    _in_unit_interval(text, ("cfg_unseen_acc",))
+    assert all(text[k] >= 0 for k in ("cfg_fid_w0", "cfg_fid_w2", "cfg_fid_floor"))
     report = (d / "reports/report.md").read_text()
     assert "## Text conditioning and classifier-free guidance" in report and "the number {name} written by hand" in report
     prompts = load_tensors(d / "data/samples/prompts.safetensors")
     assert prompts[0]["x"].shape == (2 * 4, 1, 8, 8) and prompts[1]["prompts"][0] == "a handwritten seven"
     distilled = json.loads((d / "reports/distill_eval.json").read_text())
     assert {"student_fid_2", "teacher_ddim_fid_2", "teacher_heun_fid_2", "teacher_fid_full", "speedup_2"} <= set(distilled)
+    assert all(distilled[k] >= 0 for k in ("student_fid_2", "teacher_ddim_fid_2", "teacher_heun_fid_2",
+                                           "teacher_fid_full", "fid_floor"))
+    assert distilled["speedup_2"] > 0
     assert "## Distillation: a few-step student" in report
-    for png in ("reports/prompt_samples.png", "reports/conditional.png", "reports/distill.png"):
-        assert (d / png).read_bytes()[:4] == b"\x89PNG", png
+    # 4 prompts × 2 samples each as a grid; the CFG curves; FID against NFE
+    assert _png_size(d / "reports/prompt_samples.png") == (160, 360)
+    assert _png_size(d / "reports/conditional.png") == (900, 350)
+    assert _png_size(d / "reports/distill.png") == (600, 400)
     samples = load_tensors(d / "data/samples/samples.safetensors")[0]["x"]
     assert samples.shape == (200, 1, 8, 8) and samples.min() >= -1 and samples.max() <= 1  # decoded images
 
@@ -165,7 +256,11 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     assert {"train_vae", "train_score", "sample", "evaluate"} <= pixel and "train_evaluator" not in pixel
     metrics = json.loads((d / "reports/metrics.json").read_text())
     assert isinstance(metrics["bpd"], float) and "bpd_bound" not in metrics
+    # bits/dim of the dequantised digits estimates −log₂ P(x)/D of a probability P ≤ 1: positive
+    assert math.isfinite(metrics["bpd"]) and metrics["bpd"] > 0 and metrics["nll_nfe"] >= 2
+    _check_distances(metrics, 200)
     assert not (d / "data/latent/vae.safetensors").exists()
+    assert _png_size(d / "reports/vae_loss.png") == PLACEHOLDER_SIZE  # pixel space: no VAE curve
 
 
 @pytest.mark.slow
@@ -176,6 +271,21 @@ def test_the_mixture_profile_reports_its_analytic_metrics(tmp_path_factory):
     assert "Score error per noise level" in report
     metrics = json.loads((d / "reports/metrics.json").read_text())
     assert {"nll_gap", "weight_err_max", "fid", "swd"} <= set(metrics)  # the evaluator classifies components
+    assert metrics["n_samples"] == 300
+    _check_distances(metrics, 300)
+    # recovered weights: max |r − w| ≤ TV (the differences sum to 0), TV ∈ [0, 1]
+    _in_unit_interval(metrics, ("weight_tv", "weight_err_max", "evaluator_acc", "class_tv"))
+    assert metrics["weight_err_max"] <= metrics["weight_tv"] + 1e-12
+    # the mixture's density is at most max_k 1/(2π√det Σ_k) = 1/(2π·√0.75) < 1: its NLL is positive
+    assert metrics["nll_exact"] > -math.log(1 / (2 * math.pi * math.sqrt(0.75))) > 0
+    assert metrics["nll_gap"] == pytest.approx(metrics["nll"] - metrics["nll_exact"], rel=1e-9, abs=1e-12)
+    assert metrics["logp_gap"] == pytest.approx(metrics["logp_test"] - metrics["logp_samples"], rel=1e-9, abs=1e-12)
+    rel = [v for k, v in sorted(metrics.items()) if k.startswith("score_rel_err_l")]
+    assert rel and all(v >= 0 for v in rel) and metrics["score_rel_err_max"] == max(rel)
+    assert metrics["score_rel_err_mean"] == pytest.approx(sum(rel) / len(rel), rel=1e-12)
+    assert metrics["fid"] >= 0 and metrics["fid_floor"] > 0
+    score_rows = _md_table(report, "level")
+    assert [row[-1] for row in score_rows] == [f"{v:.4g}" for v in rel]  # the report's "relative" column
     assert "cfg_acc_w2" in json.loads((d / "reports/text.json").read_text())  # an MLP reads the captions
     # a consistency student of the text model with its guidance folded in, scored on the digit its prompt names
     assert json.loads((d / "reports/distill.json").read_text())["teacher"] == "text"
