@@ -12,8 +12,10 @@ import dataclasses
 import sys
 
 from sbm import io
-from sbm.config.params import SAMPLERS, SamplerParams
+from sbm.config.params import SAMPLERS, SamplerParams, TextParams
+from sbm.core.tensor import finite_rows
 from sbm.distill.students import load_student
+from sbm.errors import ConfigError
 from sbm.eval.sweep import draw
 from sbm.latent.vae import VAE_FILE, decode_samples, load_vae
 from sbm.pipeline.experiments import write_report
@@ -45,7 +47,29 @@ def _load_vae(args, meta: dict):
     return vae
 
 
+#: the sample command's flags for the params they set (the params' own checks name the flag)
+FLAGS = {"sampler.n_samples": "--n", "sampler.batch_size": "--batch-size", "sampler.steps": "--steps",
+         "sampler.step_size": "--step-size", "text.weight": "--guidance"}
+
+
+def _sampler_params(args) -> SamplerParams:
+    """The sampler settings of the command line, checked by `SamplerParams` itself (and --guidance
+    by `TextParams.weight`'s range)."""
+    try:
+        if args.guidance is not None:
+            TextParams(weight=args.guidance)
+        cfg = SamplerParams(name=args.sampler, n_samples=args.n, batch_size=min(args.n, args.batch_size),
+                            steps=args.steps, denoise=not args.no_denoise)
+        return cfg if args.step_size is None else dataclasses.replace(cfg, step_size=args.step_size)
+    except ConfigError as err:
+        message = str(err)
+        for key, flag in FLAGS.items():
+            message = message.replace(key, flag)
+        raise ConfigError(message) from None
+
+
 def _sample(args) -> None:
+    cfg = _sampler_params(args)  # bad settings fail before any checkpoint is read
 
     if args.checkpoint is None:
         args.checkpoint = "data/models/text.safetensors" if args.prompt else "data/models/score.safetensors"
@@ -64,14 +88,10 @@ def _sample(args) -> None:
     if not shape:
         raise io.CheckpointError(f"{args.checkpoint}: no data_shape in its metadata; was it written by train_score?")
     vae = _load_vae(args, meta)
-    cfg = SamplerParams(name=args.sampler, n_samples=args.n, batch_size=min(args.n, args.batch_size),
-                        steps=args.steps, denoise=not args.no_denoise)
-    if args.step_size is not None:
-        cfg = dataclasses.replace(cfg, step_size=args.step_size)
     n = args.n * len(args.prompt or [None])
     x, nfe, seconds = draw(model, cfg, n, shape, data_range=meta.get("data_range") if vae is None else None,
                            seed=args.seed, progress=True, cond=cond)
-    bad = int((~x.flatten(1).isfinite().all(1)).sum())
+    bad = int((~finite_rows(x)).sum())
     if bad:
         raise ValueError(f"{bad} of {len(x)} samples are not finite ({args.sampler}, steps {args.steps}); "
                          "try more steps or another sampler")
@@ -130,11 +150,6 @@ def main(argv: list[str] | None = None) -> None:
     cmp.set_defaults(run=_compare)
 
     args = ap.parse_args(argv)
-    for name in ("n", "steps", "batch_size"):
-        if getattr(args, name, 1) is not None and getattr(args, name, 1) < 1:
-            ap.error(f"--{name.replace('_', '-')} must be >= 1")
-    if (getattr(args, "guidance", None) or 0.0) < 0:
-        ap.error("--guidance must be >= 0 (0: unconditional, 1: conditional, > 1: stronger guidance)")
     try:
         args.run(args)
     except USER_ERRORS as err:

@@ -4,17 +4,17 @@ sample-to-test distance next to the real-data floor (sbm.eval.sweep); with an ev
 (labelled data) also FID(samples, test) next to FID(train, test). A latent model's samples
 are decoded first (sbm.latent.vae.decode_samples).
 
-Writes reports/samplers.json (rows) and reports/samplers.png (FID, or SW₂ without an
-evaluator, against NFE).
+Writes reports/samplers.json (rows: sbm.pipeline.schema's SamplerComparison) and
+reports/samplers.png (FID, or SW₂ without an evaluator, against NFE).
 """
 
-from sbm import io
 from sbm.config.params import load_params
 from sbm.eval.evaluator import fid
 from sbm.eval.sweep import compare_samplers
 from sbm.models.score import load_model
 from sbm.pipeline.measured import load_measured
 from sbm.pipeline.plots import plot_quality_vs_nfe
+from sbm.pipeline.schema import SamplerComparison, SamplerRun
 from sbm.pipeline.stage import run_stage, stage_parser
 
 
@@ -35,10 +35,11 @@ def main() -> None:
                             test=d.test, reference=d.train, n=n, n_projections=params.eval.n_projections,
                             data_range=d.meta.get("value_range") if d.vae is None else None, seed=params.seed,
                             shape=d.shape, quality=quality, decode=d.decode)
-    metric = "fid" if d.evaluator is not None else "swd"
-    io.write_json(args.out, {"n": n, "metric": metric, "rows": rows})
-    plot_quality_vs_nfe(rows, args.plot, metric=metric)
-    print(f"compare_samplers: {len(rows)} runs on {n} samples each -> {args.out}")
+    out = SamplerComparison(n=n, metric="fid" if d.evaluator is not None else "swd",
+                            rows=tuple(SamplerRun.from_json(r, file="compare_samplers") for r in rows))
+    out.write(args.out)
+    plot_quality_vs_nfe(out.points(), args.plot, metric=out.metric)
+    print(f"compare_samplers: {len(out.rows)} runs on {n} samples each -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -24,14 +24,12 @@ ddim --steps <distill.steps + 1>`, `--sampler consistency` for a consistency mod
 
 import torch
 
-from sbm import io
 from sbm.config.params import load_params, to_dict
-from sbm.distill.students import distill, load_teacher, save_consistency_model
+from sbm.distill.students import STUDENT_SAMPLERS, distill, load_teacher, save_student
 from sbm.latent.vae import check_space
-from sbm.models.score import save_model
+from sbm.pipeline.schema import DistillRound, DistillTraining
 from sbm.pipeline.spaces import training_set
 from sbm.pipeline.stage import run_stage, stage_parser
-from sbm.text.conditioning import caption_loss, text_encoder
 
 
 def main() -> None:
@@ -42,35 +40,27 @@ def main() -> None:
     params = load_params(args.params)
     cfg, text = params.distill, params.text
     check_space(args.space, params.score.space)
-    teacher, base, meta = load_teacher(cfg.teacher, args.model, args.text_model, text.weight)
+    teacher = load_teacher(cfg.teacher, args.model, args.text_model, text)
     x, y, _ = training_set(args.data, args.space, params.score.space, "train")
-    fp_config = {"teacher": io.state_digest(base.net)}
-    cond, wrap_loss, guidance = None, None, None
-    if cfg.teacher == "text":
-        if y is None:
-            raise ValueError(f"{args.data}: the data has no class labels; distill.teacher = text builds captions "
-                             "from them")
-        encoder = text_encoder(base)
-        cond, guidance = y, text.weight
-        wrap_loss = lambda loss: caption_loss(loss, encoder, text.templates, text.p_uncond)  # noqa: E731
-        fp_config["guidance"] = {"weight": text.weight, "templates": text.templates, "p_uncond": text.p_uncond}
+    cond, wrap_loss = teacher.conditioning(y, args.data)
     torch.manual_seed(params.seed)
-    student, rounds = distill(teacher, x, cfg, params.train, seed=params.seed, ckpt_dir=args.checkpoints, cond=cond,
-                              wrap_loss=wrap_loss, live_dir=args.live, config_for_fingerprint=fp_config)
-    sampler = "ddim" if cfg.method == "progressive" else "consistency"
-    extra = {k: meta.get(k) for k in ("data_shape", "data_range", "space", "space_dir", "templates") if k in meta}
-    extra["student"] = {"method": cfg.method, "steps": cfg.steps, "sampler": sampler, "teacher": cfg.teacher,
-                        "teacher_file": str(args.text_model if cfg.teacher == "text" else args.model),
-                        "teacher_steps": cfg.teacher_steps, "guidance": guidance}
-    (save_model if cfg.method == "progressive" else save_consistency_model)(args.out, student, extra=extra)
+    student, rounds = distill(teacher.model, x, cfg, params.train, seed=params.seed, ckpt_dir=args.checkpoints,
+                              cond=cond, wrap_loss=wrap_loss, live_dir=args.live,
+                              config_for_fingerprint=teacher.fingerprint())
+    guidance = teacher.guidance
+    extra = {k: teacher.meta.get(k) for k in ("data_shape", "data_range", "space", "space_dir", "templates")
+             if k in teacher.meta}
+    extra["student"] = {"method": cfg.method, "steps": cfg.steps, "sampler": STUDENT_SAMPLERS[cfg.method],
+                        "teacher": cfg.teacher, "teacher_file": teacher.path, "teacher_steps": cfg.teacher_steps,
+                        "guidance": guidance}
+    save_student(args.out, student, extra=extra)
     seconds = sum(r.seconds for r in rounds)
-    io.write_json(args.metrics, {"method": cfg.method, "teacher": cfg.teacher, "guidance": guidance,
-                                 "steps": cfg.steps, "teacher_steps": cfg.teacher_steps,
-                                 "train_seconds": round(seconds, 2), "final_loss": rounds[-1].final_loss,
-                                 "distill": to_dict(cfg),
-                                 "rounds": [{"student_steps": r.student_steps, "teacher_steps": r.teacher_steps,
-                                             "final_loss": r.final_loss, "seconds": round(r.seconds, 2),
-                                             "trained": r.trained} for r in rounds]})
+    DistillTraining(method=cfg.method, teacher=cfg.teacher, guidance=guidance, steps=cfg.steps,
+                    teacher_steps=cfg.teacher_steps, train_seconds=round(seconds, 2),
+                    final_loss=rounds[-1].final_loss, distill=to_dict(cfg),
+                    rounds=tuple(DistillRound(student_steps=r.student_steps, teacher_steps=r.teacher_steps,
+                                              final_loss=r.final_loss, seconds=round(r.seconds, 2), trained=r.trained)
+                                 for r in rounds)).write(args.metrics)
     folded = f" (CFG w = {guidance:g} folded in)" if guidance is not None else ""
     print(f"distill: {cfg.method} student of the {cfg.teacher} model{folded} with {cfg.steps} steps from a "
           f"{cfg.teacher_steps}-step teacher ({len(rounds)} round(s), {seconds:.1f}s of training) -> {args.out}")

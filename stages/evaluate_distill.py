@@ -16,20 +16,22 @@ evaluator's accuracy: the fraction of samples it assigns to the digit named in t
 
 Writes reports/distill_eval.json (flat: student_fid_<n>, teacher_ddim_fid_<n>,
 teacher_heun_fid_<n>, teacher_fid_full, speedup_<distill.steps>, and for a text teacher the
-same with _acc_), reports/distill_detail.json (rows) and reports/distill.png (FID against NFE).
+same with _acc_; sbm.pipeline.schema's DistillMetrics), reports/distill_detail.json (rows, each
+saying whether it is the teacher or the student: DistillDetail) and reports/distill.png (FID
+against NFE).
 """
 
 import dataclasses
 
 import torch
 
-from sbm import io
 from sbm.config.params import load_params
 from sbm.config.prompts import CLASS_NAMES
 from sbm.distill.students import load_student, load_teacher
 from sbm.eval.evaluator import fid
 from sbm.eval.sweep import conditional_quality, draw
 from sbm.pipeline import data
+from sbm.pipeline.conditional_outputs import ConditionalScores, DistillDetail, DistillRun
 from sbm.pipeline.measured import load_measured, no_evaluator, skip_evaluation
 from sbm.pipeline.plots import plot_quality_vs_nfe
 from sbm.pipeline.stage import run_stage, stage_parser
@@ -52,7 +54,8 @@ def main() -> None:
     if info.get("teacher", "score") != cfg.teacher:
         raise ValueError(f"{args.student}: a student of the {info.get('teacher', 'score')} model, but "
                          f"distill.teacher = {cfg.teacher}; rerun stage distill")
-    teacher, base, _ = load_teacher(cfg.teacher, args.model, args.text_model, text.weight)
+    t = load_teacher(cfg.teacher, args.model, args.text_model, text)
+    teacher, base = t.model, t.base
     if cfg.teacher == "text":
         k = min(int(data.load_split(args.data, "train")[1].max()) + 1, len(CLASS_NAMES))
         labels = torch.arange(k).repeat_interleave(text.n_per_class)  # (K · n,) the digit each sample is drawn for
@@ -63,49 +66,41 @@ def main() -> None:
     n_fid = min(n, len(d.train))
     floor = d.fid_floor(n_fid, params.seed)
 
-    def measure(model, sampler) -> dict:
-        """FID (and accuracy for prompts), NFE and seconds per 1,000 samples of one run."""
+    def measure(model, sampler) -> tuple[int, float, float | None, float]:
+        """NFE, FID, accuracy (prompts only, else None) and seconds per 1,000 samples of one run."""
         if cfg.teacher == "text":
-            q = conditional_quality(model, sampler, labels, ids, d.shape, evaluator=d.evaluator, test=d.test,
-                                    n_fid=n_fid, decode=d.decode, seed=params.seed)
-            return {"nfe": q["nfe"], "fid": q["fid"], "accuracy": q["accuracy"],
-                    "seconds_per_1000": 1000 * q["seconds_per_sample"]}
+            q = ConditionalScores.from_json(
+                conditional_quality(model, sampler, labels, ids, d.shape, evaluator=d.evaluator, test=d.test,
+                                    n_fid=n_fid, decode=d.decode, seed=params.seed), file="conditional_quality")
+            return q.nfe, q.fid, q.accuracy, 1000 * q.seconds_per_sample
         z, nfe, seconds = draw(model, sampler, n_fid, d.shape, seed=params.seed)
-        return {"nfe": nfe, "fid": fid(d.test, d.decode(z), d.evaluator), "seconds_per_1000": 1000 * seconds / n_fid}
+        return nfe, fid(d.test, d.decode(z), d.evaluator), None, 1000 * seconds / n_fid
 
     base_sampler = dataclasses.replace(params.sampler, batch_size=min(params.sampler.batch_size, n))
-    runs = [("teacher " + base_sampler.name + " (full)", "teacher", teacher, base_sampler)]
+    # (label, teacher or student, the full-steps reference?, model, sampler settings)
+    runs = [("teacher " + base_sampler.name + " (full)", "teacher", True, teacher, base_sampler)]
     for steps in cfg.eval_steps:
-        runs += [("teacher ddim", "teacher_ddim", teacher,
+        runs += [("teacher ddim", "teacher", False, teacher,
                   dataclasses.replace(base_sampler, name="ddim", steps=steps + 1, eta=0.0)),
-                 ("teacher ode_heun", "teacher_heun", teacher,
+                 ("teacher ode_heun", "teacher", False, teacher,
                   dataclasses.replace(base_sampler, name="ode_heun", steps=steps + 1)),
-                 (f"student ({info['method']})", "student", student,
+                 (f"student ({info['method']})", "student", False, student,
                   dataclasses.replace(base_sampler, name=info["sampler"], steps=steps + 1, eta=0.0))]
-    rows, flat = [], {"fid_floor": floor}
-    for name, key, model, sampler in runs:
-        row = {"sampler": name, "steps": sampler.steps - 1, **measure(model, sampler), "fid_floor": floor}
+    rows = []
+    for label, kind, full, model, sampler in runs:
+        nfe, fid_value, accuracy, seconds_per_1000 = measure(model, sampler)
+        row = DistillRun(label=label, steps=sampler.steps - 1, nfe=nfe, fid=fid_value, accuracy=accuracy,
+                         seconds_per_1000=seconds_per_1000, fid_floor=floor, kind=kind, solver=sampler.name, full=full)
         rows.append(row)
-        suffix = "full" if key == "teacher" else str(row["steps"])
-        flat[f"{key}_fid_{suffix}"] = row["fid"]
-        if "accuracy" in row:
-            flat[f"{key}_acc_{suffix}"] = row["accuracy"]
-        if key == "teacher":
-            flat["teacher_nfe_full"] = row["nfe"]
-        acc = f", accuracy {row['accuracy']:.3f}" if "accuracy" in row else ""
-        print(f"evaluate_distill: {name}, {row['steps']} steps: FID {row['fid']:.3f} (floor {floor:.3f}){acc}, "
-              f"NFE {row['nfe']}, {row['seconds_per_1000']:.2f}s per 1000 samples")
-    full = rows[0]
-    at = {r["steps"]: r for r in rows if r["sampler"].startswith("student")}
-    if cfg.steps in at:
-        flat[f"speedup_{cfg.steps}"] = full["seconds_per_1000"] / at[cfg.steps]["seconds_per_1000"]
-        flat[f"student_over_teacher_fid_{cfg.steps}"] = at[cfg.steps]["fid"] / full["fid"]
-    io.write_json(args.metrics, flat)
-    io.write_json(args.detail, {"n": n, "method": info["method"], "teacher": cfg.teacher,
-                                "guidance": info.get("guidance"), "student_steps": cfg.steps,
-                                "teacher_sampler": base_sampler.name, "teacher_steps": base_sampler.steps,
-                                "rows": rows})
-    plot_quality_vs_nfe(rows, args.plot, metric="fid")
+        acc = f", accuracy {row.accuracy:.3f}" if row.accuracy is not None else ""
+        print(f"evaluate_distill: {label}, {row.steps} steps: FID {row.fid:.3f} (floor {floor:.3f}){acc}, "
+              f"NFE {row.nfe}, {row.seconds_per_1000:.2f}s per 1000 samples")
+    detail = DistillDetail(n=n, method=info["method"], teacher=cfg.teacher, guidance=info.get("guidance"),
+                           student_steps=cfg.steps, teacher_sampler=base_sampler.name,
+                           teacher_steps=base_sampler.steps, rows=tuple(rows))
+    detail.metrics().write(args.metrics)
+    detail.write(args.detail)
+    plot_quality_vs_nfe(detail.points(), args.plot, metric="fid")
 
 
 if __name__ == "__main__":

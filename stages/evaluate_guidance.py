@@ -8,8 +8,9 @@ the samples (the fraction it assigns to the class they were generated for, overa
 class), FID of all the conditional samples against the test split next to FID(train, test),
 NFE and wall time. s = 0 is the unguided model (accuracy ≈ the class frequency, ~10%).
 
-Writes reports/guidance.json (flat metrics: cg_acc_s<scale>, cg_fid_s<scale>),
-reports/guidance_detail.json (rows with per-class accuracy) and reports/guidance.png.
+Writes reports/guidance.json (flat metrics: cg_acc_s<scale>, cg_fid_s<scale>; sbm.pipeline.schema's
+GuidanceMetrics), reports/guidance_detail.json (rows with per-class accuracy: GuidanceDetail) and
+reports/guidance.png.
 """
 
 import torch
@@ -20,13 +21,10 @@ from sbm.core.guidance import ClassifierGuidance
 from sbm.eval.sweep import conditional_quality
 from sbm.models.classifier import load_classifier
 from sbm.models.score import load_model
+from sbm.pipeline.conditional_outputs import ConditionalScores, GuidanceDetail, GuidanceRow
 from sbm.pipeline.measured import load_measured, no_evaluator, skip_evaluation
 from sbm.pipeline.plots import plot_guidance
 from sbm.pipeline.stage import run_stage, stage_parser
-
-
-def _key(scale: float) -> str:
-    return f"{scale:g}".replace(".", "p").replace("-", "m")
 
 
 def main() -> None:
@@ -46,19 +44,18 @@ def main() -> None:
     y = torch.arange(k).repeat_interleave(cfg.n_per_class)  # (K · n,) the class each sample is drawn for
     m = min(len(y), len(d.train))
     floor = d.fid_floor(m, params.seed)
-    rows, flat = [], {"cg_fid_floor": floor}
+    rows = []
     for s in cfg.classifier_scales:
-        row = {"method": "classifier", "scale": s,
-               **conditional_quality(ClassifierGuidance(model, classifier, s), params.sampler, y, y, d.shape,
-                                     evaluator=d.evaluator, test=d.test, n_fid=m, decode=d.decode,
-                                     seed=params.seed, progress=True),
-               "fid_floor": floor}
+        q = conditional_quality(ClassifierGuidance(model, classifier, s), params.sampler, y, y, d.shape,
+                                evaluator=d.evaluator, test=d.test, n_fid=m, decode=d.decode, seed=params.seed,
+                                progress=True)
+        row = GuidanceRow(scale=s, scores=ConditionalScores.from_json(q, file="conditional_quality"), fid_floor=floor)
         rows.append(row)
-        flat[f"cg_acc_s{_key(s)}"], flat[f"cg_fid_s{_key(s)}"] = row["accuracy"], row["fid"]
-        print(f"evaluate_guidance: classifier scale {s:g}: accuracy {row['accuracy']:.3f}, FID {row['fid']:.3f} "
-              f"(floor {floor:.3f}), NFE {row['nfe']}")
-    io.write_json(args.metrics, flat)
-    io.write_json(args.detail, {"n_per_class": cfg.n_per_class, "sampler": params.sampler.name, "rows": rows})
+        print(f"evaluate_guidance: classifier scale {s:g}: accuracy {row.accuracy:.3f}, FID {row.fid:.3f} "
+              f"(floor {floor:.3f}), NFE {row.nfe}")
+    detail = GuidanceDetail(n_per_class=cfg.n_per_class, sampler=params.sampler.name, rows=tuple(rows))
+    detail.metrics().write(args.metrics)
+    detail.write(args.detail)
     plot_guidance(rows, args.plot)
 
 

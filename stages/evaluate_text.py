@@ -13,8 +13,8 @@ and time per sample.
 Generalisation of the text encoder: at w = text.weight, the same for every phrasing of
 text.unseen_templates (never seen in training, e.g. "the number {name} written by hand").
 
-Writes reports/text.json (flat: cfg_acc_w<w>, cfg_fid_w<w>, cfg_unseen_acc, cfg_fid_floor) and
-reports/text_detail.json (rows with per-class accuracy, and the unseen phrasings).
+Writes reports/text.json (flat: cfg_acc_w<w>, cfg_fid_w<w>, cfg_unseen_acc, cfg_fid_floor; sbm.pipeline.schema's
+TextMetrics) and reports/text_detail.json (rows with per-class accuracy, and the unseen phrasings: TextDetail).
 """
 
 from functools import partial
@@ -26,15 +26,12 @@ from sbm.config.params import load_params
 from sbm.config.prompts import CLASS_NAMES
 from sbm.eval.sweep import conditional_quality
 from sbm.pipeline import data
+from sbm.pipeline.conditional_outputs import CfgRow, ConditionalScores, TextDetail, UnseenRow
 from sbm.pipeline.measured import load_measured, no_evaluator, skip_evaluation
 from sbm.pipeline.stage import run_stage, stage_parser
 from sbm.text.conditioning import cfg as guided
 from sbm.text.conditioning import class_prompts, prompt_ids
 from sbm.text.net import load_text_model
-
-
-def _key(w: float) -> str:
-    return f"{w:g}".replace(".", "p")
 
 
 def main() -> None:
@@ -54,26 +51,28 @@ def main() -> None:
     unseen = {t: prompt_ids(model, class_prompts(y, [t])) for t in cfg.unseen_templates}
     m = min(len(y), len(d.train))
     floor = d.fid_floor(m, params.seed)
-    measure = partial(conditional_quality, cfg=params.sampler, shape=d.shape, evaluator=d.evaluator, test=d.test,
+    quality = partial(conditional_quality, cfg=params.sampler, shape=d.shape, evaluator=d.evaluator, test=d.test,
                       n_fid=m, seed=params.seed, progress=True, decode=d.decode)
-    rows, flat = [], {"cfg_fid_floor": floor}
+
+    def measure(w: float, cond) -> ConditionalScores:
+        return ConditionalScores.from_json(quality(guided(model, w), labels=y, cond=cond), file="conditional_quality")
+
+    rows = []
     for w in cfg.guidance_weights:
-        row = {"method": "cfg", "scale": w, "templates": "training", **measure(guided(model, w), labels=y, cond=seen),
-               "fid_floor": floor, "network_evals_per_call": 1 if w in (0.0, 1.0) else 2}
+        row = CfgRow(scale=w, scores=measure(w, seen), fid_floor=floor,
+                     network_evals_per_call=1 if w in (0.0, 1.0) else 2)
         rows.append(row)
-        flat[f"cfg_acc_w{_key(w)}"], flat[f"cfg_fid_w{_key(w)}"] = row["accuracy"], row["fid"]
-        print(f"evaluate_text: CFG w = {w:g}: accuracy {row['accuracy']:.3f}, FID {row['fid']:.3f} "
-              f"(floor {floor:.3f}), NFE {row['nfe']}")
+        print(f"evaluate_text: CFG w = {w:g}: accuracy {row.accuracy:.3f}, FID {row.fid:.3f} "
+              f"(floor {floor:.3f}), NFE {row.nfe}")
     unseen_rows = []
     for template, ids in unseen.items():
-        row = {"method": "cfg", "scale": cfg.weight, "template": template,
-               **measure(guided(model, cfg.weight), labels=y, cond=ids), "fid_floor": floor}
+        row = UnseenRow(scale=cfg.weight, template=template, scores=measure(cfg.weight, ids), fid_floor=floor)
         unseen_rows.append(row)
-        print(f"evaluate_text: unseen phrasing {template!r} at w = {cfg.weight:g}: accuracy {row['accuracy']:.3f}")
-    flat["cfg_unseen_acc"] = sum(r["accuracy"] for r in unseen_rows) / len(unseen_rows)
-    io.write_json(args.metrics, flat)
-    io.write_json(args.detail, {"n_per_class": cfg.n_per_class, "sampler": params.sampler.name,
-                                "encoder": cfg.encoder, "weight": cfg.weight, "rows": rows, "unseen": unseen_rows})
+        print(f"evaluate_text: unseen phrasing {template!r} at w = {cfg.weight:g}: accuracy {row.accuracy:.3f}")
+    detail = TextDetail(n_per_class=cfg.n_per_class, sampler=params.sampler.name, encoder=cfg.encoder,
+                        weight=cfg.weight, rows=tuple(rows), unseen=tuple(unseen_rows))
+    detail.metrics().write(args.metrics)
+    detail.write(args.detail)
 
 
 if __name__ == "__main__":

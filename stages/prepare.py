@@ -9,8 +9,8 @@ Bad params or data exit with status 2 and one line on stderr (`sbm.pipeline.stag
 from __future__ import annotations
 
 from sbm.config.params import load_params
-from sbm.io import write_json
 from sbm.pipeline.data import prepare
+from sbm.pipeline.schema import PreparedData
 from sbm.pipeline.stage import run_stage, stage_parser
 
 
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = stage_parser(__doc__, out="data/prepared", report="reports/prepare.json").parse_args(argv)
     params = load_params(args.params)
     meta = prepare(params.data, params.seed, args.out)
-    write_json(args.report, {k: v for k, v in meta.items() if k != "gmm"})
+    PreparedData.from_meta(meta).write(args.report)
     print(f"prepare: {meta['name']} shape={meta['shape']} train={meta['n_train']} test={meta['n_test']} "
           f"range=[{meta['value_range'][0]:.3g}, {meta['value_range'][1]:.3g}] "
           f"sigma_max={meta['sigma_max']:.4g} classes={meta['n_classes']} -> {args.out}")

@@ -13,19 +13,12 @@ upper bound. Renders offline (sbm.pipeline.report).
 
 from __future__ import annotations
 
-import argparse
-
-from sbm.pipeline.report import ReportInputs, build_report
+from sbm.pipeline.report import build_report, inputs_from_argv
 from sbm.pipeline.stage import run_stage
 
 
 def main(argv: list[str] | None = None) -> str:
-    d = ReportInputs()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name in d.__dataclass_fields__:
-        ap.add_argument(f"--{name.replace('_', '-')}", dest=name, default=str(getattr(d, name)))
-    args = ap.parse_args(argv)
-    inp = ReportInputs(**vars(args))
+    inp = inputs_from_argv(argv, __doc__)
     text = build_report(inp)
     n_skipped = text.count("_Skipped")
     print(f"report: wrote {inp.out}" + (f" ({n_skipped} section(s) skipped: inputs absent)" if n_skipped else ""))

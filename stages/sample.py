@@ -3,7 +3,8 @@
 Reads params (seed, sampler), the model, the data meta and the space directory: a latent
 model's samples z_s are decoded by the VAE, x = decode(z_s / s) (sbm.latent.vae.decode_samples);
 image samples are clamped to the data's value range. Writes data/samples/samples.safetensors
-(data space), reports/sample.json and reports/samples.png (an image grid, or a scatter for 2-D).
+(data space), reports/sample.json (sbm.pipeline.schema's SampleSummary) and reports/samples.png (an
+image grid, or a scatter for 2-D).
 
 From prompts: with the text-conditional model of train_text, text.n_per_prompt samples for
 every prompt of text.prompts under classifier-free guidance of weight text.weight
@@ -21,6 +22,7 @@ from sbm.latent.vae import check_space, decode_samples, load_space_vae
 from sbm.models.score import load_model
 from sbm.pipeline import data
 from sbm.pipeline.plots import image_grid, placeholder, plot_samples
+from sbm.pipeline.schema import SampleSummary
 from sbm.pipeline.stage import run_stage, stage_parser
 from sbm.text.conditioning import cfg as guided
 from sbm.text.conditioning import prompt_ids
@@ -52,10 +54,10 @@ def main() -> None:
         raise ValueError(f"{bad} of {len(z)} samples are not finite (sampler {cfg.name}, step_size "
                          f"{cfg.step_size}); lower sampler.step_size or check the model")
     x = decode_samples(vae, z, data_range=meta["value_range"] if image else None)
-    info = {"sampler": cfg.name, "space": space["space"], "n": len(x), "nfe": nfe, "wall_time_s": round(seconds, 3),
-            "seconds_per_sample": seconds / len(x)}
-    io.save_tensors(args.out, {"x": x.contiguous()}, {"kind": "samples", **info})
-    io.write_json(args.metrics, info)
+    info = SampleSummary(sampler=cfg.name, space=space["space"], n=len(x), nfe=nfe, wall_time_s=round(seconds, 3),
+                         seconds_per_sample=seconds / len(x))
+    io.save_tensors(args.out, {"x": x.contiguous()}, {"kind": "samples", **info.to_json()})
+    info.write(args.metrics)
     test, _ = data.load_split(args.data, "test")
     plot_samples(x, args.plot, reference=test if x[0].numel() == 2 else None,
                  title=f"{cfg.name}, NFE {nfe}" + (" (latent, decoded)" if vae is not None else ""))

@@ -11,14 +11,15 @@ reports/train_classifier.json.
 
 import torch
 
-from sbm import io
 from sbm.config.params import load_params, to_dict
 from sbm.core.processes import build_process
 from sbm.models.classifier import NoisyClassifier, accuracy_by_noise_quarter, classifier_loss, save_classifier
+from sbm.pipeline.schema import ClassifierTraining
 from sbm.pipeline.skips import skip_training
 from sbm.pipeline.spaces import training_set
 from sbm.pipeline.stage import run_stage, stage_parser
-from sbm.train.loop import loop_params, train
+from sbm.pipeline.training import data_fingerprint, fit
+from sbm.train.loop import loop_params
 
 
 def main() -> None:
@@ -38,17 +39,17 @@ def main() -> None:
     model = NoisyClassifier(meta["shape"], int(y.max()) + 1, process, cfg.channels, cfg.hidden, cfg.embedding_dim,
                             cfg.depth, float(x.std()))
     loop = loop_params(params.train, cfg)
-    fp = {"classifier": model.config, "data": {k: meta.get(k) for k in ("name", "shape", "n_train", "seed")}}
-    ema, result = train(model, classifier_loss, x, loop, seed=params.seed, ckpt_dir=args.checkpoints,
-                        live_dir=args.live, config_for_fingerprint=fp, cond=y)
-    if not result.is_main_process:
+    fp = {"classifier": model.config, "data": data_fingerprint(meta, ("name", "shape", "n_train", "seed"))}
+    done = fit(model, classifier_loss, x, loop, args, seed=params.seed, fingerprint=fp, cond=y)
+    if done is None:
         return
+    ema, result = done
     ema = ema.cpu().eval()
     acc = accuracy_by_noise_quarter(ema, x_test, y_test, generator=torch.Generator().manual_seed(params.seed))
     save_classifier(args.out, ema, {"space": params.score.space, "test_accuracy": acc})
-    io.write_json(args.metrics, {**{f"acc_{q}": a for q, a in acc.items()}, "space": params.score.space,
-                                 "final_loss": result.final_loss, "steps": result.steps,
-                                 "train_seconds": round(result.total_seconds, 2), "classifier": to_dict(cfg)})
+    ClassifierTraining(accuracy_by_quarter=tuple(acc.values()), space=params.score.space,
+                       final_loss=result.final_loss, steps=result.steps, train_seconds=round(result.total_seconds, 2),
+                       classifier=to_dict(cfg)).write(args.metrics)
     print("train_classifier: test accuracy by noise quarter (q1 least noise) "
           + ", ".join(f"{q} {a:.3f}" for q, a in acc.items()) + f" ({result.seconds:.1f}s) -> {args.out}")
 

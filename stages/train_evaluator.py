@@ -13,6 +13,7 @@ from sbm import io
 from sbm.config.params import load_params, to_dict
 from sbm.eval.evaluator import EVALUATOR_FILE, NO_EVALUATOR_FILE, accuracy, save_evaluator, train_evaluator
 from sbm.pipeline import data
+from sbm.pipeline.schema import EvaluatorTraining, SkippedTraining
 from sbm.pipeline.stage import run_stage, stage_parser
 
 
@@ -29,7 +30,7 @@ def main() -> None:
     if y is None:
         why = f"data {meta['name']!r} has no class labels, so there is no evaluator (and no FID)"
         io.write_json(out / NO_EVALUATOR_FILE, {"reason": why})
-        io.write_json(args.metrics, {"trained": False})
+        SkippedTraining().write(args.metrics)
         print(f"train_evaluator: {why}")
         return
     test, test_y = data.load_split(args.data, "test")
@@ -38,9 +39,8 @@ def main() -> None:
     seconds = time.perf_counter() - start
     acc = accuracy(ev, test, test_y)
     save_evaluator(out / EVALUATOR_FILE, ev, {"test_accuracy": acc, "data": meta["name"]})
-    io.write_json(args.metrics, {"trained": True, "test_accuracy": acc, "train_accuracy": accuracy(ev, x, y),
-                                 "n_classes": ev.config["n_classes"], "train_seconds": round(seconds, 2),
-                                 "evaluator": to_dict(params.evaluator)})
+    EvaluatorTraining(test_accuracy=acc, train_accuracy=accuracy(ev, x, y), n_classes=ev.config["n_classes"],
+                      train_seconds=round(seconds, 2), evaluator=to_dict(params.evaluator)).write(args.metrics)
     print(f"train_evaluator: test accuracy {acc:.4f} ({seconds:.1f}s) -> {out / EVALUATOR_FILE}")
 
 

@@ -13,7 +13,6 @@ runs N that share each batch (sbm.train.loop). Only the main process writes file
 
 import torch
 
-from sbm import io
 from sbm.config.params import load_params, to_dict
 from sbm.core.losses import build_loss
 from sbm.core.model import ScoreModel
@@ -21,9 +20,10 @@ from sbm.core.processes import build_process
 from sbm.latent.vae import check_space
 from sbm.models.score import save_model
 from sbm.nets.score import build_net
+from sbm.pipeline.schema import ScoreTraining
 from sbm.pipeline.spaces import training_set
 from sbm.pipeline.stage import run_stage, stage_parser
-from sbm.train.loop import train
+from sbm.pipeline.training import data_fingerprint, fit, n_params
 
 
 def main() -> None:
@@ -40,22 +40,21 @@ def main() -> None:
     model = ScoreModel(build_net(params.model, meta["shape"]), process, params.model.prediction, data_std)
     loss_fn = build_loss(params.loss, params.objective, meta["dim"])  # refuses esm in high dim, before work
     fp_config = {"loss": params.loss, "objective": to_dict(params.objective), "model": model.to_config(),
-                 "data": {k: meta.get(k) for k in ("name", "shape", "n_train", "sigma_max", "seed")},
-                 "space": space}
-    ema_model, result = train(model, loss_fn, x, params.train, seed=params.seed, ckpt_dir=args.checkpoints,
-                              live_dir=args.live, config_for_fingerprint=fp_config)
-    if not result.is_main_process:
+                 "data": data_fingerprint(meta), "space": space}
+    done = fit(model, loss_fn, x, params.train, args, seed=params.seed, fingerprint=fp_config)
+    if done is None:
         return
+    ema_model, result = done
     # data_shape: the shape the model samples (latents for a latent model); space: how to decode them
     save_model(args.out, ema_model, extra={"loss": params.loss, "data_shape": meta["shape"],
                                               "data_range": meta.get("value_range"), "space": space,
                                               "space_dir": str(args.space)})
-    n_params = sum(p.numel() for p in ema_model.net.parameters())
-    io.write_json(args.metrics, {"loss": params.loss, "space": space["space"], "final_loss": result.final_loss, "steps": result.steps,
-                                 "train_seconds": round(result.total_seconds, 2), "resumed_from": result.resumed_from,
-                                 "n_params": n_params, "world_size": result.world_size})
+    out = ScoreTraining(loss=params.loss, space=space["space"], final_loss=result.final_loss, steps=result.steps,
+                        train_seconds=round(result.total_seconds, 2), resumed_from=result.resumed_from,
+                        n_params=n_params(ema_model), world_size=result.world_size)
+    out.write(args.metrics)
     print(f"train_score: {params.loss} loss {result.final_loss:.4f} after {result.steps} steps "
-          f"({result.seconds:.1f}s, {n_params} parameters)")
+          f"({result.seconds:.1f}s, {out.n_params} parameters)")
 
 
 if __name__ == "__main__":

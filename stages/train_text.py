@@ -19,7 +19,6 @@ curve through dvclive and reports/train_text.json.
 
 import torch
 
-from sbm import io
 from sbm.config.params import load_params, to_dict
 from sbm.config.prompts import CLASS_NAMES
 from sbm.core.losses import build_loss
@@ -28,14 +27,16 @@ from sbm.core.processes import build_process
 from sbm.latent.vae import check_space
 from sbm.models.score import save_model
 from sbm.nets.score import build_net
+from sbm.pipeline.schema import TextTraining
 from sbm.pipeline.skips import skip_training
 from sbm.pipeline.spaces import training_set
 from sbm.pipeline.stage import run_stage, stage_parser
+from sbm.pipeline.training import data_fingerprint, fit, n_params
 from sbm.text.captions import all_captions
 from sbm.text.conditioning import caption_loss
 from sbm.text.encoders import build_text_encoder
 from sbm.text.net import TextConditionalNet
-from sbm.train.loop import loop_params, train
+from sbm.train.loop import loop_params
 
 
 def main() -> None:
@@ -65,23 +66,23 @@ def main() -> None:
                            cfg.p_uncond)
     fp_config = {"loss": params.loss, "objective": to_dict(params.objective), "model": model.to_config(),
                  "text": {k: v for k, v in to_dict(cfg).items() if k in ("templates", "p_uncond")},
-                 "data": {k: meta.get(k) for k in ("name", "shape", "n_train", "sigma_max", "seed")}, "space": space}
-    ema_model, result = train(model, loss_fn, x, loop_params(params.train, cfg), seed=params.seed,
-                              ckpt_dir=args.checkpoints, live_dir=args.live, config_for_fingerprint=fp_config, cond=y)
-    if not result.is_main_process:
+                 "data": data_fingerprint(meta), "space": space}
+    done = fit(model, loss_fn, x, loop_params(params.train, cfg), args, seed=params.seed, fingerprint=fp_config,
+               cond=y)
+    if done is None:
         return
+    ema_model, result = done
     save_model(args.out, ema_model, extra={"loss": params.loss, "data_shape": meta["shape"],
                                                   "data_range": meta.get("value_range"), "space": space,
                                                   "space_dir": str(args.space), "templates": cfg.templates})
-    n_params = sum(p.numel() for p in ema_model.net.parameters())
-    vocab = len(encoder.vocab) if encoder.trainable else None
-    io.write_json(args.metrics, {"encoder": cfg.encoder, "loss": params.loss, "space": space["space"],
-                                 "final_loss": result.final_loss, "steps": result.steps,
-                                 "train_seconds": round(result.total_seconds, 2), "resumed_from": result.resumed_from,
-                                 "n_params": n_params, "trainable_encoder": encoder.trainable,
-                                 "encoder_dim": encoder.dim, "scratch_vocabulary": vocab})
+    out = TextTraining(encoder=cfg.encoder, loss=params.loss, space=space["space"], final_loss=result.final_loss,
+                       steps=result.steps, train_seconds=round(result.total_seconds, 2),
+                       resumed_from=result.resumed_from, n_params=n_params(ema_model),
+                       trainable_encoder=encoder.trainable, encoder_dim=encoder.dim,
+                       scratch_vocabulary=len(encoder.vocab) if encoder.trainable else None)
+    out.write(args.metrics)
     print(f"train_text: {cfg.encoder} encoder, {params.loss} loss {result.final_loss:.4f} after {result.steps} steps "
-          f"({result.seconds:.1f}s, {n_params} trainable parameters)")
+          f"({result.seconds:.1f}s, {out.n_params} trainable parameters)")
 
 
 if __name__ == "__main__":

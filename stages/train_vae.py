@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 
-from sbm import io
 from sbm.config.params import load_params, to_dict
 from sbm.latent.vae import (
     SPACE_FILE,
@@ -30,8 +29,10 @@ from sbm.latent.vae import (
 )
 from sbm.pipeline import data
 from sbm.pipeline.plots import image_grid, plot_samples
+from sbm.pipeline.schema import PixelSpace, VaeTraining
 from sbm.pipeline.stage import run_stage, stage_parser
-from sbm.train.loop import loop_params, train
+from sbm.pipeline.training import data_fingerprint, fit, n_params
+from sbm.train.loop import loop_params
 
 
 def main() -> None:
@@ -49,7 +50,7 @@ def main() -> None:
         curve.parent.mkdir(parents=True)
         curve.write_text("step\tloss\n")
         Path(args.checkpoints).mkdir(parents=True, exist_ok=True)  # declared (persisted) output; kept as is
-        io.write_json(args.metrics, {"space": "pixel"})
+        PixelSpace().write(args.metrics)
         plot_samples(test[:64] if len(meta["shape"]) == 3 else test, args.plot,
                      title="pixel space (no autoencoder): test data")
         print(f"train_vae: score.space = pixel, no autoencoder; wrote {args.out}/{SPACE_FILE}")
@@ -62,11 +63,11 @@ def main() -> None:
     torch.manual_seed(params.seed)
     vae = build_vae(params.vae, meta["shape"])
     cfg = loop_params(params.train, params.vae)
-    fp_config = {"vae": vae.to_config(), "data": {k: meta.get(k) for k in ("name", "shape", "n_train", "seed")}}
-    ema_vae, result = train(vae, vae_loss, x, cfg, seed=params.seed, ckpt_dir=args.checkpoints,
-                            live_dir=args.live, config_for_fingerprint=fp_config)
-    if not result.is_main_process:
+    fp_config = {"vae": vae.to_config(), "data": data_fingerprint(meta, ("name", "shape", "n_train", "seed"))}
+    done = fit(vae, vae_loss, x, cfg, args, seed=params.seed, fingerprint=fp_config)
+    if done is None:
         return
+    ema_vae, result = done
     ema_vae = ema_vae.cpu().eval()
     g = torch.Generator().manual_seed(params.seed)
     ema_vae.scale = latent_scale(ema_vae, x, generator=g)
@@ -77,11 +78,10 @@ def main() -> None:
         shown_rec = ema_vae.decode(ema_vae.encode(shown)).clamp(-1, 1)
     image_grid([shown, shown_rec], args.plot, row_titles=["test images", "reconstructions decode(μ(x))"],
                title=f"VAE: PSNR {rec['psnr']:.1f} dB, latents {info['shape']}")
-    report = {"space": "latent", "recon_mse": rec["mse"], "recon_psnr": rec["psnr"], "kl": rec["kl"],
-              "scale": ema_vae.scale, "latent_shape": info["shape"], "final_loss": result.final_loss,
-              "steps": result.steps, "train_seconds": round(result.total_seconds, 2), "resumed_from": result.resumed_from,
-              "n_params": sum(p.numel() for p in ema_vae.net.parameters()), "vae": to_dict(params.vae)}
-    io.write_json(args.metrics, report)
+    VaeTraining(recon_mse=rec["mse"], recon_psnr=rec["psnr"], kl=rec["kl"], scale=ema_vae.scale,
+                latent_shape=tuple(info["shape"]), final_loss=result.final_loss, steps=result.steps,
+                train_seconds=round(result.total_seconds, 2), resumed_from=result.resumed_from,
+                n_params=n_params(ema_vae), vae=to_dict(params.vae)).write(args.metrics)
     print(f"train_vae: PSNR {rec['psnr']:.2f} dB, MSE {rec['mse']:.4f}, KL {rec['kl']:.2f} nats, scale "
           f"{ema_vae.scale:.4f}, latents {info['shape']} ({result.seconds:.1f}s) -> {args.out}")
 

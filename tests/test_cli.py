@@ -40,8 +40,10 @@ def test_sample_errors_are_one_line(checkpoint, tmp_path):
     proc = _cli("sample", "--checkpoint", tmp_path / "absent.safetensors", "--out", tmp_path / "g.png")
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"sbm sample: error: {tmp_path / 'absent.safetensors'}: no such checkpoint"
-    proc = _cli("sample", "--checkpoint", checkpoint, "--n", 0)
-    assert proc.returncode == 2 and "--n must be >= 1" in proc.stderr
+    proc = _cli("sample", "--checkpoint", checkpoint, "--n", 0)  # SamplerParams' own range, named by its flag
+    assert proc.returncode == 2 and proc.stderr.strip() == "sbm sample: error: --n = 0: must be >= 1"
+    proc = _cli("sample", "--checkpoint", checkpoint, "--steps", 0)
+    assert proc.returncode == 2 and proc.stderr.strip() == "sbm sample: error: --steps = 0: must be >= 1"
     proc = _cli("sample", "--checkpoint", checkpoint, "--sampler", "magic")
     assert proc.returncode == 2 and "invalid choice: 'magic'" in proc.stderr
 
@@ -105,7 +107,7 @@ def test_prompts_sample_a_text_model_and_bad_prompts_are_refused(checkpoint, tmp
     proc = _cli("sample", "--checkpoint", text_ckpt, "--out", out)  # a text model needs a prompt
     assert proc.returncode == 2 and "needs a condition" in proc.stderr
     proc = _cli("sample", "--checkpoint", text_ckpt, "--prompt", "a one", "--guidance", -1)
-    assert proc.returncode == 2 and "--guidance must be >= 0" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.strip() == "sbm sample: error: --guidance = -1.0: must be >= 0.0"
 
 
 def test_a_consistency_student_samples_with_the_consistency_sampler(tmp_path):

@@ -109,3 +109,33 @@ def test_missing_params_file_is_named(tmp_path):
 
 def test_ints_are_accepted_for_floats():
     assert parse_params({"process": {"sigma_min": 1}}).process.sigma_min == 1.0
+
+
+def test_every_section_checks_itself_when_built_in_code():
+    """Ranges and section rules hold however a section is made: from params.yaml (the dotted key)
+    or directly / by dataclasses.replace in code (its params.yaml key), so no caller re-checks."""
+    import dataclasses
+
+    from sbm.config.params import (
+        DistillParams,
+        SamplerParams,
+        Section,
+        TrainParams,
+        UNetParams,
+    )
+
+    with pytest.raises(ConfigError, match=r"^sampler\.steps = 0: must be >= 1$"):
+        dataclasses.replace(SamplerParams(), steps=0)
+    with pytest.raises(ConfigError, match=r"^train\.lr = -1\.0: must be > 0"):
+        TrainParams(lr=-1.0)
+    with pytest.raises(ConfigError, match=r"^model\.unet\.channels"):  # a nested section's own rule
+        UNetParams(channels=[32, 33])
+    with pytest.raises(ConfigError, match=r"^params\.yaml: distill\.steps"):  # through the parser: full key
+        parse_params({"distill": {"steps": 0}})
+    assert SamplerParams(steps=3).steps == 3  # valid values construct
+    params = parse_params({})
+    for f in dataclasses.fields(params):
+        section = getattr(params, f.name)
+        if dataclasses.is_dataclass(section):
+            assert isinstance(section, Section) and type(section).KEY == f.name, f.name
+    assert DistillParams.KEY == "distill"

@@ -14,6 +14,7 @@ from sbm.core.guidance import ClassifierFreeGuidance
 from sbm.core.model import AnalyticScoreModel, Predicts, ScoreModel, from_eps, to_eps
 from sbm.core.processes import VESDE, VPSDE, NCSNLadder, process_from_config
 from sbm.core.samplers import consistency_sample, ddim_step, integrate
+from sbm.distill import students as distill_mod
 from sbm.distill.students import (
     ConsistencyDistillationLoss,
     ConsistencyModel,
@@ -28,7 +29,6 @@ from sbm.distill.students import (
     progressive_target,
     trainable_core,
 )
-from sbm.distill import students as distill_mod
 from sbm.nets.score import MLPNet
 from sbm.train.loop import train
 
@@ -217,7 +217,7 @@ NEAR = GaussianMixture([0.6, 0.4], [[-1.5, -1.0], [1.5, 1.0]], [[[0.5, 0.0], [0.
 
 
 @pytest.mark.slow
-def test_one_round_student_takes_the_teachers_two_steps_in_one(tmp_path, monkeypatch):
+def test_one_round_student_takes_the_teachers_two_steps_in_one(tmp_path):
     """Exact teacher, 4 DDIM steps + denoise on VP; after one round (1500 steps, ≈ 6 s) the
     student's 2 steps + denoise from the same x_T land where the teacher's 4 do: mean squared
     distance < 2% of the data's total variance (measured 0.6–0.9% over 4 seeds) and < 0.2 × that
@@ -239,17 +239,19 @@ def test_one_round_student_takes_the_teachers_two_steps_in_one(tmp_path, monkeyp
     assert err < 0.02, (err, err_naive)
     assert err < 0.2 * err_naive, (err, err_naive)
 
-    monkeypatch.setattr(distill_mod, "train", lambda *a, **k: pytest.fail("a finished round was trained again"))
     again, (info2,) = progressive_distillation(teacher, x, ROUND, _loop(), seed=0, ckpt_dir=tmp_path,
                                                student=student, progress=False)
-    assert not info2.trained and info2.final_loss == info.final_loss
+    # the loop resumed the finished round at its last step: no step trained, the same EMA weights
+    assert (info2.trained, info2.resumed_from) == (False, ROUND.steps_per_round)
+    assert info2.final_loss == info.final_loss and info2.seconds == pytest.approx(info.seconds, rel=0.1, abs=0.5)
     for a, b in zip(out.net.state_dict().values(), again.net.state_dict().values()):
         assert torch.equal(a, b)
 
 
 def test_interrupted_multi_round_run_resumes_at_the_right_round(mixture, tmp_path, monkeypatch):
     """8 → 4 → 2 steps; the run 'dies' after round 2's training but before its file is saved:
-    the rerun reloads round 1 and resumes round 2 from its last step checkpoint (no new steps)."""
+    the rerun resumes both rounds from their last step checkpoints (no new steps) and writes
+    round 2's file again."""
     x, teacher, student = _teacher_and_student(mixture, VP)
     cfg = DistillParams(steps=2, teacher_steps=8, steps_per_round=4, batch_size=64, lr=1e-3)
     first, infos = progressive_distillation(teacher, x, cfg, _loop(checkpoint_every=2), seed=1, ckpt_dir=tmp_path,
@@ -267,8 +269,9 @@ def test_interrupted_multi_round_run_resumes_at_the_right_round(mixture, tmp_pat
     monkeypatch.setattr(distill_mod, "train", counting)
     again, infos = progressive_distillation(teacher, x, cfg, _loop(checkpoint_every=2), seed=1, ckpt_dir=tmp_path,
                                             student=student, progress=False)
-    assert calls == ["round_0002"]
-    assert [(i.trained, i.resumed_from) for i in infos] == [(False, 4), (True, 4)]
+    assert calls == ["round_0004", "round_0002"]
+    assert [(i.trained, i.resumed_from) for i in infos] == [(False, 4), (False, 4)]
+    assert (tmp_path / "round_0002" / "student.safetensors").is_file()
     for a, b in zip(first.net.state_dict().values(), again.net.state_dict().values()):
         assert torch.equal(a, b)
 
@@ -392,7 +395,7 @@ def test_target_network_update_and_resume_are_exact(mixture, tmp_path):
     assert not all(torch.equal(v, start[k]) for k, v in full_target.state_dict().items())  # θ⁻ moved
 
 
-def test_consistency_driver_saves_and_reloads(mixture, tmp_path, monkeypatch):
+def test_consistency_driver_saves_and_reloads(mixture, tmp_path):
     x, _ = mixture.sample(512, generator=torch.Generator().manual_seed(0))
     teacher = AnalyticScoreModel(mixture.exact_score_fn(VE), VE)
     cfg = DistillParams(method="consistency", steps=2, teacher_steps=10, steps_per_round=5, batch_size=64,
@@ -404,10 +407,10 @@ def test_consistency_driver_saves_and_reloads(mixture, tmp_path, monkeypatch):
     probe = torch.randn(20, 2)
     t = torch.full((20,), 0.4)
     assert torch.allclose(loaded.x0(probe, t), model.x0(probe, t), atol=1e-6)
-    monkeypatch.setattr(distill_mod, "train", lambda *a, **k: pytest.fail("retrained a finished run"))
     again, (info2,) = consistency_distillation(teacher, x, cfg, _loop(), seed=0, ckpt_dir=tmp_path,
                                                student=_consistency_student(VE), progress=False)
-    assert not info2.trained and torch.allclose(again.x0(probe, t), model.x0(probe, t), atol=1e-6)
+    assert (info2.trained, info2.resumed_from) == (False, cfg.steps_per_round)  # resumed at the end: no step
+    assert torch.allclose(again.x0(probe, t), model.x0(probe, t), atol=1e-6)
     out = consistency_sample(again, VE.prior_sample((30, 2)), VE.grid(cfg.steps + 1))
     assert out.nfe == 2 and torch.isfinite(out.x).all()
 
@@ -471,4 +474,4 @@ def test_a_text_student_folds_the_guidance_in(tmp_path):
     _, again = progressive_distillation(teacher, x, dcfg, _loop(), seed=0, ckpt_dir=tmp_path / "d", cond=y,
                                         wrap_loss=wrap, progress=False)
     assert [i.trained for i in again] == [False, False]
-    assert [i.seconds for i in again] == pytest.approx([i.seconds for i in infos]) and all(i.seconds > 0 for i in again)
+    assert [i.seconds for i in again] == pytest.approx([i.seconds for i in infos], rel=0.05) and all(i.seconds > 0 for i in again)

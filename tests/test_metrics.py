@@ -245,15 +245,16 @@ def test_mean_log_density_lower_for_shifted_points(gmm):
 # --------------------------------------------------------------------------- evaluate stage: likelihood
 
 
-def _load_evaluate():
-    import importlib.util
-    from pathlib import Path
+def _evaluate(files: dict) -> dict:
+    """What the evaluate stage does (sbm.pipeline.evaluation) on `files`; -> the metrics.json it wrote."""
+    from sbm.config.params import load_params
+    from sbm.pipeline.evaluation import evaluate
 
-    path = Path(__file__).resolve().parents[1] / "stages" / "evaluate.py"
-    spec = importlib.util.spec_from_file_location("_stage_evaluate_nll", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    result = evaluate(load_params(files["params"]), data_dir=files["data"], space_dir=files["space"],
+                      evaluator_dir=files["evaluator"], model_path=files["model"], samples_path=files["samples"],
+                      progress=False)
+    result.write(files["metrics"], files["detail"])
+    return result.metrics.to_json()
 
 
 def _write_prepared(d, x_train, x_test, meta_extra: dict) -> None:
@@ -277,8 +278,8 @@ def _write_prepared(d, x_train, x_test, meta_extra: dict) -> None:
     })
 
 
-def _eval_pipeline(tmp_path, x_train, x_test, meta_extra, process) -> list[str]:
-    """prepared data, an untrained model, samples and params under tmp_path -> evaluate's argv."""
+def _eval_pipeline(tmp_path, x_train, x_test, meta_extra, process) -> dict:
+    """prepared data, an untrained model, samples and params under tmp_path -> evaluate's files."""
     from sbm import io
     from sbm.core.model import ScoreModel
     from sbm.nets.score import MLPNet
@@ -297,8 +298,8 @@ def _eval_pipeline(tmp_path, x_train, x_test, meta_extra, process) -> list[str]:
     io.write_json(tmp_path / "evaluator" / "none.json", {"reason": "no labels"})
     files = {"params": "params.yaml", "data": "prepared", "model": "score.safetensors", "space": "space",
              "evaluator": "evaluator", "samples": "samples.safetensors", "metrics": "reports/metrics.json",
-             "detail": "reports/eval_detail.json", "histogram": "reports/class_histogram.png"}
-    return [a for k, f in files.items() for a in (f"--{k}", str(tmp_path / f))] + ["--no-progress"]
+             "detail": "reports/eval_detail.json"}
+    return {k: tmp_path / f for k, f in files.items()}
 
 
 def test_evaluate_stage_reports_nll_and_exact_nll_for_the_mixture(gmm, tmp_path):
@@ -308,20 +309,26 @@ def test_evaluate_stage_reports_nll_and_exact_nll_for_the_mixture(gmm, tmp_path)
 
     x_train, _ = gmm.sample(300, generator=gen(20))
     x_test, _ = gmm.sample(60, generator=gen(21))
-    argv = _eval_pipeline(tmp_path, x_train, x_test, {"name": "gmm", "gmm": gmm.to_dict(), "n_classes": 3},
-                          VPSDE(0.1, 20, t_min=1e-3))
-    flat = _load_evaluate().main(argv)
+    files = _eval_pipeline(tmp_path, x_train, x_test, {"name": "gmm", "gmm": gmm.to_dict(), "n_classes": 3},
+                           VPSDE(0.1, 20, t_min=1e-3))
+    flat = _evaluate(files)
     assert json.loads((tmp_path / "reports" / "metrics.json").read_text()) == flat
     assert {"nll", "nll_nfe", "nll_exact", "nll_gap"} <= set(flat) and "bpd" not in flat
     assert {"swd", "mmd", "score_rel_err_mean", "logp_test"} <= set(flat)  # the existing metrics stay
     # nll_exact: −mean true log p₀ of the first likelihood.n_points = 40 test points
     assert flat["nll_exact"] == pytest.approx(float(-gmm.log_prob(x_test[:40].double()).mean()), rel=1e-6)
     assert flat["nll_gap"] == pytest.approx(flat["nll"] - flat["nll_exact"])
-    assert math.isfinite(flat["nll"]) and flat["nll_nfe"] > 0
+    # nll: sbm.core.likelihood.dataset_nll on the same 40 test points, not dequantised, seeded by `seed`
+    from sbm.core.likelihood import dataset_nll
+
+    model = load_model(tmp_path / "score.safetensors")[0]
+    summary, _ = dataset_nll(model, x_test[:40], batch_size=25, generator=torch.Generator().manual_seed(3))
+    assert flat["nll"] == pytest.approx(summary["nll"], rel=1e-9) and flat["nll_nfe"] == summary["nll_nfe"] > 0
+    assert "bpd" not in summary  # continuous data: nats, no bits/dim
     detail = json.loads((tmp_path / "reports" / "eval_detail.json").read_text())["likelihood"]
     assert detail["n"] == 40 and detail["batches"] == 2 and detail["dequantized"] is False
     assert detail["divergence"] == "exact"
-    assert _load_evaluate().main(argv) == flat  # same params and seed: the same metrics
+    assert _evaluate(files) == flat  # same params and seed: the same metrics
 
 
 def test_evaluate_stage_reports_bits_per_dim_for_quantised_data(tmp_path):
@@ -332,9 +339,9 @@ def test_evaluate_stage_reports_bits_per_dim_for_quantised_data(tmp_path):
 
     # digits-like: 17 levels k/8 − 1 on [−1, 1], D = 4, no mixture
     x = torch.randint(0, 17, (200, 4), generator=gen(22)).float() / 8 - 1
-    argv = _eval_pipeline(tmp_path, x[:150], x[150:], {"name": "digits", "n_levels": 17, "data_range": [-1.0, 1.0]},
-                          VPSDE(0.1, 20, t_min=1e-3))
-    flat = _load_evaluate().main(argv)
+    files = _eval_pipeline(tmp_path, x[:150], x[150:], {"name": "digits", "n_levels": 17, "data_range": [-1.0, 1.0]},
+                           VPSDE(0.1, 20, t_min=1e-3))
+    flat = _evaluate(files)
     assert "bpd" in flat and "nll" not in flat
     assert not any(k.startswith(("nll_exact", "nll_gap", "score_")) for k in flat)
     assert math.isfinite(flat["bpd"]) and flat["nll_nfe"] > 0

@@ -1,8 +1,8 @@
 """The evaluate and report stages end to end on a tiny pipeline laid out in tmp dirs."""
 
-import importlib.util
 import json
 import math
+import re
 from pathlib import Path
 
 import datasets
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from sbm import io
+from sbm.config.params import load_params
 from sbm.core.gmm import GaussianMixture
 from sbm.core.model import ScoreModel
 from sbm.core.processes import NCSNLadder
@@ -18,7 +19,32 @@ from sbm.eval.evaluator import NO_EVALUATOR_FILE
 from sbm.latent.vae import write_space
 from sbm.models.score import save_model
 from sbm.nets.score import MLPNet
-from sbm.pipeline.report import ReportInputs, build_report, plot_loss
+from sbm.pipeline.conditional_outputs import (
+    CfgRow,
+    ConditionalScores,
+    DistillDetail,
+    DistillRun,
+    GuidanceDetail,
+    GuidanceRow,
+    TextDetail,
+    UnseenRow,
+)
+from sbm.pipeline.evaluation import evaluate, plot_classes
+from sbm.pipeline.report import ReportInputs, build_report, inputs_from_argv, plot_loss
+from sbm.pipeline.schema import (
+    ClassifierTraining,
+    DistillRound,
+    DistillTraining,
+    EvalDetail,
+    EvalMetrics,
+    PixelSpace,
+    PreparedData,
+    SamplerComparison,
+    SampleSummary,
+    ScoreTraining,
+    SkippedTraining,
+    TextTraining,
+)
 from sbm.pipeline.stage import run_stage
 
 matplotlib.use("Agg")
@@ -26,13 +52,6 @@ ROOT = Path(__file__).resolve().parents[1]
 GMM = GaussianMixture([0.6, 0.3, 0.1], [[-4.0, -4.0], [4.0, 4.0], [4.0, -4.0]],
                       [[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.6], [0.6, 0.8]], [[0.5, 0.0], [0.0, 1.5]]])
 N_LEVELS = 30  # > 20: evaluate uses process.grid(20)
-
-
-def load_stage(name: str):
-    spec = importlib.util.spec_from_file_location(f"_stage_{name}", ROOT / "stages" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def write_prepared(d: Path, x_train, y_train, x_test, y_test, gmm: dict | None, name: str) -> None:
@@ -70,17 +89,67 @@ def pipeline(tmp_path):
     return tmp_path
 
 
-def eval_args(p: Path, **over) -> list[str]:
-    args = {"params": p / "params.yaml", "data": p / "prepared", "model": p / "score.safetensors",
-            "samples": p / "samples.safetensors", "metrics": p / "reports" / "metrics.json",
-            "detail": p / "reports" / "eval_detail.json", "space": p / "space", "evaluator": p / "evaluator",
-            "histogram": p / "reports" / "class_histogram.png", **over}
-    return [a for k, v in args.items() for a in (f"--{k}", str(v))] + ["--no-progress"]
+def run_evaluate(p: Path, **over) -> dict:
+    """What the evaluate stage does (sbm.pipeline.evaluation) on the fixture's files under p (`over`
+    replaces some: params, data, model, samples, space, evaluator); -> the metrics.json it wrote."""
+    f = {"params": p / "params.yaml", "data": p / "prepared", "model": p / "score.safetensors",
+         "samples": p / "samples.safetensors", "space": p / "space", "evaluator": p / "evaluator", **over}
+    result = evaluate(load_params(f["params"]), data_dir=f["data"], space_dir=f["space"], evaluator_dir=f["evaluator"],
+                      model_path=f["model"], samples_path=f["samples"], progress=False)
+    plot_classes(result, p / "reports" / "class_histogram.png")
+    result.write(p / "reports" / "metrics.json", p / "reports" / "eval_detail.json")
+    return result.metrics.to_json()
+
+
+def _exact_mixture_metrics(p: Path) -> dict:
+    """What evaluate must report for the fixture's mixture, written out independently of sbm.eval.truth:
+    component assignment and log-densities from torch.distributions, and the score error per level
+    drawn as the stage documents it (for each of the 20 grid times: x₀ ~ p, then ε, from one
+    generator seeded with params.seed) and compared with the exact mixture score."""
+    from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
+
+    from sbm.config.params import load_params
+    from sbm.models.score import load_model
+
+    params = load_params(p / "params.yaml")
+    samples = io.load_tensors(p / "samples.safetensors")[0]["x"].double()
+    test = torch.tensor(datasets.load_from_disk(str(p / "prepared" / "dataset"))["test"]["x"], dtype=torch.float64)
+    comps = MultivariateNormal(GMM.means, GMM.covs)
+    mix = MixtureSameFamily(Categorical(probs=GMM.weights), comps)
+    nearest = comps.log_prob(samples[:, None, :]).argmax(1)  # weights left out
+    rec = torch.bincount(nearest, minlength=3).double() / len(samples)
+    out = {"recovered": rec.tolist(), "weight_err_max": float((rec - GMM.weights).abs().max()),
+           "weight_tv": float(0.5 * (rec - GMM.weights).abs().sum()),
+           "logp_samples": float(mix.log_prob(samples).mean()), "logp_test": float(mix.log_prob(test).mean()),
+           "nll_exact": -float(mix.log_prob(test[: params.likelihood.n_points]).mean())}
+    model = load_model(p / "score.safetensors")[0]
+    g = torch.Generator().manual_seed(params.seed)
+    n = params.eval.n_score_points
+    levels = []
+    with torch.no_grad():
+        for t in model.process.grid(20).tolist():
+            x0, _ = GMM.sample(n, generator=g)
+            eps = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
+            tt = torch.full((n,), t)
+            a, s = model.process.marginal(tt)
+            x = a[:, None] * x0 + s[:, None] * eps
+            alpha, sigma = float(a[0]), float(s[0])
+            # exact score of Σₖ wₖ N(αμₖ, α²Σₖ + σ²I) by autograd of its log-density
+            comp_t = MultivariateNormal(alpha * GMM.means,
+                                        alpha**2 * GMM.covs + sigma**2 * torch.eye(2, dtype=torch.float64))
+            with torch.enable_grad():
+                xd = x.double().requires_grad_(True)
+                logp = torch.logsumexp(torch.log(GMM.weights) + comp_t.log_prob(xd[:, None, :]), 1)
+                (truth,) = torch.autograd.grad(logp.sum(), xd)
+            pred = model.score(x, tt).double()
+            mse, sq = float((pred - truth).pow(2).sum(1).mean()), float(truth.pow(2).sum(1).mean())
+            levels.append({"t": t, "sigma": sigma, "mse": mse, "score_sq": sq, "rel_err": mse / sq})
+    out["levels"] = levels
+    return out
 
 
 def test_evaluate_stage_writes_flat_finite_metrics(pipeline):
-    evaluate = load_stage("evaluate")
-    flat = evaluate.main(eval_args(pipeline))
+    flat = run_evaluate(pipeline)
     m = json.loads((pipeline / "reports" / "metrics.json").read_text())
     assert m == flat
     expected = {"n_samples", "n_eval", "swd", "swd_floor", "swd_ratio", "mmd", "mmd_floor",
@@ -94,18 +163,38 @@ def test_evaluate_stage_writes_flat_finite_metrics(pipeline):
     # samples shifted by 2 in each coordinate: SW₂ ≈ ‖(2, 2)‖/√2 = 2, farther from test than real
     # data is (the floor at n = 250 is large, ≈ 0.8: the mode counts vary by ±8 points)
     assert m["swd"] > 2 * m["swd_floor"] and m["mmd"] > 10 * abs(m["mmd_floor"])
+    assert m["swd_ratio"] == pytest.approx(m["swd"] / m["swd_floor"], rel=1e-12)
     assert m["logp_samples"] < m["logp_test"] - 1
-    assert m["score_rel_err_mean"] > 0.1  # an untrained network does not know the score
+
+    # the analytic metrics are exactly what the fixture implies (recomputed without sbm.eval.truth)
+    exact = _exact_mixture_metrics(pipeline)
+    for key in ("weight_err_max", "weight_tv", "logp_samples", "logp_test", "nll_exact"):
+        assert m[key] == pytest.approx(exact[key], rel=1e-9, abs=1e-12), key
+    assert m["logp_gap"] == pytest.approx(exact["logp_test"] - exact["logp_samples"], rel=1e-9)
+    assert m["nll_gap"] == pytest.approx(m["nll"] - exact["nll_exact"], rel=1e-9)
+    assert exact["weight_tv"] > 0 and exact["weight_err_max"] > 0  # 400 draws: not exactly the weights
+    rel = [r["rel_err"] for r in exact["levels"]]
+    for i, r in enumerate(rel):
+        assert m[f"score_rel_err_l{i:02d}"] == pytest.approx(r, rel=1e-6), i
+    assert m["score_rel_err_mean"] == pytest.approx(sum(rel) / 20, rel=1e-6)
+    assert m["score_rel_err_max"] == pytest.approx(max(rel), rel=1e-6)
+    assert m["score_mse_mean"] == pytest.approx(sum(r["mse"] for r in exact["levels"]) / 20, rel=1e-6)
+    assert min(rel) > 1  # an untrained network does not know the score: worse than s = 0 at every level
 
     d = json.loads((pipeline / "reports" / "eval_detail.json").read_text())
     assert len(d["score_levels"]) == 20
+    for got, want in zip(d["score_levels"], exact["levels"]):
+        assert got["t"] == pytest.approx(want["t"]) and got["sigma"] == pytest.approx(want["sigma"], rel=1e-6)
+        assert got["mse"] == pytest.approx(want["mse"], rel=1e-6)
+        assert got["score_sq"] == pytest.approx(want["score_sq"], rel=1e-6)
     sigmas = [r["sigma"] for r in d["score_levels"]]
-    assert sigmas == sorted(sigmas, reverse=True) and sigmas[0] == pytest.approx(12.0)
+    assert sigmas == sorted(sigmas, reverse=True) and sigmas[0] == pytest.approx(12.0) and sigmas[-1] == pytest.approx(0.01)
     assert d["weights"]["true"] == pytest.approx([0.6, 0.3, 0.1])
-    assert sum(d["weights"]["recovered"]) == pytest.approx(1.0)
+    assert d["weights"]["recovered"] == pytest.approx(exact["recovered"], abs=1e-12)
+    assert d["logp"] == pytest.approx({"samples": exact["logp_samples"], "test": exact["logp_test"]}, rel=1e-9)
     assert d["samples"]["sampler"] == "annealed_langevin" and d["samples"]["nfe"] == 10
     # same params and seed: the same metrics
-    assert evaluate.main(eval_args(pipeline)) == flat
+    assert run_evaluate(pipeline) == flat
 
 
 def test_evaluate_without_mixture_has_no_analytic_metrics(pipeline, tmp_path):
@@ -113,14 +202,14 @@ def test_evaluate_without_mixture_has_no_analytic_metrics(pipeline, tmp_path):
     x = torch.randn(500, 2, generator=g)
     no_label = torch.full((500,), -1, dtype=torch.int64)
     write_prepared(tmp_path / "moons", x[:300], no_label[:300], x[300:], no_label[300:], None, "moons")
-    flat = load_stage("evaluate").main(eval_args(pipeline, data=tmp_path / "moons"))
+    flat = run_evaluate(pipeline, data=tmp_path / "moons")
     assert "swd" in flat and "nll" in flat
     assert not any(k.startswith(("score_", "weight_", "logp_", "nll_exact")) for k in flat)
 
 
-def _run_cli(main, argv):
+def _run_cli(p: Path, **over):
     with pytest.raises(SystemExit) as exc:
-        run_stage("evaluate", lambda: main(argv))
+        run_stage("evaluate", lambda: run_evaluate(p, **over))
     return exc.value.code
 
 
@@ -129,7 +218,7 @@ def test_evaluate_refuses_non_finite_samples(pipeline, capsys):
     x[[3, 7, 9], 0] = float("nan")
     x[11, 1] = float("inf")
     io.save_tensors(pipeline / "bad.safetensors", {"x": x}, {"kind": "samples", "sampler": "langevin"})
-    code = _run_cli(load_stage("evaluate").main, eval_args(pipeline, samples=pipeline / "bad.safetensors"))
+    code = _run_cli(pipeline, samples=pipeline / "bad.safetensors")
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "bad.safetensors" in err and "4 of 50 samples are not finite" in err
@@ -138,14 +227,14 @@ def test_evaluate_refuses_non_finite_samples(pipeline, capsys):
 
 @pytest.mark.parametrize("what", ["model", "data", "samples"])
 def test_evaluate_missing_input_is_a_one_line_error(pipeline, capsys, what):
-    code = _run_cli(load_stage("evaluate").main, eval_args(pipeline, **{what: pipeline / "nowhere"}))
+    code = _run_cli(pipeline, **{what: pipeline / "nowhere"})
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "nowhere" in err
 
 
 def test_evaluate_bad_params_is_a_one_line_error(pipeline, capsys):
     (pipeline / "params.yaml").write_text("eval:\n  n_points: 1\n")
-    code = _run_cli(load_stage("evaluate").main, eval_args(pipeline))
+    code = _run_cli(pipeline)
     err = capsys.readouterr().err.strip()
     assert code == 2 and "eval.n_points = 1" in err
 
@@ -173,17 +262,19 @@ def _loss_tsv(path: Path, scale: float = 2.0) -> Path:
 
 def _write_training_outputs(r: Path) -> None:
     _loss_tsv(r / "live" / "train_score" / "plots" / "metrics" / "loss.tsv")
-    io.write_json(r / "train_score.json", {"loss": "dsm", "final_loss": 0.021, "steps": 100, "train_seconds": 1.5,
-                                           "resumed_from": None, "n_params": 1234})
-    io.write_json(r / "prepare.json", {"name": "gmm", "shape": [2], "n_train": 600, "n_test": 300, "sigma_max": 12.0})
-    io.write_json(r / "sample.json", {"sampler": "annealed_langevin", "n": 400, "nfe": 10, "wall_time_s": 0.1})
-    io.write_json(r / "samplers.json", {"n": 400, "rows": [
-        {"sampler": "ddim", "steps": 10, "nfe": 10, "seconds_per_sample": 1e-4, "swd": 0.31, "swd_floor": 0.12,
-         "mmd": 0.01, "mmd_floor": 0.0, "non_finite": 0},
-        {"sampler": "ode_heun", "steps": 10, "nfe": 19, "seconds_per_sample": 2e-4, "swd": 0.25, "swd_floor": 0.12,
-         "mmd": 0.005, "mmd_floor": 0.0, "non_finite": 0}]})
-    io.write_json(r / "train_evaluator.json", {"trained": False})
-    io.write_json(r / "train_vae.json", {"space": "pixel"})
+    ScoreTraining(loss="dsm", space="pixel", final_loss=0.021, steps=100, train_seconds=1.5, resumed_from=None,
+                  n_params=1234, world_size=1).write(r / "train_score.json")
+    PreparedData(name="gmm", shape=(2,), dim=2, n_train=600, n_test=300, value_range=(-7.5, 7.5), n_levels=None,
+                 data_range=None, sigma_max=12.0, n_classes=3, seed=3).write(r / "prepare.json")
+    SampleSummary(sampler="annealed_langevin", space="pixel", n=400, nfe=10, wall_time_s=0.1,
+                  seconds_per_sample=2.5e-4).write(r / "sample.json")
+    io.write_json(r / "samplers.json", {"n": 400, "metric": "swd", "rows": [
+        {"sampler": "ddim", "budget": 10, "nfe": 10, "steps": 10, "seconds_per_sample": 1e-4, "non_finite": 0,
+         "swd": 0.31, "swd_floor": 0.12, "mmd": 0.01, "mmd_floor": 0.0},
+        {"sampler": "ode_heun", "budget": 20, "nfe": 19, "steps": 10, "seconds_per_sample": 2e-4, "non_finite": 0,
+         "swd": 0.25, "swd_floor": 0.12, "mmd": 0.005, "mmd_floor": 0.0}]})
+    SkippedTraining().write(r / "train_evaluator.json")
+    PixelSpace().write(r / "train_vae.json")
     _png(r / "samples.png")
     _png(r / "reconstructions.png")
     _write_guidance(r)
@@ -204,42 +295,49 @@ REPORT_FILES = {"metrics": "metrics.json", "detail": "eval_detail.json", "train"
 
 def _write_guidance(r: Path) -> None:
     """Fake outputs of train_classifier and evaluate_guidance (two scales, 10 classes)."""
-    io.write_json(r / "train_classifier.json", {"acc_q1": 0.97, "acc_q2": 0.81, "acc_q3": 0.42, "acc_q4": 0.13})
-    rows = [{"method": "classifier", "scale": s, "accuracy": a, "per_class": [a] * 9 + [0.5], "fid": f,
-             "fid_floor": 2.0, "nfe": 100, "seconds_per_sample": 0.01} for s, a, f in ((0.0, 0.11, 4.5), (4.0, 0.93, 6.25))]
-    io.write_json(r / "guidance_detail.json", {"n_per_class": 100, "sampler": "euler_maruyama", "rows": rows})
+    ClassifierTraining(accuracy_by_quarter=(0.97, 0.81, 0.42, 0.13), space="latent", final_loss=0.79, steps=2000,
+                       train_seconds=12.5, classifier={"hidden": 128}).write(r / "train_classifier.json")
+    rows = [GuidanceRow(scale=s, scores=ConditionalScores(accuracy=a, per_class=(a,) * 9 + (0.5,), fid=f, nfe=100,
+                                                          seconds_per_sample=0.01), fid_floor=2.0)
+            for s, a, f in ((0.0, 0.11, 4.5), (4.0, 0.93, 6.25))]
+    GuidanceDetail(n_per_class=100, sampler="euler_maruyama", rows=tuple(rows)).write(r / "guidance_detail.json")
     _png(r / "guidance.png")
     _write_text(r)
 
 
 def _write_text(r: Path) -> None:
     """Fake outputs of train_text, evaluate_text and the prompt grid of sample."""
-    io.write_json(r / "train_text.json", {"encoder": "minilm", "loss": "dsm", "final_loss": 19.5, "steps": 4000,
-                                          "n_params": 1234567, "trainable_encoder": False, "encoder_dim": 384,
-                                          "scratch_vocabulary": None})
-    rows = [{"method": "cfg", "scale": w, "accuracy": a, "per_class": [a] * 10, "fid": f, "fid_floor": 2.0, "nfe": 100,
-             "seconds_per_sample": 0.02} for w, a, f in ((0.0, 0.1, 4.75), (3.0, 0.97, 3.5))]
-    unseen = [{"method": "cfg", "scale": 3.0, "template": "the number {name} written by hand", "accuracy": 0.66,
-               "fid": 5.5, "per_class": [0.66] * 10}]
-    io.write_json(r / "text_detail.json", {"n_per_class": 100, "sampler": "euler_maruyama", "encoder": "minilm",
-                                           "weight": 3.0, "rows": rows, "unseen": unseen})
+    TextTraining(encoder="minilm", loss="dsm", space="latent", final_loss=19.5, steps=4000, train_seconds=200.0,
+                 resumed_from=None, n_params=1234567, trainable_encoder=False, encoder_dim=384,
+                 scratch_vocabulary=None).write(r / "train_text.json")
+
+    def scores(a: float, f: float) -> ConditionalScores:
+        return ConditionalScores(accuracy=a, per_class=(a,) * 10, fid=f, nfe=100, seconds_per_sample=0.02)
+
+    rows = [CfgRow(scale=w, scores=scores(a, f), fid_floor=2.0, network_evals_per_call=1 if w == 0 else 2)
+            for w, a, f in ((0.0, 0.1, 4.75), (3.0, 0.97, 3.5))]
+    unseen = [UnseenRow(scale=3.0, template="the number {name} written by hand", scores=scores(0.66, 5.5), fid_floor=2.0)]
+    TextDetail(n_per_class=100, sampler="euler_maruyama", encoder="minilm", weight=3.0, rows=tuple(rows),
+               unseen=tuple(unseen)).write(r / "text_detail.json")
     _png(r / "prompt_samples.png")
     _write_distill(r)
 
 
 def _write_distill(r: Path) -> None:
     """Fake outputs of distill and evaluate_distill (a 4-step progressive student)."""
-    io.write_json(r / "distill.json", {"method": "progressive", "steps": 4, "teacher_steps": 16,
-                                       "distill": {"steps_per_round": 600},
-                                       "rounds": [{"student_steps": n, "teacher_steps": 2 * n, "final_loss": 0.5,
-                                                   "seconds": 30.0, "trained": True} for n in (8, 4)]})
-    rows = [{"sampler": "teacher euler_maruyama (full)", "steps": 99, "nfe": 100, "fid": 4.0, "fid_floor": 2.0,
-             "seconds_per_1000": 10.0}]
-    rows += [{"sampler": name, "steps": 4, "nfe": nfe, "fid": f, "fid_floor": 2.0, "seconds_per_1000": sec}
-             for name, nfe, f, sec in (("teacher ddim", 5, 12.0, 0.5), ("teacher ode_heun", 9, 20.0, 0.9),
-                                       ("student (progressive)", 5, 5.0, 0.5))]
-    io.write_json(r / "distill_detail.json", {"n": 1000, "method": "progressive", "student_steps": 4,
-                                              "teacher_sampler": "euler_maruyama", "teacher_steps": 100, "rows": rows})
+    DistillTraining(method="progressive", teacher="score", guidance=None, steps=4, teacher_steps=16,
+                    train_seconds=60.0, final_loss=0.5, distill={"steps_per_round": 600},
+                    rounds=tuple(DistillRound(student_steps=n, teacher_steps=2 * n, final_loss=0.5, seconds=30.0,
+                                              trained=True) for n in (8, 4))).write(r / "distill.json")
+    rows = [DistillRun(label="teacher euler_maruyama (full)", steps=99, nfe=100, fid=4.0, seconds_per_1000=10.0,
+                       fid_floor=2.0, kind="teacher", solver="euler_maruyama", full=True)]
+    rows += [DistillRun(label=label, steps=4, nfe=nfe, fid=f, seconds_per_1000=sec, fid_floor=2.0, kind=kind,
+                        solver=solver, full=False)
+             for label, kind, solver, nfe, f, sec in (("teacher ddim", "teacher", "ddim", 5, 12.0, 0.5),
+                                                      ("teacher ode_heun", "teacher", "ode_heun", 9, 20.0, 0.9),
+                                                      ("student (progressive)", "student", "ddim", 5, 5.0, 0.5))]
+    DistillDetail(n=1000, method="progressive", teacher="score", guidance=None, student_steps=4,
+                  teacher_sampler="euler_maruyama", teacher_steps=100, rows=tuple(rows)).write(r / "distill_detail.json")
     _png(r / "distill.png")
 
 
@@ -253,7 +351,9 @@ def report_inputs(r: Path, **over) -> ReportInputs:
 
 
 def _cells(line: str) -> list[str]:
-    return [c.strip() for c in line.strip().strip("|").split("|")]
+    """The cells of a markdown table row; an escaped "\\|" inside a cell is a literal "|"."""
+    inner = line.strip()[1:-1] if line.strip().startswith("|") else line.strip()
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", inner)]
 
 
 def table_rows(text: str, first: str | None = None) -> list[list[str]]:
@@ -267,6 +367,35 @@ def table_rows(text: str, first: str | None = None) -> list[list[str]]:
             break
         rows.append(_cells(ln))
     return rows
+
+
+def table_records(text: str, first: str | None = None) -> list[dict[str, str]]:
+    """The body rows of the table `table_rows` finds, each as {header cell: cell}."""
+    lines = text.splitlines()
+    header = next(_cells(ln) for ln in lines if ln.startswith("|") and (first is None or _cells(ln)[0] == first))
+    rows = table_rows(text, first)
+    assert all(len(r) == len(header) for r in rows), (header, rows)
+    return [dict(zip(header, r)) for r in rows]
+
+
+def _g(v: float) -> str:
+    """A number as the report renders it in a table (4 significant digits)."""
+    return f"{v:.4g}"
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a PNG that decodes completely."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.format == "PNG", path
+        im.load()
+        return im.size
+
+
+LOSS_PNG_SIZE = (600, 350)  # a loss curve: 6 × 3.5 in at 100 dpi
+GUIDANCE_PNG_SIZE = (900, 350)  # accuracy and FID panels: 9 × 3.5 in at 100 dpi
+PLACEHOLDER_SIZE = (400, 120)  # sbm.pipeline.plots.placeholder: 4 × 1.2 in at 100 dpi
 
 
 def table_dict(text: str, first: str | None = None) -> dict[str, str]:
@@ -286,28 +415,55 @@ def test_report_fields_all_have_cli_flags():
 
 def test_report_stage_end_to_end(pipeline):
     r = pipeline / "reports"
-    m = load_stage("evaluate").main(eval_args(pipeline))
+    m = run_evaluate(pipeline)
     _write_training_outputs(r)
     _loss_tsv(r / "live" / "train_vae" / "plots" / "metrics" / "loss.tsv")  # stale: pixel space has no VAE
-    text = load_stage("report").main(report_argv(r))
+    text = build_report(inputs_from_argv(report_argv(r)))
     assert (r / "report.md").read_text() == text
     assert "_Skipped" not in text
+    d = json.loads((r / "eval_detail.json").read_text())
+    assert table_dict(section(text, "Data")) == {"name": "gmm", "shape": "[2]", "n_train": "600", "n_test": "300",
+                                                 "n_classes": "3", "value_range": "[-7.5, 7.5]", "sigma_max": "12"}
     # metrics table: sample-to-test distance next to the floor, with the numbers of metrics.json
-    assert "| distance to test points" in text and "real train points (floor)" in text
-    assert f"{m['swd']:.4g}" in text and f"{m['swd_floor']:.4g}" in text
-    # mixture tables
+    quality = section(text, "Sample quality")
+    assert table_records(quality, "distance to test points") == [
+        {"distance to test points": "sliced Wasserstein SW₂", "samples": _g(m["swd"]),
+         "real train points (floor)": _g(m["swd_floor"]), "samples / floor": _g(m["swd_ratio"])},
+        {"distance to test points": "MMD² (unbiased, RBF)", "samples": _g(m["mmd"]),
+         "real train points (floor)": _g(m["mmd_floor"]), "samples / floor": "–"}]
+    assert table_dict(quality, "") == {"sampler": "annealed_langevin", "space": "pixel", "n": "400", "nfe": "10",
+                                       "wall_time_s": "0.1", "seconds_per_sample": "0.00025"}
+    assert table_dict(section(text, "Likelihood"), "test likelihood") == {
+        "model NLL (nats / example)": _g(m["nll"]), "exact NLL under the true density": _g(m["nll_exact"]),
+        "gap to the exact NLL": _g(m["nll_gap"]), "NFE per ODE solve": _g(m["nll_nfe"])}
+    # mixture tables: one row per level with the numbers of eval_detail.json, the relative error of metrics.json
     score_part = text[text.index("### Score error per noise level"):text.index("### Mixture weights")]
-    rows = [ln for ln in score_part.splitlines() if ln.startswith("|")]
-    assert len(rows) == 2 + 20 and "σ" in rows[0] and "MSE" in rows[0] and "relative" in rows[0]
-    assert "### Mixture weights" in text and "true weight" in text and "recovered" in text
-    assert "mean true log-density" in text and f"{m['logp_test']:.4g}" in text
+    levels = table_records(score_part, "level")
+    assert len(levels) == 20
+    for i, (row, lv) in enumerate(zip(levels, d["score_levels"])):
+        assert row == {"level": str(i), "t": _g(lv["t"]), "σ": _g(lv["sigma"]), "MSE": _g(lv["mse"]),
+                       "E‖∇log p‖²": _g(lv["score_sq"]), "relative": _g(m[f"score_rel_err_l{i:02d}"])}, i
+    weights = table_records(section(text, "Gaussian mixture: analytic truth"), "component")
+    rec = d["weights"]["recovered"]
+    assert weights == [{"component": str(k), "mean": mean, "true weight": w, "recovered": _g(rec[k]),
+                        "|difference|": _g(abs(rec[k] - float(w)))}
+                       for k, (mean, w) in enumerate((("(-4, -4)", "0.6"), ("(4, 4)", "0.3"), ("(4, -4)", "0.1")))]
+    assert table_dict(text, "points") == {"samples": _g(m["logp_samples"]), "test points": _g(m["logp_test"])}
     # training and images
-    assert "final_loss" in text and "![training loss](loss.png)" in text and "![samples](samples.png)" in text
-    assert (r / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # sampler comparison: one row per (sampler, steps) with its NFE and distance
+    assert table_dict(section(text, "Training")) == {"loss": "dsm", "space": "pixel", "final_loss": "0.021",
+                                                     "steps": "100", "train_seconds": "1.5", "n_params": "1234",
+                                                     "resumed_from": "–"}
+    assert "![training loss](loss.png)" in text and "![samples](samples.png)" in text
+    assert _png_size(r / "loss.png") == LOSS_PNG_SIZE
+    # sampler comparison: one row per (sampler, steps) with its NFE and distance, as samplers.json has them
     part = text[text.index("## Sampler comparison"):]
-    assert "| ddim " in part and "| ode_heun " in part and "0.31" in part and "19" in part
-    header = next(_cells(ln) for ln in part.splitlines() if ln.startswith("| sampler"))
+    rows = table_records(part, "sampler")
+    want = [{"sampler": "ddim", "steps": "10", "nfe": "10", "seconds_per_sample": "0.0001", "swd": "0.31",
+             "swd_floor": "0.12", "mmd": "0.01", "non_finite": "0"},
+            {"sampler": "ode_heun", "steps": "10", "nfe": "19", "seconds_per_sample": "0.0002", "swd": "0.25",
+             "swd_floor": "0.12", "mmd": "0.005", "non_finite": "0"}]
+    assert [{k: row[k] for k in w} for row, w in zip(rows, want)] == want and len(rows) == 2
+    header = list(rows[0])
     assert "fid" not in header and "swd" in header and "The plot shows" not in part  # no FID, no plot
     # 2-D data without an evaluator or autoencoder: no headline, no image quality, no VAE curve
     assert "## Headline" not in text and "## Image quality" not in text
@@ -315,16 +471,23 @@ def test_report_stage_end_to_end(pipeline):
     assert "Score model in pixel space: no autoencoder." in section(text, "Autoencoder")
     assert "![test data (pixel space)](reconstructions.png)" in text
     assert "vae_loss" not in text  # pixel space: the declared picture is a placeholder, not linked
-    assert (r / "vae_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert _png_size(r / "vae_loss.png") == PLACEHOLDER_SIZE
 
 
 def _write_image_run(r: Path, *, space: str, labelled: bool = True) -> dict:
     """Fake outputs of every stage for digits (1 × 8 × 8) in `space`; -> metrics.json's dict."""
-    io.write_json(r / "prepare.json", {"name": "digits", "shape": [1, 8, 8], "n_train": 1437, "n_test": 360,
-                                       "n_classes": 10 if labelled else None, "value_range": [-1.0, 1.0]})
+    io.write_json(r / "prepare.json", {"name": "digits", "shape": [1, 8, 8], "dim": 64, "n_train": 1437, "n_test": 360,
+                                       "value_range": [-1.0, 1.0], "n_levels": 17, "data_range": [-1.0, 1.0],
+                                       "sigma_max": 9.5, "n_classes": 10 if labelled else None, "seed": 0})
     m = {"n_samples": 1000, "n_eval": 360, "swd": 0.125, "swd_floor": 0.0625, "swd_ratio": 2.0, "mmd": 0.003,
          "mmd_floor": 0.0001}
-    detail = {"distances": {}}
+    detail = {"data": {"name": "digits", "shape": [1, 8, 8], "n_train": 1437, "n_test": 360},
+              "samples": {"file": "data/samples/samples.safetensors", "n": 1000, "sampler": "ddim", "nfe": 50,
+                          "wall_time_s": 2.5},
+              "distances": {"n": 360, **{k: m[k] for k in ("swd", "swd_floor", "swd_ratio", "mmd", "mmd_floor")},
+                            "mmd_bandwidths": [2.0, 4.0, 8.0]}}
+    settings = {"divergence": "hutchinson", "probe": "rademacher", "n_probes": 1, "rtol": 1e-5, "atol": 1e-5,
+                "batch_size": 500}
     if labelled:
         io.write_json(r / "train_evaluator.json", {"trained": True, "test_accuracy": 0.9722, "train_accuracy": 0.9986,
                                                    "n_classes": 10, "train_seconds": 3.25,
@@ -345,24 +508,27 @@ def _write_image_run(r: Path, *, space: str, labelled: bool = True) -> dict:
             "resumed_from": None, "n_params": 54321, "vae": {"latent_channels": 2}})
         _loss_tsv(r / "live" / "train_vae" / "plots" / "metrics" / "loss.tsv", scale=5.0)
         m.update(bpd_bound=1.875, bpd_bound_iwae=1.75, nll_bound=83.75, bound_rec=60.25, bound_kl=23.5, nll_nfe=128.0)
-        detail["likelihood"] = {"n": 64, "bound": True, "bound_samples": 4,
-                                **{k: m[k] for k in ("bpd_bound", "bpd_bound_iwae", "nll_bound", "nll_nfe")}}
+        detail["likelihood"] = {**settings, "n": 64, "bound": True, "bound_samples": 4, "dequantized": True,
+                                "bin_width": 0.125, **{k: m[k] for k in ("bpd_bound", "bpd_bound_iwae", "nll_bound",
+                                                                         "bound_rec", "bound_kl", "nll_nfe")}}
     else:
-        io.write_json(r / "train_vae.json", {"space": "pixel"})
+        PixelSpace().write(r / "train_vae.json")
         m.update(bpd=1.234, nll_nfe=96.0)
-        detail["likelihood"] = {"n": 64, "bpd": 1.234}
+        detail["likelihood"] = {**settings, "n": 64, "batches": 1, "dequantized": True, "bin_width": 0.125,
+                                "bpd": 1.234, "nll_nfe": 96.0}
     _png(r / "reconstructions.png")
-    io.write_json(r / "metrics.json", m)
-    io.write_json(r / "eval_detail.json", detail)
-    io.write_json(r / "train_score.json", {"loss": "eps", "space": space, "final_loss": 0.031, "steps": 500,
-                                           "train_seconds": 12.0, "resumed_from": None, "n_params": 99999})
+    EvalMetrics.from_json(m).write(r / "metrics.json")  # checked against the schema on the way
+    EvalDetail.from_json(detail).write(r / "eval_detail.json")
+    ScoreTraining(loss="eps", space=space, final_loss=0.031, steps=500, train_seconds=12.0, resumed_from=None,
+                  n_params=99999, world_size=1).write(r / "train_score.json")
     _loss_tsv(r / "live" / "train_score" / "plots" / "metrics" / "loss.tsv")
-    io.write_json(r / "sample.json", {"sampler": "ddim", "space": space, "n": 1000, "nfe": 50, "wall_time_s": 2.5})
+    SampleSummary(sampler="ddim", space=space, n=1000, nfe=50, wall_time_s=2.5,
+                  seconds_per_sample=2.5e-3).write(r / "sample.json")
     _png(r / "samples.png")
     fid_rows = {"fid": 15.5, "fid_floor": 2.468} if labelled else {}
-    io.write_json(r / "samplers.json", {"n": 1000, "metric": "fid" if labelled else "swd", "rows": [
+    SamplerComparison.from_json({"n": 1000, "metric": "fid" if labelled else "swd", "rows": [
         {"sampler": "ddim", "budget": 10, "steps": 10, "nfe": 10, "seconds_per_sample": 1e-3, **fid_rows,
-         "swd": 0.21, "swd_floor": 0.0625, "mmd": 0.004, "mmd_floor": 0.0001, "non_finite": 0}]})
+         "swd": 0.21, "swd_floor": 0.0625, "mmd": 0.004, "mmd_floor": 0.0001, "non_finite": 0}]}).write(r / "samplers.json")
     _png(r / "samplers.png")
     _write_guidance(r)
     return m
@@ -371,23 +537,38 @@ def _write_image_run(r: Path, *, space: str, labelled: bool = True) -> dict:
 def test_report_latent_image_run(tmp_path):
     r = tmp_path / "reports"
     _write_image_run(r, space="latent")
-    text = load_stage("report").main(report_argv(r))
+    text = build_report(inputs_from_argv(report_argv(r)))
     assert "_Skipped" not in text
     # classifier guidance: accuracy per noise quarter, one row per scale, per-class accuracy at the largest
     g = section(text, "Classifier guidance")
-    assert "0.97" in g and "0.13" in g and "| classifier |" in g and "0.93" in g and "6.25" in g
+    quarters = table_rows(g, "noise quarter")
+    assert [q[0][:3] for q in quarters] == ["q1:", "q2:", "q3:", "q4:"]
+    assert [q[1] for q in quarters] == ["0.97", "0.81", "0.42", "0.13"]
+    assert table_records(g, "method") == [
+        {"method": "classifier", "scale": s, "accuracy": a, "FID": f, "FID floor": "2", "NFE": "100",
+         "s / sample": "0.01"} for s, a, f in (("0", "0.11", "4.5"), ("4", "0.93", "6.25"))]
+    assert table_rows(g, "class") == [[str(k), "0.93"] for k in range(9)] + [["9", "0.5"]]
     assert "Per-class accuracy at s = 4:" in g and "![accuracy and FID against guidance strength](guidance.png)" in g
     # text: the model, both guidance methods in one table and one plot, the unseen phrasing, the prompt grid
     t = section(text, "Text conditioning and classifier-free guidance")
     assert "1,234,567 trainable parameters" in t and "`minilm` (frozen), 384-dimensional" in t
-    assert "| classifier guidance (s) " in t and "| classifier-free guidance (w) |" in t and "0.97" in t
-    assert "| the number {name} written by hand |" in t and "0.66" in t
+    both = table_records(t, "method")
+    assert [(row["method"], row["strength"], row["accuracy"], row["FID"], row["NFE"]) for row in both] == [
+        ("classifier guidance (s)", "0", "0.11", "4.5", "100"), ("classifier guidance (s)", "4", "0.93", "6.25", "100"),
+        ("classifier-free guidance (w)", "0", "0.1", "4.75", "100"),
+        ("classifier-free guidance (w)", "3", "0.97", "3.5", "100")]
+    assert table_rows(t, "phrasing (unseen in training)") == [["the number {name} written by hand", "3", "0.66", "5.5"]]
     assert "](conditional.png)" in t and "![samples from prompts](prompt_samples.png)" in t
-    assert (r / "conditional.png").read_bytes()[:4] == b"\x89PNG"
+    assert _png_size(r / "conditional.png") == GUIDANCE_PNG_SIZE  # the plot, not a placeholder
     # distillation: the 4-step student against the teacher at full steps and at 4 DDIM / Heun steps
     d = section(text, "Distillation: a few-step student")
     assert "student's FID is **5**" in d and "teacher's **4** at its full 99 steps" in d and "ratio 1.25" in d
     assert "4-step DDIM 12 / Heun 20" in d and "**20× faster**" in d and "![FID against NFE](distill.png)" in d
+    assert table_rows(d, "model / sampler") == [["teacher euler_maruyama (full)", "99", "100", "4", "10"],
+                                                 ["teacher ddim", "4", "5", "12", "0.5"],
+                                                 ["teacher ode_heun", "4", "9", "20", "0.9"],
+                                                 ["student (progressive)", "4", "5", "5", "0.5"]]
+    assert table_rows(d, "student steps") == [["8", "16", "0.5", "30"], ["4", "8", "0.5", "30"]]
     # the headline: first section, FID next to its floor and ratio, accuracy, class TV, the bound on bits/dim
     assert text.index("## Headline") < text.index("## Data")
     head = table_dict(section(text, "Headline"))
@@ -427,7 +608,7 @@ def test_report_latent_image_run(tmp_path):
     assert vae["latent scale s = 1/std"] == "0.8125" and vae["latent shape (C × H × W)"] == "2 × 4 × 4"
     assert "![test images above their reconstructions](reconstructions.png)" in ae
     assert "![VAE loss curve](vae_loss.png)" in ae and "no autoencoder" not in text
-    assert (r / "vae_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert _png_size(r / "vae_loss.png") == LOSS_PNG_SIZE  # the curve of the VAE's loss.tsv
     # samplers with FID columns; the plot's metric named; the space in training and samples
     sm = section(text, "Sampler comparison")
     header = next(_cells(ln) for ln in sm.splitlines() if ln.startswith("| sampler"))
@@ -471,7 +652,7 @@ def test_report_pixel_image_run(tmp_path):
     ae = section(text, "Autoencoder")
     assert "Score model in pixel space: no autoencoder." in ae and "|" not in ae
     assert "![test data (pixel space)](reconstructions.png)" in ae and "VAE loss" not in ae
-    assert (r / "vae_loss.png").stat().st_size > 0 and "vae_loss" not in text  # an unlinked placeholder
+    assert _png_size(r / "vae_loss.png") == PLACEHOLDER_SIZE and "vae_loss" not in text  # an unlinked placeholder
     assert "Score model trained in pixel space" in section(text, "Training")
     assert "Drawn in pixel space." in section(text, "Samples")
     assert table_dict(section(text, "Sample quality"), "")["space"] == "pixel"
@@ -491,7 +672,7 @@ def test_report_unlabelled_image_data_has_no_fid(tmp_path):
     assert "## Image quality" not in text and "class_histogram" not in text
     sm = section(text, "Sampler comparison")
     assert "The plot shows SW₂ against NFE." in sm and "fid" not in sm
-    assert (r / "vae_loss.png").is_file()
+    assert _png_size(r / "vae_loss.png") == LOSS_PNG_SIZE  # latent space: the VAE's curve is drawn
 
 
 def test_report_skips_absent_inputs_with_notes(tmp_path):
@@ -511,9 +692,17 @@ def test_report_skips_absent_inputs_with_notes(tmp_path):
 
 
 def test_report_non_gmm_metrics_has_no_mixture_section(tmp_path):
-    io.write_json(tmp_path / "metrics.json", {"n_eval": 10, "swd": 0.5, "swd_floor": 0.1, "swd_ratio": None,
-                                              "mmd": 0.01, "mmd_floor": 0.0})
-    io.write_json(tmp_path / "eval_detail.json", {"distances": {}})
+    io.write_json(tmp_path / "metrics.json", {"n_samples": 10, "n_eval": 10, "swd": 0.5, "swd_floor": 0.1,
+                                              "swd_ratio": None, "mmd": 0.01, "mmd_floor": 0.0, "nll": 3.5,
+                                              "nll_nfe": 50.0})
+    io.write_json(tmp_path / "eval_detail.json", {
+        "data": {"name": "moons", "shape": [2], "n_train": 20, "n_test": 10},
+        "samples": {"file": "samples.safetensors", "n": 10, "sampler": "ddim", "nfe": 10, "wall_time_s": 0.1},
+        "distances": {"n": 10, "swd": 0.5, "swd_floor": 0.1, "swd_ratio": None, "mmd": 0.01, "mmd_floor": 0.0,
+                      "mmd_bandwidths": [1.0]},
+        "likelihood": {"divergence": "exact", "probe": "rademacher", "n_probes": 1, "rtol": 1e-5, "atol": 1e-5,
+                       "batch_size": 10, "n": 10, "batches": 1, "dequantized": False, "bin_width": None, "nll": 3.5,
+                       "nll_nfe": 50.0}})
     text = build_report(report_inputs(tmp_path / "absent", out=tmp_path / "report.md",
                                       metrics=tmp_path / "metrics.json", detail=tmp_path / "eval_detail.json"))
     assert "Gaussian mixture" not in text and "## Headline" not in text and "## Image quality" not in text
@@ -526,4 +715,5 @@ def test_plot_loss_rejects_tsv_without_loss_column(tmp_path):
     with pytest.raises(ValueError, match="loss"):
         plot_loss(tmp_path / "l.tsv", tmp_path / "l.png")
     (tmp_path / "n.tsv").write_text("step\tloss\n0\t-1.5\n10\t-2.0\n")  # negative losses (ssm): linear axis
-    assert plot_loss(tmp_path / "n.tsv", tmp_path / "n.png").is_file()
+    assert plot_loss(tmp_path / "n.tsv", tmp_path / "n.png") == tmp_path / "n.png"
+    assert _png_size(tmp_path / "n.png") == LOSS_PNG_SIZE

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from sbm.config.prompts import CLASS_NAMES, DEFAULT_TEMPLATES, check_prompts, word_tokens
+from sbm.text import encoders as encoders_mod
 from sbm.text.captions import captions
 from sbm.text.encoders import (
     MINILM_MODULE,
@@ -21,7 +22,6 @@ from sbm.text.encoders import (
     load_text_encoder,
     save_text_encoder,
 )
-from sbm.text import encoders as encoders_mod
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

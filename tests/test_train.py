@@ -341,3 +341,20 @@ def test_resumed_run_continues_the_dvclive_curve_without_duplicates(mixture, tmp
     train(_model(x), _loss(), x, _train_params(steps=60, checkpoint_every=20, log_every=10), seed=3,
           ckpt_dir=ckpt, live_dir=live, progress=False)
     assert len(tsv.read_text().strip().splitlines()) == 2
+
+
+def test_train_never_changes_the_model_it_was_given(mixture, tmp_path):
+    """The loop trains a copy: the given model's weights and object graph are as before, and the
+    returned EMA model is a different object holding different (trained) weights."""
+    x, _ = mixture.sample(256, generator=torch.Generator().manual_seed(0))
+    model = _model(x)
+    net_before = model.net
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ema, result = train(model, _loss(), x, _train_params(steps=20, checkpoint_every=10), seed=3, ckpt_dir=tmp_path,
+                        progress=False)
+    assert model.net is net_before and model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert ema is not model and ema.net is not model.net
+    assert any(not torch.equal(v, before[k]) for k, v in ema.state_dict().items())
+    assert result.steps == 20 and result.resumed_from == 0

@@ -17,6 +17,7 @@ params), so such values stay strings.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import re
 import types
@@ -76,6 +77,28 @@ def _f(default: Any = dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None
     return field(default=default, metadata=meta)
 
 
+_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar("sbm_params_key", default=None)
+
+
+class Section:
+    """Base of every params section: a section checks itself on construction — each field's
+    range (`_f`'s ge/gt/le/lt) and the section's own rules (`validate`) — however it is built:
+    from params.yaml by `parse_params` (errors name the dotted key) or directly in code, e.g.
+    `dataclasses.replace(sampler, steps=0)` (errors name `KEY`, the section's params.yaml key)."""
+
+    KEY = ""
+
+    def __post_init__(self) -> None:
+        key = _KEY.get()
+        key = self.KEY if key is None else key
+        for f in dataclasses.fields(self):
+            _check_range(getattr(self, f.name), f.metadata, f"{key}.{f.name}" if key else f.name)
+        self.validate(key)
+
+    def validate(self, key: str) -> None:
+        """The section's rules beyond single-field ranges (none by default)."""
+
+
 LOSSES = ("dsm", "eps", "esm", "ssm", "ssm_vr")
 DATASETS = ("gmm", "swiss_roll", "moons", "checkerboard", "digits", "hf")
 PROCESSES = ("ncsn", "ve", "vp", "subvp", "ddpm")
@@ -89,7 +112,7 @@ SAMPLERS = (
 
 
 @dataclass(frozen=True)
-class GMMParams:
+class GMMParams(Section):
     """A Gaussian mixture Σₖ wₖ N(μₖ, Σₖ); weights are normalised, covs must be SPD."""
 
     weights: list[float] = _f([0.6, 0.3, 0.1])
@@ -123,7 +146,7 @@ class GMMParams:
 
 
 @dataclass(frozen=True)
-class HFParams:
+class HFParams(Section):
     """A Hugging Face dataset by hub name or local path (load_from_disk)."""
 
     path: str = ""
@@ -144,7 +167,7 @@ class HFParams:
 
 
 @dataclass(frozen=True)
-class DataParams:
+class DataParams(Section):
     name: Literal[DATASETS] = "digits"
     n_train: int = _f(20000, ge=2)
     n_test: int = _f(5000, ge=2)
@@ -159,7 +182,7 @@ class DataParams:
 
 
 @dataclass(frozen=True)
-class ObjectiveParams:
+class ObjectiveParams(Section):
     projection: Literal["rademacher", "gaussian"] = "rademacher"
     n_projections: int = _f(1, ge=1)
     weighting: Literal["sigma2", "likelihood"] = "sigma2"
@@ -167,7 +190,7 @@ class ObjectiveParams:
 
 
 @dataclass(frozen=True)
-class ProcessParams:
+class ProcessParams(Section):
     name: Literal[PROCESSES] = "ncsn"
     sigma_max: Optional[float] = _f(None, gt=0.0)
     sigma_min: float = _f(0.01, gt=0.0)
@@ -196,7 +219,7 @@ class ProcessParams:
 
 
 @dataclass(frozen=True)
-class UNetParams:
+class UNetParams(Section):
     """The U-Net (`sbm.nets.score.UNetNet`, a diffusers UNet2DModel) used for (C, H, W) data.
 
     One level per entry of `channels` (len − 1 down-samplings by 2); `attention` flags
@@ -233,7 +256,7 @@ def _check_levels(channels: list[int], attention: list[bool] | None, groups: int
 
 
 @dataclass(frozen=True)
-class ModelParams:
+class ModelParams(Section):
     prediction: Literal["eps", "score", "x0"] = "eps"
     hidden: int = _f(128, ge=1)
     depth: int = _f(3, ge=1)
@@ -242,7 +265,7 @@ class ModelParams:
 
 
 @dataclass(frozen=True)
-class TrainParams:
+class TrainParams(Section):
     steps: int = _f(4000, ge=1)
     batch_size: int = _f(512, ge=1)
     lr: float = _f(2e-3, gt=0.0)
@@ -258,7 +281,7 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
-class SamplerParams:
+class SamplerParams(Section):
     name: Literal[SAMPLERS] = "annealed_langevin"
     n_samples: int = _f(5000, ge=1)
     batch_size: int = _f(5000, ge=1)
@@ -282,7 +305,7 @@ class SamplerParams:
 
 
 @dataclass(frozen=True)
-class LikelihoodParams:
+class LikelihoodParams(Section):
     divergence: Literal["exact", "hutchinson"] = "exact"
     probe: Literal["rademacher", "gaussian"] = "rademacher"
     n_probes: int = _f(1, ge=1)
@@ -293,7 +316,7 @@ class LikelihoodParams:
 
 
 @dataclass(frozen=True)
-class EvalParams:
+class EvalParams(Section):
     n_points: int = _f(2000, ge=2)
     n_projections: int = _f(256, ge=1)
     n_score_points: int = _f(2000, ge=1)
@@ -312,7 +335,7 @@ class EvalParams:
 
 
 @dataclass(frozen=True)
-class VAEParams:
+class VAEParams(Section):
     """The KL autoencoder of latent models (`sbm.latent.vae`, a diffusers AutoencoderKL).
 
     Down-sampling factor f = 2^(len(channels) − 1); latents are (latent_channels, H/f, W/f).
@@ -335,7 +358,7 @@ class VAEParams:
 
 
 @dataclass(frozen=True)
-class EvaluatorParams:
+class EvaluatorParams(Section):
     """The evaluator classifier (`sbm.eval.evaluator`) whose penultimate features define FID."""
 
     channels: list[int] = _f([32, 64])
@@ -353,7 +376,7 @@ class EvaluatorParams:
 
 
 @dataclass(frozen=True)
-class ClassifierParams:
+class ClassifierParams(Section):
     """The noise-conditional classifier p(y | x_t, t) of classifier guidance (`sbm.models.classifier`),
     trained in the score model's space on inputs noised by its process at every t."""
 
@@ -371,7 +394,7 @@ class ClassifierParams:
 
 
 @dataclass(frozen=True)
-class GuidanceParams:
+class GuidanceParams(Section):
     """Class-conditional sampling by classifier guidance (`sbm.core.guidance`), stage evaluate_guidance."""
 
     classifier_scales: list[float] = _f([0.0, 1.0, 2.0, 4.0])
@@ -386,7 +409,7 @@ class GuidanceParams:
 
 
 @dataclass(frozen=True)
-class ScratchTextParams:
+class ScratchTextParams(Section):
     """text.encoder = scratch: the small transformer trained jointly with the score model."""
 
     dim: int = _f(64, ge=1)
@@ -399,7 +422,7 @@ class ScratchTextParams:
 
 
 @dataclass(frozen=True)
-class TextParams:
+class TextParams(Section):
     """The text-conditional score model (stage train_text, `sbm.text.conditioning`), classifier-free
     guidance and sampling from prompts (stages sample, evaluate_text)."""
 
@@ -450,7 +473,7 @@ TEACHERS = ("score", "text")
 
 
 @dataclass(frozen=True)
-class DistillParams:
+class DistillParams(Section):
     """Distillation of the score model into a few-step student (`sbm.distill.students`, stage distill).
 
     method: "progressive" (Salimans & Ho 2022) or "consistency" (Song et al. 2023).
@@ -533,14 +556,14 @@ VECTOR_DATASETS = ("gmm", "swiss_roll", "moons", "checkerboard")
 
 
 @dataclass(frozen=True)
-class ScoreParams:
+class ScoreParams(Section):
     """Where the score model lives: latent (on the VAE's scaled latents) | pixel (on the data)."""
 
     space: Literal["latent", "pixel"] = "latent"
 
 
 @dataclass(frozen=True)
-class Params:
+class Params(Section):
     seed: int = _f(0, ge=0)
     loss: Literal[LOSSES] = "dsm"
     score: ScoreParams = _f(None)
@@ -669,12 +692,12 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             value = f.default_factory()  # type: ignore[misc]
         else:
             raise ConfigError(f"{key} is missing")
-        _check_range(value, f.metadata, key)
         kwargs[name] = value
-    obj = cls(**kwargs)
-    if hasattr(obj, "validate"):
-        obj.validate(prefix)
-    return obj
+    token = _KEY.set(prefix)  # the section checks itself (`Section`), naming keys from here
+    try:
+        return cls(**kwargs)
+    finally:
+        _KEY.reset(token)
 
 
 def parse_params(data: dict, source: str = "params.yaml") -> Params:
@@ -693,3 +716,18 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 def to_dict(obj: Any) -> dict:
     """A plain (JSON-able) dict of a params dataclass."""
     return dataclasses.asdict(obj)
+
+
+def _name_sections(cls: type, prefix: str = "") -> None:
+    """Give every section class its params.yaml key (`Section.KEY`), for errors of sections
+    built directly in code."""
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):  # an optional section
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        if dataclasses.is_dataclass(tp):
+            tp.KEY = f"{prefix}{f.name}"
+            _name_sections(tp, f"{tp.KEY}.")
+
+
+_name_sections(Params)

@@ -79,7 +79,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -88,10 +87,13 @@ import torch
 from torch import Tensor, nn
 
 from sbm import io
-from sbm.config.params import WEIGHTINGS, DistillParams, TrainParams
+from sbm.config.params import WEIGHTINGS, DistillParams, TextParams, TrainParams
+from sbm.core.guidance import GuidedModel
 from sbm.core.model import Predicts, ScoreModel, from_eps, to_eps
+from sbm.core.samplers import ddim_update
 from sbm.core.tensor import bcast
-from sbm.models.score import model_from_config, save_model
+from sbm.models.score import load_model, model_from_config, save_model
+from sbm.text.conditioning import caption_loss, text_encoder
 from sbm.text.conditioning import cfg as guided
 from sbm.text.net import load_text_model, text_net_from_config
 from sbm.train.loop import fingerprint, train
@@ -159,13 +161,13 @@ def distillation_grid(process, steps: int, finest_steps: int) -> Tensor:
     return process.grid(finest_steps + 1)[:: finest_steps // steps]
 
 
-def trainable_core(model):
-    """The trainable model inside `model`: itself if it has a `.net`, else (through guidance
-    wrappers' `.model`) the first wrapped model that has one. ValueError if there is none."""
+def trainable_core(model) -> ScoreModel:
+    """The trainable model inside `model`: itself if it is a ScoreModel, else (through guidance
+    wrappers' `.model`) the first wrapped ScoreModel. ValueError if there is none."""
     inner = model
-    while not hasattr(inner, "net"):
-        if not hasattr(inner, "model"):
-            raise ValueError(f"{type(model).__name__} has no trainable network (.net): pass student= explicitly "
+    while not isinstance(inner, ScoreModel):
+        if not isinstance(inner, GuidedModel):
+            raise ValueError(f"{type(model).__name__} has no trainable network: pass student= explicitly "
                              "(e.g. a ScoreModel of the data's shape)")
         inner = inner.model
     return inner
@@ -174,26 +176,19 @@ def trainable_core(model):
 # ---------------------------------------------------------------- DDIM / Heun teacher steps
 
 
-def ddim_move(x: Tensor, eps: Tensor, mt: Marginals, ms: Marginals) -> Tensor:
-    """Eq. (1): x_s = (α_s/α_t) x + (σ_s − α_s σ_t/α_t) ε̂, the DDIM (η = 0) step with a given ε̂.
-    x, eps (B, ...); mt = (α_t, σ_t), ms = (α_s, σ_s), each (B,). (α_s, σ_s) = (1, 0) gives x̂₀."""
-    (a_t, s_t), (a_s, s_s) = mt, ms
-    return _coef(a_s / a_t, x) * x + _coef(s_s - a_s * s_t / a_t, x) * eps
-
-
 def ddim_solver(teacher, x: Tensor, t: Tensor, s: Tensor, cond=None) -> Tensor:
     """Eq. (1) from t to s, per example (t, s (B,) times); one teacher evaluation. For scalar
     times it is `sbm.core.samplers.ddim_step` with η = 0."""
     p = teacher.process
-    return ddim_move(x, teacher.eps(x, t, cond), marginals(p, t), marginals(p, s))
+    return ddim_update(x, teacher.eps(x, t, cond), marginals(p, t), marginals(p, s))
 
 
 def heun_solver(teacher, x: Tensor, t: Tensor, s: Tensor, cond=None) -> Tensor:
     """Eq. (2): Heun's method on dy/dσ̃ = ε̂ from t to s, per example; two teacher evaluations."""
     mt, ms = marginals(teacher.process, t), marginals(teacher.process, s)
     eps_t = teacher.eps(x, t, cond)
-    eps_s = teacher.eps(ddim_move(x, eps_t, mt, ms), s, cond)
-    return ddim_move(x, 0.5 * (eps_t + eps_s), mt, ms)
+    eps_s = teacher.eps(ddim_update(x, eps_t, mt, ms), s, cond)
+    return ddim_update(x, 0.5 * (eps_t + eps_s), mt, ms)
 
 
 SOLVERS: dict[str, Solver] = {"ddim": ddim_solver, "heun": heun_solver}
@@ -264,9 +259,9 @@ class ProgressiveDistillationLoss:
         t, u = self.grid[i_t].to(x_t.device), self.grid[i_u].to(x_t.device)
         _follow(self.teacher, x_t.device)
         with torch.no_grad():
-            x_u = ddim_move(x_t, self.teacher.eps(x_t, t, cond), mt, mu)
+            x_u = ddim_update(x_t, self.teacher.eps(x_t, t, cond), mt, mu)
             x_u = torch.where(bcast((i_u == i_t).to(x_t.device), x_t), x_t, x_u)  # the denoise's identity half
-            x_s = ddim_move(x_u, self.teacher.eps(x_u, u, cond), mu, ms)
+            x_s = ddim_update(x_u, self.teacher.eps(x_u, u, cond), mu, ms)
             return progressive_target(x_t, x_s, mt, ms)
 
     def __call__(self, model, x0: Tensor, cond=None) -> Tensor:
@@ -300,36 +295,24 @@ def consistency_coefficients(process, t: Tensor, sigma_data: float) -> tuple[Ten
     return c_skip, c_out
 
 
-class ConsistencyModel(Predicts, nn.Module):
+class ConsistencyModel(ScoreModel):
     """The consistency function f_θ of eq. (5)–(6) behind the samplers' interface: ``x0(x, t,
     cond)`` is f_θ (the estimate of the PF-ODE trajectory's point at t_min ≈ x₀); eps and score
-    follow from it by `sbm.models.score` eq. (1).
+    follow from it by `sbm.core.model` eq. (1).
 
-    base: a `ScoreModel` whose raw output base(x, t, cond) (its network with c_in, and cond for
-    a conditional net) is F_θ; its `prediction` is not used, its data_std is σ_d. `.net` is the
-    base's network — what `sbm.train.loop.train` trains (and may swap for a wrapped copy)."""
+    A `ScoreModel` whose raw output F_θ = self(x, t, cond) (its network with c_in, and cond for a
+    conditional net) is read through eq. (5) instead of as `prediction`; built from `base`, whose
+    network (shared, not copied), process and data_std (σ_d) it takes."""
 
     def __init__(self, base: ScoreModel):
-        super().__init__()
-        self.base = base
-        self.process = base.process
+        super().__init__(base.net, base.process, base.prediction, base.data_std)
         self.sigma_data = float(base.data_std)
-
-    @property
-    def net(self) -> nn.Module:
-        return self.base.net
-
-    def __setattr__(self, name, value):
-        if name == "net" and "base" in self.__dict__.get("_modules", {}):
-            self.base.net = value  # sbm.train.loop swaps the network for its prepared one and back
-        else:
-            super().__setattr__(name, value)
 
     def consistency(self, x: Tensor, t: Tensor, cond=None) -> Tensor:
         """f_θ(x, t) of eq. (5); x (B, ...), t (B,) -> (B, ...). f_θ(x, t_min) = x exactly."""
         c_skip, c_out = consistency_coefficients(self.process, t, self.sigma_data)
         ((a_t, _), (a_m, _)) = _with_boundary(self.process, t)
-        return _coef(c_skip * a_m / a_t, x) * x + _coef(c_out * a_m, x) * self.base(x, t, cond)
+        return _coef(c_skip * a_m / a_t, x) * x + _coef(c_out * a_m, x) * self(x, t, cond)
 
     def predict(self, x: Tensor, t: Tensor, kind: str, cond=None) -> Tensor:
         f = self.consistency(x, t, cond)
@@ -339,12 +322,12 @@ class ConsistencyModel(Predicts, nn.Module):
         return from_eps(to_eps(f, x, a, s, "x0"), x, a, s, kind)
 
     def to_config(self) -> dict:
-        return {"base": self.base.to_config()}
+        return {"base": super().to_config()}
 
 
 def save_consistency_model(path, model: ConsistencyModel, extra: dict | None = None) -> None:
     """A ConsistencyModel as one safetensors file: its network's weights + the base's config."""
-    io.save_module(path, model, "consistency_model", {"model": model.base.to_config(), **(extra or {})})
+    io.save_module(path, model, "consistency_model", {"model": model.to_config()["base"], **(extra or {})})
 
 
 def load_consistency_model(path) -> tuple[ConsistencyModel, dict]:
@@ -410,9 +393,9 @@ class RoundInfo:
 
     student_steps: int  # progressive: the student's DDIM steps; consistency: distill.steps
     teacher_steps: int  # progressive: the teacher's DDIM steps (2 × student); consistency: N
-    trained: bool  # False: the finished round was reloaded from `path`, not trained
+    trained: bool  # False: the round was finished already (resumed at its last step, no step trained)
     final_loss: float | None  # the training loop's last logged loss
-    resumed_from: int  # the optimizer step training resumed from (steps_per_round when reloaded)
+    resumed_from: int  # the optimizer step training resumed from (steps_per_round when finished already)
     seconds: float  # the round's training wall time, over every call that trained it (also when reloaded)
     path: str  # the round's student file
 
@@ -425,42 +408,21 @@ def _loop_params(cfg: DistillParams, train_cfg: TrainParams | None) -> TrainPara
                                checkpoint_every=min(base.checkpoint_every, cfg.steps_per_round))
 
 
-def _finished(path: Path, fp: str, load):
-    """(model, meta) of a finished round's file whose fingerprint is `fp`, else None (with a
-    warning if the file exists but is unusable or from other settings)."""
-    if not path.is_file():
-        return None
-    try:
-        model, meta = load(path)
-    except io.CheckpointError as err:
-        warnings.warn(f"{err}; training the round again", stacklevel=3)
-        return None
-    if meta.get("distill", {}).get("fingerprint") != fp:
-        warnings.warn(f"{path}: from other distillation settings; training the round again", stacklevel=3)
-        return None
-    return model, meta
-
-
 def _run_round(student, loss, data: Tensor, loop: TrainParams, *, round_dir: Path, fp: str, sizes: tuple[int, int],
-               save, load, seed: int, cond, live_dir, progress: bool, extra_state=None, after_step=None):
-    """Train `student` with `loss` in `round_dir` (resuming from its step checkpoints), save the
-    result there atomically as student.safetensors, or reload it if that file is finished.
-    -> (student holding the loop's EMA weights, RoundInfo)."""
+               save, seed: int, cond, live_dir, progress: bool, extra_state=None, after_step=None):
+    """Train (a copy of) `student` with `loss` in `round_dir` and save the result there atomically
+    as student.safetensors. A finished or interrupted round resumes from the loop's step
+    checkpoints there (a finished one trains no step). -> (student with the loop's EMA weights, RoundInfo)."""
     path = round_dir / "student.safetensors"
-    found = _finished(path, fp, load)
-    if found is not None:
-        model, meta = found
-        return model, RoundInfo(*sizes, trained=False, final_loss=meta["distill"].get("final_loss"),
-                                resumed_from=loop.steps, seconds=float(meta["distill"].get("seconds") or 0.0),
-                                path=str(path))
     model, result = train(student, loss, data, loop, seed=seed, ckpt_dir=round_dir, live_dir=live_dir, cond=cond,
                           config_for_fingerprint={"distill_round": fp}, progress=progress,
                           extra_state=extra_state, after_step=after_step)
-    if result.is_main_process:
+    trained = result.resumed_from < result.steps
+    if result.is_main_process and (trained or not path.is_file()):
         save(path, model, {"distill": io.json_safe({"fingerprint": fp, "student_steps": sizes[0],
                                                     "teacher_steps": sizes[1], "final_loss": result.final_loss,
                                                     "seconds": result.total_seconds})})
-    return model, RoundInfo(*sizes, trained=True, final_loss=result.final_loss, resumed_from=result.resumed_from,
+    return model, RoundInfo(*sizes, trained=trained, final_loss=result.final_loss, resumed_from=result.resumed_from,
                             seconds=result.total_seconds, path=str(path))
 
 
@@ -500,7 +462,7 @@ def progressive_distillation(teacher, data: Tensor, cfg: DistillParams, train_cf
     if cfg.method != "progressive":
         raise ValueError(f"distill.method = {cfg.method!r}: progressive_distillation needs 'progressive'")
     init = student if student is not None else trainable_core(teacher)
-    if not hasattr(init, "to_config"):
+    if not isinstance(init, ScoreModel) or isinstance(init, ConsistencyModel):
         raise ValueError(f"the student ({type(init).__name__}) must be a ScoreModel (saved with save_model)")
     loop = _loop_params(cfg, train_cfg)
     infos: list[RoundInfo] = []
@@ -510,8 +472,8 @@ def progressive_distillation(teacher, data: Tensor, cfg: DistillParams, train_cf
                         wrap_loss)
         fp = _round_fingerprint(cfg, loop, seed, data, n, config_for_fingerprint)
         name = f"round_{n:04d}"
-        init, info = _run_round(copy.deepcopy(init), loss, data, loop, round_dir=Path(ckpt_dir) / name, fp=fp,
-                                sizes=(n, 2 * n), save=save_model, load=load_text_model, seed=seed + r, cond=cond,
+        init, info = _run_round(init, loss, data, loop, round_dir=Path(ckpt_dir) / name, fp=fp,
+                                sizes=(n, 2 * n), save=save_model, seed=seed + r, cond=cond,
                                 live_dir=_live(live_dir, name), progress=progress)
         infos.append(info)
         teacher = init
@@ -544,7 +506,7 @@ def consistency_distillation(teacher, data: Tensor, cfg: DistillParams, train_cf
     model, info = _run_round(student, _wrapped(loss, wrap_loss), data, loop, round_dir=Path(ckpt_dir) / "consistency",
                              fp=fp,
                              sizes=(cfg.steps, cfg.teacher_steps), save=save_consistency_model,
-                             load=load_consistency_model, seed=seed, cond=cond,
+                             seed=seed, cond=cond,
                              live_dir=_live(live_dir, "consistency"), progress=progress,
                              extra_state={"target": loss.target.net}, after_step=loss.update_target)
     return model, [info]
@@ -566,17 +528,68 @@ def load_student(path) -> tuple[Predicts, dict]:
     return load_text_model(path)
 
 
-def load_teacher(kind: str, score_path, text_path, weight: float):
-    """The teacher of params distill.teacher -> (teacher, its trainable ScoreModel, meta).
+#: distill.method -> the sampler its student takes (`sbm.core.samplers`)
+STUDENT_SAMPLERS = {"progressive": "ddim", "consistency": "consistency"}
 
-    "score": the unconditional model at `score_path`, itself the teacher. "text": the
-    text-conditional model at `text_path` under classifier-free guidance of weight `weight`
-    (`sbm.text.conditioning.cfg`): the guidance is folded into the student, which is a copy of that
-    model and samples with w = 1 (cond: a prompt's token ids)."""
-    if kind not in ("score", "text"):
-        raise ValueError(f"distill.teacher = {kind!r}: allowed score, text")
-    model, meta = load_text_model(text_path if kind == "text" else score_path)
+
+def save_student(path, student: ScoreModel, extra: dict | None = None) -> None:
+    """A student of either method as one safetensors file (`load_student` reads both)."""
+    (save_consistency_model if isinstance(student, ConsistencyModel) else save_model)(path, student, extra)
+
+
+@dataclass
+class Teacher:
+    """The teacher of params distill.teacher = score: the unconditional model, itself the teacher.
+
+    model: what the student imitates (the samplers' interface); base: its trainable ScoreModel
+    (the student starts from a copy); meta: the checkpoint's; path: its file; guidance: the
+    classifier-free guidance weight folded into the student (None: no guidance)."""
+
+    model: Predicts
+    base: ScoreModel
+    meta: dict
+    path: str
+    guidance: float | None = None
+
+    def conditioning(self, labels: Tensor | None, data_dir) -> tuple[Tensor | None, LossWrapper | None]:
+        """(cond, wrap_loss) for `distill`: what the student is conditioned on. None: unconditional."""
+        return None, None
+
+    def fingerprint(self) -> dict:
+        """What identifies the teacher in the rounds' fingerprints: its weights."""
+        return {"teacher": io.state_digest(self.base.net)}
+
+
+@dataclass
+class TextTeacher(Teacher):
+    """distill.teacher = text: the text-conditional model under classifier-free guidance of weight
+    `guidance` (`sbm.text.conditioning.cfg`), folded into the student, a copy of that model that
+    samples with w = 1 (cond: a prompt's token ids). Captions are drawn from the class labels
+    with `templates`, dropped to the empty prompt with probability `p_uncond`, as in train_text."""
+
+    templates: tuple[str, ...] = ()
+    p_uncond: float = 0.0
+
+    def conditioning(self, labels, data_dir):
+        if labels is None:
+            raise ValueError(f"{data_dir}: the data has no class labels; distill.teacher = text builds captions "
+                             "from them")
+        encoder = text_encoder(self.base)
+        return labels, lambda loss: caption_loss(loss, encoder, self.templates, self.p_uncond)
+
+    def fingerprint(self) -> dict:
+        return {**super().fingerprint(), "guidance": {"weight": self.guidance, "templates": list(self.templates),
+                                                      "p_uncond": self.p_uncond}}
+
+
+def load_teacher(kind: str, score_path, text_path, text: TextParams) -> Teacher:
+    """The teacher of params distill.teacher ("score": the model at `score_path`; "text": the
+    text model at `text_path` guided with params `text`'s weight, templates and p_uncond)."""
     if kind == "score":
-        return model, model, meta
-
-    return guided(model, weight), model, meta
+        model, meta = load_model(score_path)
+        return Teacher(model, model, meta, str(score_path))
+    if kind == "text":
+        model, meta = load_text_model(text_path)
+        return TextTeacher(guided(model, text.weight), model, meta, str(text_path), text.weight,
+                           tuple(text.templates), text.p_uncond)
+    raise ValueError(f"distill.teacher = {kind!r}: allowed score, text")

@@ -21,6 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from sbm.pipeline.schema import SCORE_LEVEL_KEY
+
 LOSS_TSV = "reports/live/train_score/plots/metrics/loss.tsv"
 
 #: metric name (suffix after the metrics file) -> "min" or "max" is better
@@ -35,7 +37,7 @@ DIRECTIONS = {
 HIDDEN = ("prepare.", "train_score.steps", "train_score.resumed_from", "train_score.n_params", "train_score.loss",
           "train_score.world_size", "distill.steps", "distill.teacher_steps", "distill.distill.", "train_text.steps", "train_text.resumed_from", "train_text.encoder_dim",
           "train_text.scratch_vocabulary",
-          "sample.n", "sample.seconds_per_sample", "n_samples", "n_eval", "score_rel_err_l", "mmd_bandwidths")
+          "sample.n", "sample.seconds_per_sample", "n_samples", "n_eval", SCORE_LEVEL_KEY.prefix, "mmd_bandwidths")
 #: params shown in the table (others are shown only when they differ between rows)
 KEY_PARAMS = ("loss", "process.name", "sampler.name", "train.steps", "score.space", "text.encoder")
 

@@ -14,6 +14,7 @@ from sbm.eval.evaluator import NO_EVALUATOR_FILE, fid, load_evaluator_dir
 from sbm.latent.vae import check_space, decode_samples, load_space_vae
 from sbm.pipeline import data
 from sbm.pipeline.plots import placeholder
+from sbm.pipeline.schema import SkippedEvaluation
 
 
 @dataclass
@@ -57,11 +58,12 @@ def load_measured(data_dir, space_dir, evaluator_dir, space: str, *, need_evalua
 def skip_evaluation(stage: str, reason: str, *, metrics, detail=None, plots=()) -> None:
     """An evaluation stage whose inputs were skipped (`skip_training`) or that cannot measure
     this data (no labels: no evaluator, no FID): an empty metrics file, a detail file holding
-    {"skipped": reason} (the report prints the reason) and a placeholder for each plot."""
+    the reason (`SkippedEvaluation`, which the report prints) and a placeholder for each plot."""
 
-    io.write_json(metrics, {})
+    skipped = SkippedEvaluation(reason=reason)
+    skipped.write_metrics(metrics)
     if detail is not None:
-        io.write_json(detail, {"skipped": reason, "rows": []})
+        skipped.write(detail)
     for png in plots:
         placeholder(png, f"{stage} skipped: {reason}")
     print(f"{stage}: skipped: {reason}")

@@ -121,17 +121,17 @@ def placeholder(path: str | Path, text: str) -> None:
     plt.close(fig)
 
 
-def plot_guidance(rows: list[dict], png: str | Path) -> None:
+def plot_guidance(rows, png: str | Path) -> None:
     """Evaluator accuracy on the conditional samples and their FID against the guidance
-    strength (classifier scale s or CFG weight w), one line per method (rows: method, scale,
-    accuracy, fid, fid_floor)."""
+    strength (classifier scale s or CFG weight w), one line per method. rows: the typed rows of
+    sbm.pipeline.schema (GuidanceRow, CfgRow): method, scale, accuracy, fid, fid_floor."""
     fig, (ax_acc, ax_fid) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for method in dict.fromkeys(r["method"] for r in rows):
-        pts = sorted((r["scale"], r["accuracy"], r["fid"]) for r in rows if r["method"] == method)
+    for method in dict.fromkeys(r.method for r in rows):
+        pts = sorted((r.scale, r.accuracy, r.fid) for r in rows if r.method == method)
         scales, acc, fids = zip(*pts)
         ax_acc.plot(scales, acc, marker="o", label=method)
         ax_fid.plot(scales, fids, marker="o", label=method)
-    floors = [r["fid_floor"] for r in rows if r.get("fid_floor") is not None]
+    floors = [r.fid_floor for r in rows if r.fid_floor is not None]
     if floors:
         ax_fid.axhline(floors[0], color="k", ls="--", lw=1, label="FID(train, test)")
     ax_acc.axhline(0.1, color="grey", ls=":", lw=1, label="chance (10 classes)")
@@ -153,21 +153,24 @@ def _log_tick(value: float, _pos=None) -> str:
     return f"{value:g}" if round(mantissa, 6) in (1.0, 2.0, 5.0) else ""
 
 
-def plot_quality_vs_nfe(rows: list[dict], png: str | Path, metric: str = "swd") -> None:
-    """Quality (lower is better) against NFE, one line per sampler, the real-data floor dashed."""
+def plot_quality_vs_nfe(points: list[tuple[str, int, float | None, float | None]], png: str | Path,
+                        metric: str = "swd") -> None:
+    """Quality (lower is better) against NFE, one line per sampler, the real-data floor dashed.
+    points: (line, NFE, value or None, floor or None) per run (`SamplerComparison.points()`,
+    `DistillDetail.points()`); metric: what the value is (fid, swd), for the axis label."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name in dict.fromkeys(r["sampler"] for r in rows):
-        pts = sorted((r["nfe"], r[metric]) for r in rows if r["sampler"] == name and r.get(metric) is not None)
+    for name in dict.fromkeys(p[0] for p in points):
+        pts = sorted((nfe, v) for line, nfe, v, _ in points if line == name and v is not None)
         if pts:
             ax.plot(*zip(*pts), marker="o", label=name)
-    floors = [r[f"{metric}_floor"] for r in rows if r.get(f"{metric}_floor") is not None]
+    floors = [floor for *_, floor in points if floor is not None]
     if floors:
         ax.axhline(sum(floors) / len(floors), color="k", ls="--", lw=1, label="real-data floor")
-    if not rows:
+    if not points:
         ax.text(0.5, 0.5, "no sampler runs (eval.compare_samplers is empty)", ha="center", transform=ax.transAxes)
     else:
         ax.set_xscale("log")
-        values = [r[metric] for r in rows if r.get(metric) is not None]
+        values = [v for _, _, v, _ in points if v is not None]
         if values and min(values) > 0:
             ax.set_yscale("log")
         for axis in (ax.xaxis, ax.yaxis):  # plain numbers at 1, 2, 5 × 10^k instead of "2×10^0"

@@ -1,8 +1,9 @@
 """The markdown report: tables of the stage outputs under reports/, the loss curve, the samples.
 
 `build_report(inputs)` writes `inputs.out` (reports/report.md) from whatever of its inputs
-exist; a section whose input file is absent is replaced by a one-line note saying which
-file and which stage makes it. Everything renders offline: tables with
+exist, each read as its typed output (sbm.pipeline.schema: a malformed file stops the report
+with the file and the key); a section whose input file is absent is replaced by a one-line
+note saying which file and which stage makes it. Everything renders offline: tables with
 `pandas.DataFrame.to_markdown` (tabulate), the loss curve with matplotlib's Agg backend
 from the dvclive TSV (columns step, loss) to a PNG next to the report.
 
@@ -43,6 +44,8 @@ Sections:
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +56,27 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sbm.io import read_json
+from sbm.pipeline.conditional_outputs import DistillDetail, GuidanceDetail, TextDetail
 from sbm.pipeline.plots import placeholder, plot_guidance
+from sbm.pipeline.schema import (
+    ClassifierTraining,
+    DistillTraining,
+    EvalDetail,
+    EvalMetrics,
+    EvaluatorScores,
+    EvaluatorTraining,
+    MixtureWeights,
+    PixelSpace,
+    PreparedData,
+    SamplerComparison,
+    SampleSummary,
+    ScoreLevel,
+    ScoreTraining,
+    SkippedEvaluation,
+    SkippedTraining,
+    TextTraining,
+    VaeTraining,
+)
 
 FLOATFMT = ".4g"
 
@@ -96,21 +118,37 @@ class ReportInputs:
             setattr(self, name, Path(getattr(self, name)))
 
 
+def inputs_from_argv(argv: list[str] | None = None, description: str | None = None) -> ReportInputs:
+    """`ReportInputs` from command-line options, one --<field> per input and output (underscores
+    become dashes), each defaulting to the pipeline's layout."""
+    d = ReportInputs()
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name in d.__dataclass_fields__:
+        ap.add_argument(f"--{name.replace('_', '-')}", dest=name, default=str(getattr(d, name)))
+    return ReportInputs(**vars(ap.parse_args(argv)))
+
+
 # --------------------------------------------------------------------------- helpers
 
 
-def _json_or_none(path: Path) -> dict | None:
-    return read_json(path) if Path(path).is_file() else None
+def _read(cls, path: Path):
+    """`cls.read(path)` (sbm.pipeline.schema), None when the file is absent."""
+    return cls.read(path) if Path(path).is_file() else None
 
 
 def _skip(what: str, path: Path, stage: str) -> str:
     return f"_Skipped {what}: {path} not found (written by the `{stage}` stage)._"
 
 
-def _skipped(d: dict | None) -> str | None:
-    """The note for a stage output that says its stage was skipped (sbm.pipeline.skips.skip_training /
-    skip_evaluation), else None."""
-    return f"_Skipped: {d['skipped']}._" if d and d.get("skipped") else None
+def _skipped(out) -> str | None:
+    """The note for a stage output that says its stage was skipped (`SkippedTraining` /
+    `SkippedEvaluation` with a reason), else None."""
+    return f"_Skipped: {out.reason}._" if isinstance(out, (SkippedTraining, SkippedEvaluation)) and out.reason else None
+
+
+def _given(v) -> bool:
+    """A value to show: not None and not NaN (a non-finite metric is written as null)."""
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
 def _table(df: pd.DataFrame) -> str:
@@ -119,14 +157,14 @@ def _table(df: pd.DataFrame) -> str:
     return df.rename(columns=esc).map(esc).to_markdown(index=False, floatfmt=FLOATFMT)
 
 
-def _kv_table(d: dict, keys: list[str]) -> str:
-    rows = [(k, _fmt(d[k])) for k in keys if k in d]
-    return _table(pd.DataFrame(rows, columns=["", "value"]))
+def _kv_table(rows: list[tuple[str, object]]) -> str:
+    """Two columns (name, value) of every row."""
+    return _table(pd.DataFrame([(k, _fmt(v)) for k, v in rows], columns=["", "value"]))
 
 
-def _labelled_table(d: dict, rows: list[tuple[str, str]], header: str = "") -> str:
-    """Two columns (label, value) for the keys of `rows` = [(key, label)] that `d` has and that are not None."""
-    data = [(label, _fmt(d[k])) for k, label in rows if d.get(k) is not None]
+def _labelled_table(rows: list[tuple[str, object]], header: str = "") -> str:
+    """Two columns (label, value) of the rows whose value is given (not None or NaN)."""
+    data = [(label, _fmt(v)) for label, v in rows if _given(v)]
     return _table(pd.DataFrame(data, columns=[header, "value"]))
 
 
@@ -139,7 +177,13 @@ def _fmt(v) -> str:
         return "–"
     if isinstance(v, float):
         return f"{v:{FLOATFMT}}"
+    if isinstance(v, tuple):  # the schema's lists, shown as JSON lists
+        return str(_as_list(v))
     return str(v)
+
+
+def _as_list(v):
+    return [_as_list(x) for x in v] if isinstance(v, tuple) else v
 
 
 def _rel(target: Path, out_md: Path) -> str:
@@ -188,17 +232,16 @@ BOUND = ("−log p(x) ≤ E_q[−log p(x|z) − log p(z) + log q(z|x)], log p(z)
          "on the scaled latents")
 
 
-def _no_evaluator(train_evaluator: dict | None) -> bool:
+def _no_evaluator(train_evaluator: EvaluatorTraining | SkippedTraining | None) -> bool:
     """train_evaluator.json says the data has no labels (so there is no FID)."""
-    return train_evaluator is not None and not train_evaluator.get("trained", True)
+    return isinstance(train_evaluator, SkippedTraining)
 
 
-def _is_image(prepare: dict | None, m: dict) -> bool:
+def _is_image(prepare: PreparedData | None, m: EvalMetrics) -> bool:
     """Image data: prepare.json's shape is (C, H, W); without prepare.json, an image metric is present."""
-    shape = (prepare or {}).get("shape")
-    if shape is not None:
-        return len(shape) == 3
-    return any(k in m for k in ("fid", "bpd", "bpd_bound"))
+    if prepare is not None:
+        return prepare.is_image
+    return m.evaluator is not None or m.bound is not None or (m.likelihood is not None and m.likelihood.bpd is not None)
 
 
 def _curve(tsv: Path, png: Path, out_md: Path, alt: str, title: str, stage: str) -> list[str]:
@@ -221,85 +264,92 @@ def _image(png: Path, out_md: Path, alt: str, what: str, stage: str) -> list[str
     return [f"![{alt}]({_rel(png, out_md)})", ""]
 
 
-def _bound_k(detail: dict | None) -> int | None:
-    return ((detail or {}).get("likelihood") or {}).get("bound_samples")
+def _bound_k(detail: EvalDetail | None) -> int | None:
+    return detail.likelihood.bound_samples if detail is not None else None
 
 
-def headline_section(m: dict | None, prepare: dict | None, detail: dict | None,
-                     train_evaluator: dict | None) -> list[str]:
+def headline_section(m: EvalMetrics | None, prepare: PreparedData | None, detail: EvalDetail | None,
+                     train_evaluator: EvaluatorTraining | SkippedTraining | None) -> list[str]:
     """Image data: one short table of the numbers that matter — FID next to its floor, the
     evaluator's accuracy, the class TV and bits/dim (or its upper bound for a latent model)."""
     if m is None or not _is_image(prepare, m):
         return []
     rows = []
-    if "fid" in m:
-        rows += [("FID, samples vs test (evaluator features)", _fmt(m["fid"])),
-                 ("FID floor, train vs test (what a perfect model scores)", _fmt(m.get("fid_floor"))),
-                 ("FID / floor (1 = perfect)", _fmt(m.get("fid_ratio")))]
-    acc = m.get("evaluator_acc", (train_evaluator or {}).get("test_accuracy"))
-    if acc is not None:
+    ev = m.evaluator
+    if ev is not None:
+        rows += [("FID, samples vs test (evaluator features)", _fmt(ev.fid)),
+                 ("FID floor, train vs test (what a perfect model scores)", _fmt(ev.fid_floor)),
+                 ("FID / floor (1 = perfect)", _fmt(ev.fid_ratio))]
+    acc = ev.evaluator_acc if ev is not None else (
+        train_evaluator.test_accuracy if isinstance(train_evaluator, EvaluatorTraining) else None)
+    if _given(acc):
         rows.append(("evaluator accuracy on the real test split", _fmt(acc)))
-    if "class_tv" in m:
-        rows.append(("class TV, samples vs training frequencies (0 = identical)", _fmt(m["class_tv"])))
-    if m.get("bpd_bound_iwae") is not None:
+    if ev is not None:
+        rows.append(("class TV, samples vs training frequencies (0 = identical)", _fmt(ev.class_tv)))
+    bound, ode = m.bound, m.likelihood
+    if bound is not None and _given(bound.bpd_bound_iwae):
         k = _bound_k(detail)
         rows.append((f"bits/dim, upper bound (importance-weighted{f', K = {k}' if k else ''})",
-                     f"≤ {_fmt(m['bpd_bound_iwae'])}"))
-    elif m.get("bpd_bound") is not None:
-        rows.append(("bits/dim, upper bound (ELBO)", f"≤ {_fmt(m['bpd_bound'])}"))
-    elif m.get("bpd") is not None:
-        rows.append(("bits/dim on dequantised test data (probability-flow ODE)", _fmt(m["bpd"])))
+                     f"≤ {_fmt(bound.bpd_bound_iwae)}"))
+    elif bound is not None and _given(bound.bpd_bound):
+        rows.append(("bits/dim, upper bound (ELBO)", f"≤ {_fmt(bound.bpd_bound)}"))
+    elif ode is not None and _given(ode.bpd):
+        rows.append(("bits/dim on dequantised test data (probability-flow ODE)", _fmt(ode.bpd)))
     if not rows:
         return []
     out = ["## Headline", "", _table(pd.DataFrame(rows, columns=["", "value"])), ""]
-    if "fid" not in m and _no_evaluator(train_evaluator):
+    if ev is None and _no_evaluator(train_evaluator):
         out += [NO_EVALUATOR, ""]
     return out
 
 
-def data_section(prepare: dict | None, path: Path) -> list[str]:
+def data_section(prepare: PreparedData | None, path: Path) -> list[str]:
     out = ["## Data", ""]
     if prepare is None:
         return out + [_skip("the data summary", path, "prepare"), ""]
-    keys = ["name", "shape", "n_train", "n_test", "n_classes", "value_range", "sigma_max"]
-    return out + [_kv_table(prepare, keys), ""]
+    p = prepare
+    return out + [_kv_table([("name", p.name), ("shape", p.shape), ("n_train", p.n_train), ("n_test", p.n_test),
+                             ("n_classes", p.n_classes), ("value_range", p.value_range),
+                             ("sigma_max", p.sigma_max)]), ""]
 
 
-def evaluator_section(te: dict | None, inp: ReportInputs) -> list[str]:
+def evaluator_section(te: EvaluatorTraining | SkippedTraining | None, inp: ReportInputs) -> list[str]:
     """The classifier whose features give FID: its accuracy and parameters, or why there is none."""
     out = ["## Evaluator", ""]
     if te is None:
         return out + [_skip("the evaluator summary", inp.train_evaluator, "train_evaluator"), ""]
     if _no_evaluator(te):
         return out + [NO_EVALUATOR, ""]
-    rows = [(label, _fmt(te[k])) for k, label in (
-        ("test_accuracy", "accuracy, test split"), ("train_accuracy", "accuracy, training split"),
-        ("n_classes", "classes"), ("train_seconds", "train_seconds")) if te.get(k) is not None]
-    rows += [(f"evaluator.{k}", _fmt(v)) for k, v in (te.get("evaluator") or {}).items()]
+    rows = [(label, v) for label, v in (
+        ("accuracy, test split", te.test_accuracy), ("accuracy, training split", te.train_accuracy),
+        ("classes", te.n_classes), ("train_seconds", te.train_seconds)) if _given(v)]
+    rows += [(f"evaluator.{k}", v) for k, v in te.evaluator.items()]
     return out + ["A classifier trained on the real training split only (never on samples); FID is computed on "
-                  "its features.", "", _table(pd.DataFrame(rows, columns=["", "value"])), ""]
+                  "its features.", "", _table(pd.DataFrame([(k, _fmt(v)) for k, v in rows], columns=["", "value"])),
+                  ""]
 
 
-VAE_ROWS = [("recon_mse", "reconstruction MSE, test, decode(μ(x))"), ("recon_psnr", "reconstruction PSNR (dB)"),
-            ("kl", "KL(q(z∣x) ‖ N(0, I)) (nats / test example)"), ("scale", "latent scale s = 1/std"),
-            ("latent_shape", "latent shape (C × H × W)"), ("final_loss", "final_loss"), ("steps", "steps"),
-            ("train_seconds", "train_seconds"), ("n_params", "n_params"), ("resumed_from", "resumed_from")]
+def _vae_rows(vae: VaeTraining) -> list[tuple[str, object]]:
+    return [("reconstruction MSE, test, decode(μ(x))", vae.recon_mse), ("reconstruction PSNR (dB)", vae.recon_psnr),
+            ("KL(q(z∣x) ‖ N(0, I)) (nats / test example)", vae.kl), ("latent scale s = 1/std", vae.scale),
+            ("latent shape (C × H × W)", _shape(vae.latent_shape)), ("final_loss", vae.final_loss),
+            ("steps", vae.steps), ("train_seconds", vae.train_seconds), ("n_params", vae.n_params),
+            ("resumed_from", vae.resumed_from)]
 
 
-def autoencoder_section(vae: dict | None, inp: ReportInputs) -> list[str]:
+def autoencoder_section(vae: VaeTraining | PixelSpace | None, inp: ReportInputs) -> list[str]:
     """The VAE of a latent model (table, reconstructions, loss curve), or a line saying there is none."""
     out = ["## Autoencoder", ""]
-    pixel = (vae or {}).get("space") == "pixel"
+    pixel = isinstance(vae, PixelSpace)
     if vae is None:
         out += [_skip("the autoencoder summary", inp.train_vae, "train_vae"), ""]
     elif pixel:
         out += [PIXEL_SPACE, ""]
     else:
-        shown = {**vae, "latent_shape": _shape(vae.get("latent_shape"))} if "latent_shape" in vae else vae
         out += ["A KL-regularised autoencoder trained first; the score model learns the distribution of its latents "
                 "scaled by s = 1/std of the training latents, and its samples are decoded. Reconstructions "
                 "decode(μ(x)) of test images; KL per test example in nats.", "",
-                _labelled_table(shown, VAE_ROWS), ""]
+                _labelled_table(_vae_rows(vae)), ""]
     alt = "test data (pixel space)" if pixel else "test images above their reconstructions"
     out += _image(inp.reconstructions_png, inp.out, alt, "the reconstructions picture", "train_vae")
     if not pixel:  # no autoencoder, no curve (and an old one in the live dir is not this run's)
@@ -309,22 +359,22 @@ def autoencoder_section(vae: dict | None, inp: ReportInputs) -> list[str]:
     return out
 
 
-def metrics_table(m: dict) -> pd.DataFrame:
+def metrics_table(m: EvalMetrics) -> pd.DataFrame:
     """Sample-to-test distance next to the real-to-real floor, one row per distance."""
     rows = [
-        ("sliced Wasserstein SW₂", m.get("swd"), m.get("swd_floor"), m.get("swd_ratio")),
-        ("MMD² (unbiased, RBF)", m.get("mmd"), m.get("mmd_floor"), None),
+        ("sliced Wasserstein SW₂", m.swd, m.swd_floor, m.swd_ratio),
+        ("MMD² (unbiased, RBF)", m.mmd, m.mmd_floor, None),
     ]
     return pd.DataFrame(rows, columns=["distance to test points", "samples", "real train points (floor)",
                                        "samples / floor"])
 
 
-def quality_section(m: dict | None, sample: dict | None, inp: ReportInputs) -> list[str]:
+def quality_section(m: EvalMetrics | None, sample: SampleSummary | None, inp: ReportInputs) -> list[str]:
     out = ["## Sample quality", ""]
     if m is None:
         out += [_skip("the sample-quality metrics", inp.metrics, "evaluate")]
     else:
-        n = m.get("n_eval")
+        n = m.n_eval
         out += [f"Both distances on n = {n} points per set. The floor is what real training points score "
                 "against the same test points at this n: finite-sample noise, which a perfect model matches "
                 "(SW₂ ratio ≈ 1, MMD² ≈ floor ≈ 0) only up to that noise — with few points or well-separated "
@@ -334,7 +384,8 @@ def quality_section(m: dict | None, sample: dict | None, inp: ReportInputs) -> l
     if sample is None:
         out += [_skip("the sampler summary", inp.sample, "sample"), ""]
     else:
-        out += [_kv_table(sample, ["sampler", "space", "n", "nfe", "wall_time_s", "seconds_per_sample"]), ""]
+        out += [_kv_table([("sampler", sample.sampler), ("space", sample.space), ("n", sample.n), ("nfe", sample.nfe),
+                           ("wall_time_s", sample.wall_time_s), ("seconds_per_sample", sample.seconds_per_sample)]), ""]
     return out
 
 
@@ -345,63 +396,63 @@ def class_table(counts: list[int], train_freq: list[float]) -> pd.DataFrame:
                          for k, (c, f) in enumerate(zip(counts, train_freq))])
 
 
-def image_quality_section(m: dict | None, detail: dict | None, inp: ReportInputs) -> list[str]:
+def image_quality_section(m: EvalMetrics | None, detail: EvalDetail | None, inp: ReportInputs) -> list[str]:
     """FID against its floor, the evaluator's accuracy, the class histogram of the samples;
     nothing when no evaluator ran."""
-    ev = (detail or {}).get("evaluator") or {}
-    d = {**ev, **(m or {})}
+    ev = detail.evaluator if detail is not None else None
+    scores: EvaluatorScores | None = m.evaluator if m is not None and m.evaluator is not None else (
+        ev.scores if ev is not None else None)
     head = ["## Image quality: FID and classes", ""]
-    if "fid" not in d:  # no evaluator: the headline and the evaluator section say why
+    if scores is None:  # no evaluator: the headline and the evaluator section say why
         return []
-    n_fid, n_test = d.get("n_fid"), d.get("n_test")
+    n_fid, n_test = (ev.n_fid, ev.n_test) if ev is not None else (None, None)
     out = head + [
         f"FID between {_fmt(n_fid) if n_fid else 'the'} samples and {_fmt(n_test) if n_test else 'the'} test examples "
         "on the evaluator's features. The floor is the same number of real training examples against the same "
         "test examples: what a perfect model scores at this n (FID / floor ≈ 1).", "",
-        _labelled_table(d, [("fid", "FID, samples vs test"), ("fid_floor", "FID floor, train vs test"),
-                            ("fid_ratio", "FID / floor"), ("evaluator_acc", "evaluator accuracy, real test split"),
-                            ("class_tv", "class TV, samples vs training frequencies")]), ""]
-    if ev.get("class_counts") and ev.get("train_class_freq"):
+        _labelled_table([("FID, samples vs test", scores.fid), ("FID floor, train vs test", scores.fid_floor),
+                         ("FID / floor", scores.fid_ratio), ("evaluator accuracy, real test split", scores.evaluator_acc),
+                         ("class TV, samples vs training frequencies", scores.class_tv)]), ""]
+    if ev is not None and ev.class_counts and ev.train_class_freq:
         out += ["The evaluator's class of each sample, next to the count the training class frequencies predict "
                 "(class TV = ½ Σ |sample frequency − training frequency|, 0 = identical).", "",
-                _table(class_table(ev["class_counts"], ev["train_class_freq"])), ""]
+                _table(class_table(ev.class_counts, ev.train_class_freq)), ""]
     out += _image(inp.class_histogram_png, inp.out, "class histogram of the samples", "the class histogram",
                   "evaluate")
     return out
 
 
-LATENT_ROWS = [("bpd_bound", "bits/dim, upper bound (ELBO)"), ("bpd_bound_iwae", None),
-               ("nll_bound", "NLL upper bound (nats / example)"),
-               ("bound_rec", "reconstruction term E_q[−log p(x∣z)] (nats)"),
-               ("bound_kl", "KL term E_q[log q(z∣x) − log p(z)] (nats)"), ("nll_nfe", "NFE per ODE solve")]
-
-
-def likelihood_section(m: dict | None, detail: dict | None = None) -> list[str]:
+def likelihood_section(m: EvalMetrics | None, detail: EvalDetail | None = None) -> list[str]:
     """Test NLL along the probability-flow ODE (nats/example or bits/dim) and, for the
     mixture, the exact NLL of the same points under the true density; for a latent model,
     the upper bound through the autoencoder."""
-    if m is None or not any(k in m for k in ("nll", "bpd", "bpd_bound")):
+    if m is None:
         return []
-    if "bpd_bound" in m:
+    if m.bound is not None:
         return latent_likelihood(m, detail)
-    rows = [(label, m.get(key)) for key, label in (
-        ("nll", "model NLL (nats / example)"), ("nll_exact", "exact NLL under the true density"),
-        ("nll_gap", "gap to the exact NLL"), ("bpd", "model NLL (bits / dim, dequantised)"),
-        ("nll_nfe", "NFE per ODE solve")) if m.get(key) is not None]
+    ode = m.likelihood
+    rows = [(label, v) for label, v in (
+        ("model NLL (nats / example)", ode.nll), ("exact NLL under the true density", ode.nll_exact),
+        ("gap to the exact NLL", ode.nll_gap), ("model NLL (bits / dim, dequantised)", ode.bpd),
+        ("NFE per ODE solve", ode.nll_nfe)) if _given(v)]
     df = pd.DataFrame(rows, columns=["test likelihood", "value"])
     text = "log p₀(x) integrated along the probability-flow ODE on test points."
-    if "bpd" in m:
+    if ode.bpd is not None:
         text += " Bits/dim of the test data dequantised by uniform noise: an estimate with the exact ODE."
     return ["## Likelihood", "", text, "", _table(df.map(_fmt)), ""]
 
 
-def latent_likelihood(m: dict, detail: dict | None) -> list[str]:
+def latent_likelihood(m: EvalMetrics, detail: EvalDetail | None) -> list[str]:
     """The latent model's bound: ELBO and importance-weighted, with the reconstruction / KL split."""
     k = _bound_k(detail)
-    n = ((detail or {}).get("likelihood") or {}).get("n")
+    n = detail.likelihood.n if detail is not None else None
     iwae = f"importance-weighted, K = {k}" if k else "importance-weighted"
-    rows = [(label or f"bits/dim, upper bound ({iwae})", m[key])
-            for key, label in LATENT_ROWS if m.get(key) is not None]
+    b = m.bound
+    rows = [(label, v) for label, v in (
+        ("bits/dim, upper bound (ELBO)", b.bpd_bound), (f"bits/dim, upper bound ({iwae})", b.bpd_bound_iwae),
+        ("NLL upper bound (nats / example)", b.nll_bound),
+        ("reconstruction term E_q[−log p(x∣z)] (nats)", b.bound_rec),
+        ("KL term E_q[log q(z∣x) − log p(z)] (nats)", b.bound_kl), ("NFE per ODE solve", b.nll_nfe)) if _given(v)]
     df = pd.DataFrame(rows, columns=["test likelihood (upper bound)", "value"])
     return ["## Likelihood", "",
             f"An upper bound, not an estimate: {BOUND} (d · log s for the scaling), "
@@ -413,19 +464,23 @@ def latent_likelihood(m: dict, detail: dict | None) -> list[str]:
 
 def samplers_section(inp: ReportInputs) -> list[str]:
     """The sampler comparison: NFE, time per sample and FID or distance to test per (sampler, steps)."""
-    data = _json_or_none(inp.samplers)
+    data = _read(SamplerComparison, inp.samplers)
     if data is None:
         return ["## Sampler comparison", "", _skip("the sampler comparison", inp.samplers, "compare_samplers"), ""]
-    rows = data.get("rows") or []
-    if not rows:
+    if not data.rows:
         return ["## Sampler comparison", "", "_No samplers listed in eval.compare_samplers._", ""]
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame([{"sampler": r.sampler, "budget": r.budget, "steps": r.steps, "nfe": r.nfe,
+                        "seconds_per_sample": r.seconds_per_sample,
+                        **({"fid": r.fid.fid, "fid_floor": r.fid.fid_floor} if r.fid is not None else {}),
+                        **({"swd": r.distances.swd, "swd_floor": r.distances.swd_floor, "mmd": r.distances.mmd}
+                           if r.distances is not None else {}),
+                        "non_finite": r.non_finite} for r in data.rows])
     cols = [c for c in ("sampler", "budget", "steps", "nfe", "seconds_per_sample", "fid", "fid_floor", "swd",
                         "swd_floor", "mmd", "non_finite") if c in df.columns]
-    metric = data.get("metric") or ("fid" if "fid" in df.columns else "swd")
-    fid = "fid" in df.columns
+    metric = data.metric
+    fid = any(r.fid is not None for r in data.rows)
     out = ["## Sampler comparison", "",
-           f"Each sampler at each NFE budget (eval.compare_nfe) on the same model and seed, n = {data.get('n')} samples; "
+           f"Each sampler at each NFE budget (eval.compare_nfe) on the same model and seed, n = {data.n} samples; "
            + ("FID on the evaluator's features and " if fid else "")
            + "distances to the test split, the floor is real training points against the same test points.", "",
            _table(df[cols].map(_fmt)), ""]
@@ -436,62 +491,62 @@ def samplers_section(inp: ReportInputs) -> list[str]:
     return out
 
 
-def score_table(levels: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([{"level": i, "t": r["t"], "σ": r["sigma"], "MSE": r["mse"],
-                          "E‖∇log p‖²": r["score_sq"], "relative": r["rel_err"]}
+def score_table(levels: tuple[ScoreLevel, ...]) -> pd.DataFrame:
+    return pd.DataFrame([{"level": i, "t": r.t, "σ": r.sigma, "MSE": r.mse,
+                          "E‖∇log p‖²": r.score_sq, "relative": r.rel_err}
                          for i, r in enumerate(levels)])
 
 
-def weights_table(weights: dict) -> pd.DataFrame:
-    true, rec = weights["true"], weights["recovered"]
-    means = weights.get("means") or [None] * len(true)
+def weights_table(weights: MixtureWeights) -> pd.DataFrame:
+    true, rec = weights.true, weights.recovered
+    means = weights.means or [None] * len(true)
     return pd.DataFrame([{"component": k, "mean": "(" + ", ".join(f"{v:.3g}" for v in mu) + ")" if mu else "–",
                           "true weight": t, "recovered": r, "|difference|": abs(r - t)}
                          for k, (mu, t, r) in enumerate(zip(means, true, rec))])
 
 
-def gmm_section(detail: dict | None, inp: ReportInputs) -> list[str]:
+def gmm_section(detail: EvalDetail | None, inp: ReportInputs) -> list[str]:
     if detail is None:
         return ["## Gaussian mixture: analytic truth", "", _skip("the analytic-truth tables", inp.detail, "evaluate"), ""]
-    if "score_levels" not in detail:
+    mix = detail.mixture
+    if mix is None:
         return []  # not mixture data: nothing analytic to compare with
-    out = ["## Gaussian mixture: analytic truth", "",
-           "### Score error per noise level", "",
-           "x ~ p_t drawn exactly; MSE = E‖s_θ(x, t) − ∇log p_t(x)‖², relative = MSE / E‖∇log p_t(x)‖².", "",
-           _table(score_table(detail["score_levels"])), ""]
-    if "weights" in detail:
-        out += ["### Mixture weights", "",
-                "Recovered: fraction of samples whose most likely component (weights left out) is k.", "",
-                _table(weights_table(detail["weights"])), ""]
-    if "logp" in detail:
-        lp = detail["logp"]
-        df = pd.DataFrame([("samples", lp["samples"]), ("test points", lp["test"])],
-                          columns=["points", "mean true log-density (nats)"])
-        out += ["### True log-density", "", _table(df), ""]
-    return out
+    lp = mix.logp
+    df = pd.DataFrame([("samples", lp.samples), ("test points", lp.test)],
+                      columns=["points", "mean true log-density (nats)"])
+    return ["## Gaussian mixture: analytic truth", "",
+            "### Score error per noise level", "",
+            "x ~ p_t drawn exactly; MSE = E‖s_θ(x, t) − ∇log p_t(x)‖², relative = MSE / E‖∇log p_t(x)‖².", "",
+            _table(score_table(mix.score_levels)), "",
+            "### Mixture weights", "",
+            "Recovered: fraction of samples whose most likely component (weights left out) is k.", "",
+            _table(weights_table(mix.weights)), "",
+            "### True log-density", "", _table(df), ""]
 
 
 SPACE_TEXT = {"latent": "in latent space: on the VAE's scaled latents",
               "pixel": "in pixel space: on the data itself"}
 
 
-def training_section(train: dict | None, inp: ReportInputs) -> list[str]:
+def training_section(train: ScoreTraining | None, inp: ReportInputs) -> list[str]:
     out = ["## Training", ""]
     if train is None:
         out += [_skip("the training summary", inp.train, "train_score")]
     else:
-        if train.get("space") in SPACE_TEXT:
-            out += [f"Score model trained {SPACE_TEXT[train['space']]}.", ""]
-        out += [_kv_table(train, ["loss", "space", "final_loss", "steps", "train_seconds", "n_params", "resumed_from"])]
+        if train.space in SPACE_TEXT:
+            out += [f"Score model trained {SPACE_TEXT[train.space]}.", ""]
+        out += [_kv_table([("loss", train.loss), ("space", train.space), ("final_loss", train.final_loss),
+                           ("steps", train.steps), ("train_seconds", train.train_seconds),
+                           ("n_params", train.n_params), ("resumed_from", train.resumed_from)])]
     out.append("")
     return out + _curve(inp.loss_tsv, inp.loss_png, inp.out, "training loss", "training loss", "train_score")
 
 
-def samples_section(sample: dict | None, inp: ReportInputs) -> list[str]:
+def samples_section(sample: SampleSummary | None, inp: ReportInputs) -> list[str]:
     out = ["## Samples", ""]
     if not inp.samples_png.is_file():
         return out + [_skip("the samples picture", inp.samples_png, "sample"), ""]
-    space = (sample or {}).get("space")
+    space = sample.space if sample is not None else None
     if space == "latent":
         out += ["Drawn in latent space and decoded by the VAE.", ""]
     elif space == "pixel":
@@ -503,33 +558,33 @@ def guidance_section(inp: ReportInputs) -> list[str]:
     """The noise-conditional classifier's accuracy per noise quarter and classifier-guided
     sampling: evaluator accuracy and FID of the class-conditional samples at each scale."""
     out = ["## Classifier guidance", ""]
-    tc = _json_or_none(inp.train_classifier)
+    tc = _read(ClassifierTraining, inp.train_classifier)
     if tc is None:
         out += [_skip("the noisy classifier's accuracy", inp.train_classifier, "train_classifier"), ""]
     elif _skipped(tc):
         out += [_skipped(tc), ""]
-    else:
-        quarters = [(f"acc_q{i}", f"q{i}: t in the {'first second third fourth'.split()[i - 1]} quarter of "
-                     "[t_min, 1]" + (" (least noise)" if i == 1 else " (most noise)" if i == 4 else ""))
-                    for i in range(1, 5)]
+    elif isinstance(tc, ClassifierTraining):
+        quarters = [(f"q{i}: t in the {'first second third fourth'.split()[i - 1]} quarter of [t_min, 1]"
+                     + (" (least noise)" if i == 1 else " (most noise)" if i == 4 else ""), acc)
+                    for i, acc in enumerate(tc.accuracy_by_quarter[:4], start=1)]
         out += ["The noise-conditional classifier p(y ∣ x_t, t), trained in the score model's space on inputs "
                 "noised at every level; accuracy on the noised test split:", "",
-                _labelled_table(tc, quarters, "noise quarter"), ""]
-    gd = _json_or_none(inp.guidance_detail)
+                _labelled_table(quarters, "noise quarter"), ""]
+    gd = _read(GuidanceDetail, inp.guidance_detail)
     if gd is None:
         return out + [_skip("the guided sampling results", inp.guidance_detail, "evaluate_guidance"), ""]
-    if _skipped(gd):
+    if isinstance(gd, SkippedEvaluation):
         return out + [_skipped(gd), ""] if not _skipped(tc) else out
-    rows = pd.DataFrame([{"method": r["method"], "scale": r["scale"], "accuracy": r["accuracy"], "FID": r["fid"],
-                          "FID floor": r["fid_floor"], "NFE": r["nfe"], "s / sample": r["seconds_per_sample"]}
-                         for r in gd["rows"]])
-    out += [f"score + s·∇ₓ log p(y ∣ x_t, t) with {gd['n_per_class']} samples per class ({gd['sampler']}); "
+    rows = pd.DataFrame([{"method": r.method, "scale": r.scale, "accuracy": r.accuracy, "FID": r.fid,
+                          "FID floor": r.fid_floor, "NFE": r.nfe, "s / sample": r.seconds_per_sample}
+                         for r in gd.rows])
+    out += [f"score + s·∇ₓ log p(y ∣ x_t, t) with {gd.n_per_class} samples per class ({gd.sampler}); "
             "accuracy = the fraction the evaluator assigns to the class each sample was drawn for "
             "(s = 0: unguided, about 10%); FID of all conditional samples against the test split.", "",
             _table(rows), ""]
-    best = max(gd["rows"], key=lambda r: r["scale"])
-    per_class = pd.DataFrame({"class": range(len(best["per_class"])), "accuracy": best["per_class"]})
-    out += [f"Per-class accuracy at s = {best['scale']:g}:", "", _table(per_class), ""]
+    best = max(gd.rows, key=lambda r: r.scale)
+    per_class = pd.DataFrame({"class": range(len(best.per_class)), "accuracy": list(best.per_class)})
+    out += [f"Per-class accuracy at s = {best.scale:g}:", "", _table(per_class), ""]
     return out + _image(inp.guidance_png, inp.out, "accuracy and FID against guidance strength",
                         "the guidance plot", "evaluate_guidance")
 
@@ -539,34 +594,34 @@ def text_section(inp: ReportInputs) -> list[str]:
     the samples drawn from prompts at each w, next to classifier guidance at each s (one
     table, one plot: `inp.conditional_png`, drawn here), the unseen phrasings, the prompt grid."""
     out = ["## Text conditioning and classifier-free guidance", ""]
-    tt = _json_or_none(inp.train_text)
-    td = _json_or_none(inp.text_detail)
+    tt = _read(TextTraining, inp.train_text)
+    td = _read(TextDetail, inp.text_detail)
     note = _skipped(tt) or _skipped(td)
     if note:
         placeholder(inp.conditional_png, "no classifier-free guidance results: " + note.strip("_"))
         return out + [note, ""]
-    if tt is not None:
-        out += [f"Text-conditional score model ({tt['n_params']:,} trainable parameters, {tt['steps']} steps, final "
-                f"{tt['loss']} loss {_fmt(tt['final_loss'])}); text encoder `{tt['encoder']}` "
-                + ("(trained jointly, vocabulary of " + str(tt["scratch_vocabulary"]) + " words)"
-                   if tt["trainable_encoder"] else "(frozen)") + f", {tt['encoder_dim']}-dimensional tokens.", ""]
-    if td is None:
+    if isinstance(tt, TextTraining):
+        out += [f"Text-conditional score model ({tt.n_params:,} trainable parameters, {tt.steps} steps, final "
+                f"{tt.loss} loss {_fmt(tt.final_loss)}); text encoder `{tt.encoder}` "
+                + ("(trained jointly, vocabulary of " + str(tt.scratch_vocabulary) + " words)"
+                   if tt.trainable_encoder else "(frozen)") + f", {tt.encoder_dim}-dimensional tokens.", ""]
+    if not isinstance(td, TextDetail):
         placeholder(inp.conditional_png, "no classifier-free guidance results (stage evaluate_text)")
         return out + [_skip("the classifier-free guidance results", inp.text_detail, "evaluate_text"), ""]
-    gd = _json_or_none(inp.guidance_detail)
-    rows = (gd["rows"] if gd else []) + td["rows"]
+    gd = _read(GuidanceDetail, inp.guidance_detail)
+    rows = [*(gd.rows if isinstance(gd, GuidanceDetail) else ()), *td.rows]
     names = {"classifier": "classifier guidance (s)", "cfg": "classifier-free guidance (w)"}
-    table = pd.DataFrame([{"method": names.get(r["method"], r["method"]), "strength": r["scale"],
-                           "accuracy": r["accuracy"], "FID": r["fid"], "FID floor": r["fid_floor"], "NFE": r["nfe"],
-                           "s / sample": r["seconds_per_sample"]} for r in rows])
-    out += [f"{td['n_per_class']} samples per digit ({td['sampler']}); accuracy = the fraction the evaluator assigns "
+    table = pd.DataFrame([{"method": names[r.method], "strength": r.scale,
+                           "accuracy": r.accuracy, "FID": r.fid, "FID floor": r.fid_floor, "NFE": r.nfe,
+                           "s / sample": r.seconds_per_sample} for r in rows])
+    out += [f"{td.n_per_class} samples per digit ({td.sampler}); accuracy = the fraction the evaluator assigns "
             "to the digit named by the prompt (or class) each sample was drawn for. CFG: ε_u + w(ε_c − ε_u), "
             "w = 0 the unconditional branch, w = 1 the conditional model; its NFE counts sampler calls, each "
             "of which evaluates the network twice (conditional and empty prompt) when w ∉ {0, 1}.", "",
             _table(table), ""]
-    if td.get("unseen"):
-        unseen = pd.DataFrame([{"phrasing (unseen in training)": r["template"], "w": r["scale"],
-                                "accuracy": r["accuracy"], "FID": r["fid"]} for r in td["unseen"]])
+    if td.unseen:
+        unseen = pd.DataFrame([{"phrasing (unseen in training)": r.template, "w": r.scale,
+                                "accuracy": r.accuracy, "FID": r.fid} for r in td.unseen])
         out += ["Prompts phrased unlike any training template:", "", _table(unseen), ""]
     plot_guidance(rows, inp.conditional_png)
     out += [f"![accuracy and FID against guidance strength]({_rel(inp.conditional_png, inp.out)})", ""]
@@ -577,44 +632,42 @@ def distill_section(inp: ReportInputs) -> list[str]:
     """The few-step student: its training rounds, and FID / NFE / time per 1,000 samples of the
     student and the teacher (full steps; DDIM and Heun at the student's step counts)."""
     out = ["## Distillation: a few-step student", ""]
-    dj = _json_or_none(inp.distill)
+    dj = _read(DistillTraining, inp.distill)
     if dj is not None:
-        rounds = pd.DataFrame([{"student steps": r["student_steps"], "teacher steps": r["teacher_steps"],
-                                "final loss": r["final_loss"], "seconds": r["seconds"]} for r in dj["rounds"]])
-        of = {"text": f"the text-conditional model under CFG w = {_fmt(dj.get('guidance'))} (folded into the student)"}
-        out += [f"Method `{dj['method']}`: a {dj['steps']}-step student of {of.get(dj.get('teacher'), 'the score model')} "
-                f"from a {dj['teacher_steps']}-step teacher ({dj['distill']['steps_per_round']} optimisation steps "
+        rounds = pd.DataFrame([{"student steps": r.student_steps, "teacher steps": r.teacher_steps,
+                                "final loss": r.final_loss, "seconds": r.seconds} for r in dj.rounds])
+        of = {"text": f"the text-conditional model under CFG w = {_fmt(dj.guidance)} (folded into the student)"}
+        out += [f"Method `{dj.method}`: a {dj.steps}-step student of {of.get(dj.teacher, 'the score model')} "
+                f"from a {dj.teacher_steps}-step teacher ({dj.steps_per_round} optimisation steps "
                 "per round; seconds: training time, also for a round reloaded from its checkpoint).", "",
                 _table(rounds), ""]
-    dd = _json_or_none(inp.distill_detail)
+    dd = _read(DistillDetail, inp.distill_detail)
     if dd is None:
         return out + [_skip("the student's evaluation", inp.distill_detail, "evaluate_distill"), ""]
-    if _skipped(dd):
+    if isinstance(dd, SkippedEvaluation):
         return out + [_skipped(dd), ""]
-    rows = dd["rows"]
-    full = rows[0]
-    k = dd["student_steps"]
-    at = {("student" if r["sampler"].startswith("student") else r["sampler"], r["steps"]): r for r in rows[1:]}
-    student = at.get(("student", k))
+    full = dd.reference
+    k = dd.student_steps
+    student = dd.find("student", k)
     if student is not None:
-        ddim, heun = at.get(("teacher ddim", k)), at.get(("teacher ode_heun", k))
-        out += [f"At {k} steps the student's FID is **{_fmt(student['fid'])}** (NFE {student['nfe']}), against the "
-                f"teacher's **{_fmt(full['fid'])}** at its full {full['steps']} steps (NFE {full['nfe']}; ratio "
-                f"{_fmt(student['fid'] / full['fid'])}) and the teacher's own {k}-step DDIM "
-                f"{_fmt(ddim['fid']) if ddim else '–'} / Heun {_fmt(heun['fid']) if heun else '–'}; "
-                f"floor {_fmt(full['fid_floor'])}. Sampling time per 1,000 samples: student "
-                f"{_fmt(student['seconds_per_1000'])} s, teacher {_fmt(full['seconds_per_1000'])} s "
-                f"(**{_fmt(full['seconds_per_1000'] / student['seconds_per_1000'])}× faster**, measured in the same run).",
+        ddim, heun = dd.find("teacher", k, "ddim"), dd.find("teacher", k, "ode_heun")
+        out += [f"At {k} steps the student's FID is **{_fmt(student.fid)}** (NFE {student.nfe}), against the "
+                f"teacher's **{_fmt(full.fid)}** at its full {full.steps} steps (NFE {full.nfe}; ratio "
+                f"{_fmt(student.fid / full.fid)}) and the teacher's own {k}-step DDIM "
+                f"{_fmt(ddim.fid) if ddim else '–'} / Heun {_fmt(heun.fid) if heun else '–'}; "
+                f"floor {_fmt(full.fid_floor)}. Sampling time per 1,000 samples: student "
+                f"{_fmt(student.seconds_per_1000)} s, teacher {_fmt(full.seconds_per_1000)} s "
+                f"(**{_fmt(full.seconds_per_1000 / student.seconds_per_1000)}× faster**, measured in the same run).",
                 ""]
-        if "accuracy" in student:
+        if student.accuracy is not None:
             out += [f"Samples that show the digit their prompt names (evaluator accuracy): student "
-                    f"**{_fmt(student['accuracy'])}**, teacher {_fmt(full['accuracy'])} at full steps.", ""]
-    table = pd.DataFrame([{"model / sampler": r["sampler"], "steps": r["steps"], "NFE": r["nfe"], "FID": r["fid"],
-                           **({"accuracy": r["accuracy"]} if "accuracy" in r else {}),
-                           "s / 1000 samples": r["seconds_per_1000"]} for r in rows])
+                    f"**{_fmt(student.accuracy)}**, teacher {_fmt(full.accuracy)} at full steps.", ""]
+    table = pd.DataFrame([{"model / sampler": r.label, "steps": r.steps, "NFE": r.nfe, "FID": r.fid,
+                           **({"accuracy": r.accuracy} if r.accuracy is not None else {}),
+                           "s / 1000 samples": r.seconds_per_1000} for r in dd.rows])
     prompts = (" drawn from prompts (every digit, the training templates in turn; the teacher under CFG, "
-               "NFE counting sampler calls)" if dd.get("teacher") == "text" else "")
-    out += [f"{dd['n']} samples per run{prompts}, same seed; FID against the test split on the evaluator's features.",
+               "NFE counting sampler calls)" if dd.teacher == "text" else "")
+    out += [f"{dd.n} samples per run{prompts}, same seed; FID against the test split on the evaluator's features.",
             "", _table(table), ""]
     return out + _image(inp.distill_png, inp.out, "FID against NFE", "the distillation plot", "evaluate_distill")
 
@@ -622,16 +675,16 @@ def distill_section(inp: ReportInputs) -> list[str]:
 def build_report(inp: ReportInputs) -> str:
     """Write the markdown report to `inp.out` (and the loss curves to `inp.loss_png`,
     `inp.vae_loss_png` when their dvclive curves exist); return its text."""
-    m = _json_or_none(inp.metrics)
-    detail = _json_or_none(inp.detail)
-    prepare = _json_or_none(inp.prepare)
-    sample = _json_or_none(inp.sample)
-    te = _json_or_none(inp.train_evaluator)
+    m = _read(EvalMetrics, inp.metrics)
+    detail = _read(EvalDetail, inp.detail)
+    prepare = _read(PreparedData, inp.prepare)
+    sample = _read(SampleSummary, inp.sample)
+    te = _read(EvaluatorTraining, inp.train_evaluator)
     lines = ["# sbm report", ""]
     lines += headline_section(m, prepare, detail, te)
     lines += data_section(prepare, inp.prepare)
     lines += evaluator_section(te, inp)
-    lines += autoencoder_section(_json_or_none(inp.train_vae), inp)
+    lines += autoencoder_section(_read(VaeTraining, inp.train_vae), inp)
     lines += quality_section(m, sample, inp)
     lines += image_quality_section(m, detail, inp)
     lines += likelihood_section(m, detail)
@@ -640,7 +693,7 @@ def build_report(inp: ReportInputs) -> str:
     lines += guidance_section(inp)
     lines += text_section(inp)
     lines += distill_section(inp)
-    lines += training_section(_json_or_none(inp.train), inp)
+    lines += training_section(_read(ScoreTraining, inp.train), inp)
     lines += samples_section(sample, inp)
     text = "\n".join(lines).rstrip() + "\n"
     inp.out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sbm import io
+from sbm.pipeline.schema import SkippedTraining
 
 
 def skip_training(stage: str, reason: str, *, out, metrics, checkpoints=None, live=None) -> None:
@@ -18,7 +19,7 @@ def skip_training(stage: str, reason: str, *, out, metrics, checkpoints=None, li
 
 
     io.write_skipped(out, stage, reason)
-    io.write_json(metrics, {"trained": False, "skipped": reason})
+    SkippedTraining(reason=reason).write(metrics)
     if checkpoints is not None:
         Path(checkpoints).mkdir(parents=True, exist_ok=True)
     if live is not None:

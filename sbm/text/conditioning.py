@@ -28,17 +28,18 @@ from torch import Tensor
 
 from sbm.config.prompts import CLASS_NAMES, check_templates
 from sbm.core.guidance import ClassifierFreeGuidance, with_condition_dropout
+from sbm.core.model import ScoreModel
 from sbm.text.captions import all_captions, fill_template
 from sbm.text.encoders import TextEncoder
+from sbm.text.net import TextConditionalNet
 
 
 def text_encoder(model) -> TextEncoder:
     """The text encoder inside a text-conditional ScoreModel; ValueError for any other model."""
-    encoder = getattr(getattr(model, "net", None), "encoder", None)
-    if not isinstance(encoder, TextEncoder):
+    if not (isinstance(model, ScoreModel) and isinstance(model.net, TextConditionalNet)):
         raise ValueError("not a text-conditional model (its network has no text encoder); "
                          "prompts need the model of stage train_text (data/models/text.safetensors)")
-    return encoder
+    return model.net.encoder
 
 
 class CaptionConditioner:

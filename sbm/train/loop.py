@@ -1,8 +1,9 @@
 """One training loop for every model: accelerate, EMA, atomic checkpoints and resume, dvclive.
 
-`train(model, loss_fn, data, cfg, ...)` minimises mean(loss_fn(model, x_batch, cond_batch))
-with AdamW (linear warm-up to `lr`), gradient clipping, and an exponential moving average
-of the weights (Polyak averaging)::
+`Trainer(cfg, seed=..., ckpt_dir=...).fit(model, loss_fn, data, cond)` (or `train(...)`) trains
+a copy of `model` — what it was given is never changed — and returns the EMA copy. It
+minimises mean(loss_fn(model, x_batch, cond_batch)) with AdamW (linear warm-up to `lr`),
+gradient clipping, and an exponential moving average of the weights (Polyak averaging)::
 
     θ_ema ← d θ_ema + (1 − d) θ,   d = min(ema_decay, (1 + k)/(10 + k)) at step k      (1)
 
@@ -300,26 +301,23 @@ def _truncate_live(live_dir: Path, step: int) -> None:
 # ---------------------------------------------------------------- the loop
 
 
-def train(
-    model: nn.Module,
-    loss_fn: Callable[..., Tensor],
-    data: Tensor,
-    cfg: TrainParams,
-    *,
-    seed: int,
-    ckpt_dir: str | Path,
-    live_dir: str | Path | None = None,
-    config_for_fingerprint: dict | None = None,
-    cond: Tensor | None = None,
-    progress: bool = True,
-    extra_state: dict[str, nn.Module] | None = None,
-    after_step: Callable[[nn.Module, int], None] | None = None,
-) -> tuple[nn.Module, TrainResult]:
-    """Train `model` (anything whose trainable part is `model.net`) on `data` (N, ...).
+@dataclass
+class _Progress:
+    """Where a run stands: restored from a checkpoint on resume, advanced by the loop."""
 
-    loss_fn(model, x, cond) -> (B,) per-example losses; the loop takes their mean over the
-    global batch (module docstring). Returns (a copy of `model` holding the EMA weights,
-    TrainResult) on every process.
+    step: int = 0  # optimizer steps done
+    final_loss: float = float("nan")  # the last logged loss
+    window: list = dataclasses.field(default_factory=list)  # global per-step losses not yet logged
+    earlier: float = 0.0  # training seconds spent by the calls this one resumes
+    last_ckpt: str | None = None
+
+
+class Trainer:
+    """The loop of the module docstring, for any model whose trainable part is `model.net`.
+
+    `fit(model, loss_fn, data, cond)` trains a *copy* of `model`: what it was given is never
+    changed. The settings that make a run (loop params, seed, where its checkpoints and curve
+    go, the configuration that must match to resume) are fixed at construction.
 
     Hooks for objectives with state of their own (e.g. the target network θ⁻ of consistency
     distillation, `sbm.distill.students`): `extra_state` names modules (names without dots) that are
@@ -327,164 +325,212 @@ def train(
     not trained by the optimizer); `after_step(net, step)` is called after each optimizer step
     and EMA update with the unwrapped trained network and the step index k (0-based), on every
     process, before the step's checkpoint is written."""
-    from accelerate import Accelerator
 
-    B, A = cfg.batch_size, cfg.gradient_accumulation
-    if len(data) < B:
-        raise TrainingError(f"train.batch_size = {B} exceeds the {len(data)} training examples")
-    if not torch.isfinite(data).all():
-        raise TrainingError("training data contains NaN or inf values")
-    accel = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
-                        gradient_accumulation_steps=A)
-    W, rank = accel.num_processes, accel.process_index
-    if B < W * A:
-        raise TrainingError(f"train.batch_size = {B} is smaller than {W} process(es) × "
-                            f"train.gradient_accumulation = {A}: every micro-batch needs an example")
-    extra_state = dict(extra_state or {})
-    if any("." in name for name in extra_state):
-        raise ValueError(f"extra_state names {sorted(extra_state)}: must not contain '.'")
-    ckpt_dir = Path(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    fp_obj = {"config": config_for_fingerprint, "seed": seed, "n": len(data), "loop": LOOP_VERSION,
-              "train": {k: v for k, v in vars(cfg).items() if k not in _NOT_FINGERPRINTED}}
-    if extra_state:  # only then, so the fingerprints of runs without extra state are unchanged
-        fp_obj["extra_state"] = sorted(extra_state)
-    fp = fingerprint(fp_obj)
+    def __init__(self, cfg: TrainParams, *, seed: int, ckpt_dir: str | Path, live_dir: str | Path | None = None,
+                 config_for_fingerprint: dict | None = None, progress: bool = True,
+                 extra_state: dict[str, nn.Module] | None = None,
+                 after_step: Callable[[nn.Module, int], None] | None = None):
+        self.cfg, self.seed = cfg, seed
+        self.ckpt_dir = Path(ckpt_dir)
+        self.live_dir = None if live_dir is None else Path(live_dir)
+        self.config_for_fingerprint, self.progress = config_for_fingerprint, progress
+        self.extra_state = dict(extra_state or {})
+        if any("." in name for name in self.extra_state):
+            raise ValueError(f"extra_state names {sorted(self.extra_state)}: must not contain '.'")
+        self.after_step = after_step
 
-    net = model.net
-    opt = make_optimizer(net.parameters(), cfg)
-    ema = EMA(net, cfg.ema_decay)
-    start_step, last_ckpt = 0, None
-    final_loss, window = float("nan"), []  # last logged loss; global per-step losses not yet logged
-    earlier = 0.0  # training seconds spent by the calls this one resumes
-    found = latest_state(ckpt_dir, fp, cfg.steps)
-    if found is not None:
-        start_step = _restore(found[0], found[1], net, ema, opt, extra_state, found[2])
-        final_loss = _nan_if_none(found[1].get("loss"))
-        earlier = float(found[1].get("seconds") or 0.0)
-        window = [_nan_if_none(v) for v in found[1].get("window", [])]
-        last_ckpt = str(found[2])
-        accel.print(f"resuming from {found[2]} (step {start_step})")
-    else:
-        accel.wait_for_everyone()  # nobody is still reading the files the main process removes
-        if accel.is_main_process:
-            for stale in ckpt_dir.glob("step_*.safetensors"):
-                stale.unlink(missing_ok=True)
-    model.net, opt = accel.prepare(net, opt)
-    core = accel.unwrap_model(model.net)
-    ema.attach(core)
-    for module in extra_state.values():
-        module.to(accel.device)
-    params = [p for p in core.parameters() if p.requires_grad]
-    # Without a gradient scaler (fp16) accelerate's optimizer wrapper and clip_grad_norm_ add
-    # nothing here (we step once per `accumulate` cycle, gradients are already all-reduced)
-    # but cost ~0.5 ms per step in checks; call torch's directly then.
-    fast = accel.scaler is None
-    step_opt = opt.optimizer if fast else opt
+    def fingerprint(self, n: int) -> str:
+        """What a checkpoint must match to be resumed: the user's configuration, seed, data size,
+        loop version and the loop settings other than the budget and bookkeeping."""
+        fp_obj = {"config": self.config_for_fingerprint, "seed": self.seed, "n": n, "loop": LOOP_VERSION,
+                  "train": {k: v for k, v in vars(self.cfg).items() if k not in _NOT_FINGERPRINTED}}
+        if self.extra_state:  # only then, so the fingerprints of runs without extra state are unchanged
+            fp_obj["extra_state"] = sorted(self.extra_state)
+        return fingerprint(fp_obj)
 
-    device = accel.device
-    on_device = data.device == device or data.nbytes <= _DEVICE_DATA_BYTES
-    if on_device:
-        data = data.to(device)
-        cond = None if cond is None else cond.to(device)
-    batches = _Batches(len(data), B, seed, data.device)
-    scale = W * A / B  # see module docstring: per-micro-batch sum × W·A/B → global batch mean
+    def _check(self, data: Tensor, world: int) -> None:
+        B, A = self.cfg.batch_size, self.cfg.gradient_accumulation
+        if len(data) < B:
+            raise TrainingError(f"train.batch_size = {B} exceeds the {len(data)} training examples")
+        if not torch.isfinite(data).all():
+            raise TrainingError("training data contains NaN or inf values")
+        if B < world * A:
+            raise TrainingError(f"train.batch_size = {B} is smaller than {world} process(es) × "
+                                f"train.gradient_accumulation = {A}: every micro-batch needs an example")
 
-    live = None
-    if live_dir is not None and accel.is_main_process:
-        from dvclive import Live
-
-        if start_step > 0:
-            _truncate_live(Path(live_dir), start_step)
-        live = Live(str(live_dir), resume=start_step > 0, save_dvc_exp=False, dvcyaml=None)
-        if start_step >= cfg.steps and not _has_rows(Path(live_dir) / "plots" / "metrics" / "loss.tsv"):
-            # nothing left to train and the curve was lost: keep the declared output, one point
-            live.step = start_step
-            live.log_metric("loss", final_loss)
-            live.next_step()
-
-    def flush(pending: list[Tensor], done: int) -> None:
-        """Reduce the pending per-step loss sums over processes into `window` (host floats)."""
-        if not pending:
-            return
-        sums = torch.stack(pending)
-        if W > 1:
-            sums = accel.reduce(sums, "sum")
-        values = [v / B for v in sums.tolist()]
-        first = done - len(pending)
-        pending.clear()
-        for i, v in enumerate(values):
-            if not math.isfinite(v):
-                raise TrainingError(
-                    f"loss is {v} at step {first + i}; stopped. Last good checkpoint: {last_ckpt or 'none'}"
-                )
-        window.extend(values)
-
-    t0 = time.perf_counter()
-    pending: list[Tensor] = []
-    lr = cfg.lr
-    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="training",
-               disable=not (progress and accel.is_local_main_process))
-    for step in bar:
-        lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        _seed_generators(step_seed(seed, step, rank), device)
-        idx = shard(batches(step), rank, W)
-        step_sum = None
-        for j in range(A):
-            mi = shard(idx, j, A) if A > 1 else idx
-            x = data[mi].to(device, non_blocking=True)
-            c = None if cond is None else cond[mi].to(device, non_blocking=True)
-            with accel.accumulate(model.net):  # DDP syncs gradients on the last micro-batch only
-                with accel.autocast():
-                    per = loss_fn(model, x, c)
-                total = per.float().sum()
-                accel.backward(total * scale)
-            total = total.detach()
-            step_sum = total if step_sum is None else step_sum + total
-        if cfg.grad_clip > 0:
-            if fast:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            else:
-                accel.clip_grad_norm_(params, cfg.grad_clip)  # unscales the fp16 gradients first
-        step_opt.step()
-        step_opt.zero_grad(set_to_none=True)
-        ema.update(core, step)
-        if after_step is not None:
-            after_step(core, step)
-        pending.append(step_sum)
-        done = step + 1
-        log_now = done % cfg.log_every == 0 or done == cfg.steps
-        ckpt_now = done % cfg.checkpoint_every == 0 or done == cfg.steps
-        if log_now or ckpt_now:
-            flush(pending, done)  # checks the losses before any checkpoint of these weights
-        if log_now:
-            final_loss = sum(window) / len(window)
-            window.clear()
-            bar.set_postfix(loss=f"{final_loss:.4f}")
-            if live is not None:
-                live.step = done
-                live.log_metric("loss", final_loss)
-                live.log_metric("lr", lr)
-                live.next_step()
-        if ckpt_now:
+    def _resume(self, accel, fp: str, net: nn.Module, ema: EMA, opt) -> _Progress:
+        """The progress of the newest matching checkpoint (its state loaded into net, ema, opt and
+        the extra state), or a fresh start (stale checkpoints of other settings removed)."""
+        found = latest_state(self.ckpt_dir, fp, self.cfg.steps)
+        if found is None:
+            accel.wait_for_everyone()  # nobody is still reading the files the main process removes
             if accel.is_main_process:
-                extra = {"loss": None if math.isnan(final_loss) else final_loss, "window": window,
-                         "world_size": W, "seconds": earlier + time.perf_counter() - t0}
-                save_state(ckpt_dir, done, core, ema, opt, fp, extra, extra_state)
-            accel.wait_for_everyone()  # the file exists for every process from here on
-            last_ckpt = str(_ckpt_path(ckpt_dir, done))
-    bar.close()
-    if live is not None:
-        live.end()
-    model.net = core
-    ema_model = copy.deepcopy(model)
-    ema.copy_to(ema_model.net)
-    seconds = time.perf_counter() - t0
-    result = TrainResult(steps=cfg.steps, final_loss=final_loss, seconds=seconds,
-                         resumed_from=start_step, checkpoint=last_ckpt, world_size=W,
-                         is_main_process=accel.is_main_process, total_seconds=earlier + seconds)
-    return ema_model.eval(), result
+                for stale in self.ckpt_dir.glob("step_*.safetensors"):
+                    stale.unlink(missing_ok=True)
+            return _Progress()
+        tensors, meta, path = found
+        done = _Progress(step=_restore(tensors, meta, net, ema, opt, self.extra_state, path),
+                         final_loss=_nan_if_none(meta.get("loss")), earlier=float(meta.get("seconds") or 0.0),
+                         window=[_nan_if_none(v) for v in meta.get("window", [])], last_ckpt=str(path))
+        accel.print(f"resuming from {path} (step {done.step})")
+        return done
+
+    def _open_live(self, accel, done: _Progress):
+        """The dvclive logger (main process, when a live_dir is set), continuing a resumed curve."""
+        if self.live_dir is None or not accel.is_main_process:
+            return None
+        from dvclive import (
+            Live,  # dvclive imports slowly; only runs that log pay for it
+        )
+
+        if done.step > 0:
+            _truncate_live(self.live_dir, done.step)
+        live = Live(str(self.live_dir), resume=done.step > 0, save_dvc_exp=False, dvcyaml=None)
+        if done.step >= self.cfg.steps and not _has_rows(self.live_dir / "plots" / "metrics" / "loss.tsv"):
+            # nothing left to train and the curve was lost: keep the declared output, one point
+            live.step = done.step
+            live.log_metric("loss", done.final_loss)
+            live.next_step()
+        return live
+
+    def fit(self, model: nn.Module, loss_fn: Callable[..., Tensor], data: Tensor,
+            cond: Tensor | None = None) -> tuple[nn.Module, TrainResult]:
+        """Train a copy of `model` on `data` (N, ...) (and `cond` (N, ...), sliced with the batches).
+
+        loss_fn(model, x, cond) -> (B,) per-example losses; the loop takes their mean over the
+        global batch (module docstring). Returns (a copy of `model` holding the EMA weights,
+        TrainResult) on every process; `model` itself is left as it was."""
+        from accelerate import (
+            Accelerator,  # imports slowly; the stages that train pay for it
+        )
+
+        cfg = self.cfg
+        B, A = cfg.batch_size, cfg.gradient_accumulation
+        accel = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
+                            gradient_accumulation_steps=A)
+        W, rank = accel.num_processes, accel.process_index
+        self._check(data, W)
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        fp = self.fingerprint(len(data))
+
+        work = copy.deepcopy(model)  # trained in place below; the caller's model stays untouched
+        net = work.net
+        opt = make_optimizer(net.parameters(), cfg)
+        ema = EMA(net, cfg.ema_decay)
+        done = self._resume(accel, fp, net, ema, opt)
+        work.net, opt = accel.prepare(net, opt)  # the forward goes through the (DDP) wrapper
+        core = accel.unwrap_model(work.net)
+        ema.attach(core)
+        for module in self.extra_state.values():
+            module.to(accel.device)
+        params = [p for p in core.parameters() if p.requires_grad]
+        # Without a gradient scaler (fp16) accelerate's optimizer wrapper and clip_grad_norm_ add
+        # nothing here (we step once per `accumulate` cycle, gradients are already all-reduced)
+        # but cost ~0.5 ms per step in checks; call torch's directly then.
+        fast = accel.scaler is None
+        step_opt = opt.optimizer if fast else opt
+
+        device = accel.device
+        if data.device == device or data.nbytes <= _DEVICE_DATA_BYTES:
+            data = data.to(device)
+            cond = None if cond is None else cond.to(device)
+        batches = _Batches(len(data), B, self.seed, data.device)
+        scale = W * A / B  # see module docstring: per-micro-batch sum × W·A/B → global batch mean
+        live = self._open_live(accel, done)
+
+        def flush(pending: list[Tensor], upto: int) -> None:
+            """Reduce the pending per-step loss sums over processes into the window (host floats)."""
+            if not pending:
+                return
+            sums = torch.stack(pending)
+            if W > 1:
+                sums = accel.reduce(sums, "sum")
+            values = [v / B for v in sums.tolist()]
+            first = upto - len(pending)
+            pending.clear()
+            for i, v in enumerate(values):
+                if not math.isfinite(v):
+                    raise TrainingError(
+                        f"loss is {v} at step {first + i}; stopped. Last good checkpoint: {done.last_ckpt or 'none'}"
+                    )
+            done.window.extend(values)
+
+        t0 = time.perf_counter()
+        start_step = done.step
+        pending: list[Tensor] = []
+        lr = cfg.lr
+        bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="training",
+                   disable=not (self.progress and accel.is_local_main_process))
+        for step in bar:
+            lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+            for group in opt.param_groups:
+                group["lr"] = lr
+            _seed_generators(step_seed(self.seed, step, rank), device)
+            idx = shard(batches(step), rank, W)
+            step_sum = None
+            for j in range(A):
+                mi = shard(idx, j, A) if A > 1 else idx
+                x = data[mi].to(device, non_blocking=True)
+                c = None if cond is None else cond[mi].to(device, non_blocking=True)
+                with accel.accumulate(work.net):  # DDP syncs gradients on the last micro-batch only
+                    with accel.autocast():
+                        per = loss_fn(work, x, c)
+                    total = per.float().sum()
+                    accel.backward(total * scale)
+                total = total.detach()
+                step_sum = total if step_sum is None else step_sum + total
+            if cfg.grad_clip > 0:
+                if fast:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                else:
+                    accel.clip_grad_norm_(params, cfg.grad_clip)  # unscales the fp16 gradients first
+            step_opt.step()
+            step_opt.zero_grad(set_to_none=True)
+            ema.update(core, step)
+            if self.after_step is not None:
+                self.after_step(core, step)
+            pending.append(step_sum)
+            done.step = step + 1
+            log_now = done.step % cfg.log_every == 0 or done.step == cfg.steps
+            ckpt_now = done.step % cfg.checkpoint_every == 0 or done.step == cfg.steps
+            if log_now or ckpt_now:
+                flush(pending, done.step)  # checks the losses before any checkpoint of these weights
+            if log_now:
+                done.final_loss = sum(done.window) / len(done.window)
+                done.window.clear()
+                bar.set_postfix(loss=f"{done.final_loss:.4f}")
+                if live is not None:
+                    live.step = done.step
+                    live.log_metric("loss", done.final_loss)
+                    live.log_metric("lr", lr)
+                    live.next_step()
+            if ckpt_now:
+                if accel.is_main_process:
+                    extra = {"loss": None if math.isnan(done.final_loss) else done.final_loss,
+                             "window": done.window, "world_size": W,
+                             "seconds": done.earlier + time.perf_counter() - t0}
+                    save_state(self.ckpt_dir, done.step, core, ema, opt, fp, extra, self.extra_state)
+                accel.wait_for_everyone()  # the file exists for every process from here on
+                done.last_ckpt = str(_ckpt_path(self.ckpt_dir, done.step))
+        bar.close()
+        if live is not None:
+            live.end()
+        work.net = core
+        ema.copy_to(core)  # `work` is ours: it becomes the EMA model
+        seconds = time.perf_counter() - t0
+        result = TrainResult(steps=cfg.steps, final_loss=done.final_loss, seconds=seconds,
+                             resumed_from=start_step, checkpoint=done.last_ckpt, world_size=W,
+                             is_main_process=accel.is_main_process, total_seconds=done.earlier + seconds)
+        return work.eval(), result
 
 
+def train(model: nn.Module, loss_fn: Callable[..., Tensor], data: Tensor, cfg: TrainParams, *, seed: int,
+          ckpt_dir: str | Path, live_dir: str | Path | None = None, config_for_fingerprint: dict | None = None,
+          cond: Tensor | None = None, progress: bool = True, extra_state: dict[str, nn.Module] | None = None,
+          after_step: Callable[[nn.Module, int], None] | None = None) -> tuple[nn.Module, TrainResult]:
+    """`Trainer(cfg, ...).fit(model, loss_fn, data, cond)`: a copy of `model` trained on `data`
+    (N, ...), holding the EMA weights, and the TrainResult; `model` is not changed."""
+    trainer = Trainer(cfg, seed=seed, ckpt_dir=ckpt_dir, live_dir=live_dir,
+                      config_for_fingerprint=config_for_fingerprint, progress=progress,
+                      extra_state=extra_state, after_step=after_step)
+    return trainer.fit(model, loss_fn, data, cond)

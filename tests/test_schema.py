@@ -1,0 +1,224 @@
+"""sbm.pipeline.schema: the typed stage outputs keep the JSON layout of reports/ exactly (keys, order,
+ints and floats), the formatted metric keys are written and parsed by one family each, and a file
+that does not fit names itself and the key."""
+
+import json
+import math
+
+import pytest
+
+from sbm import io
+from sbm.pipeline.conditional_outputs import (
+    ConditionalScores,
+    DistillDetail,
+    DistillMetrics,
+    DistillRun,
+    GuidanceDetail,
+    GuidanceMetrics,
+    GuidanceRow,
+    TextDetail,
+    TextMetrics,
+)
+from sbm.pipeline.records import SchemaError
+from sbm.pipeline.schema import (
+    CFG_KEY,
+    DISTILL_RUN_KEY,
+    GUIDANCE_KEY,
+    SCORE_LEVEL_KEY,
+    ClassifierTraining,
+    EvalDetail,
+    EvalMetrics,
+    EvaluatorTraining,
+    PixelSpace,
+    SamplerComparison,
+    SampleSummary,
+    SkippedEvaluation,
+    SkippedTraining,
+    VaeTraining,
+)
+
+SETTINGS = {"divergence": "hutchinson", "probe": "rademacher", "n_probes": 1, "rtol": 1e-05, "atol": 1e-05,
+            "batch_size": 500}
+# metrics.json of a mixture run (pixel space, ODE NLL with the exact NLL) and of a latent image run
+MIXTURE_METRICS = {"n_samples": 400, "n_eval": 250, "swd": 2.1, "swd_floor": 0.8, "swd_ratio": 2.625, "mmd": 0.3,
+                   "mmd_floor": -0.001, "score_rel_err_mean": 1.5, "score_rel_err_max": 3.0, "score_mse_mean": 7.0,
+                   "weight_err_max": 0.05, "weight_tv": 0.05, "logp_samples": -9.0, "logp_test": -4.0, "logp_gap": 5.0,
+                   "score_rel_err_l00": 1.0, "score_rel_err_l01": 2.0, "score_rel_err_l02": 1.5, "nll": 4.1,
+                   "nll_nfe": 86.0, "nll_exact": 4.0, "nll_gap": 0.1}
+LATENT_METRICS = {"n_samples": 2000, "n_eval": 359, "swd": 0.08, "swd_floor": 0.06, "swd_ratio": None, "mmd": 0.008,
+                  "mmd_floor": -0.001, "fid": 3.5, "fid_floor": 2.1, "fid_ratio": 1.65, "evaluator_acc": 0.99,
+                  "class_tv": 0.04, "bpd_bound": 4.3, "bpd_bound_iwae": 4.29, "nll_bound": 57.7, "bound_rec": 22.1,
+                  "bound_kl": 35.6, "nll_nfe": 356.0}
+LATENT_DETAIL = {
+    "data": {"name": "digits", "shape": [1, 8, 8], "n_train": 1438, "n_test": 359},
+    "samples": {"file": "data/samples/samples.safetensors", "n": 2000, "sampler": "euler_maruyama", "nfe": 50,
+                "wall_time_s": 9.4},
+    "distances": {"n": 359, "swd": 0.08, "swd_floor": 0.06, "swd_ratio": None, "mmd": 0.008, "mmd_floor": -0.001,
+                  "mmd_bandwidths": [3.0, 6.0, 12.0]},
+    "evaluator": {"n_fid": 1438, "n_test": 359, "class_counts": [1] * 10, "train_class_freq": [0.1] * 10,
+                  "fid": 3.5, "fid_floor": 2.1, "fid_ratio": 1.65, "evaluator_acc": 0.99, "class_tv": 0.04},
+    "likelihood": {**SETTINGS, "n": 359, "bound": True, "bound_samples": 1, "dequantized": True, "bin_width": 0.125,
+                   "bpd_bound": 4.3, "bpd_bound_iwae": 4.29, "nll_bound": 57.7, "bound_rec": 22.1, "bound_kl": 35.6,
+                   "nll_nfe": 356.0}}
+MIXTURE_DETAIL = {
+    "data": {"name": "gmm", "shape": [2], "n_train": 600, "n_test": 300},
+    "samples": {"file": "samples.safetensors", "n": 400, "sampler": "annealed_langevin", "nfe": None,
+                "wall_time_s": None},
+    "distances": {"n": 250, "swd": 2.1, "swd_floor": 0.8, "swd_ratio": 2.625, "mmd": 0.3, "mmd_floor": -0.001,
+                  "mmd_bandwidths": [1.0]},
+    "score_levels": [{"t": 1.0, "alpha": 1.0, "sigma": 12.0, "mse": 1.0, "score_sq": 0.5, "rel_err": 2.0}],
+    "weights": {"true": [0.6, 0.4], "recovered": [0.5, 0.5], "means": [[-4.0, -4.0], [4.0, 4.0]]},
+    "logp": {"samples": -9.0, "test": -4.0},
+    "likelihood": {**SETTINGS, "n": 40, "batches": 2, "dequantized": False, "bin_width": None, "nll": 4.1,
+                   "nll_nfe": 86.0, "nll_exact": 4.0, "nll_gap": 0.1}}
+
+
+def _same(obj, d: dict) -> None:
+    """obj's JSON is d, keys in the same order (what `dvc metrics diff` and git diffs see)."""
+    assert json.dumps(obj.to_json()) == json.dumps(d)
+
+
+@pytest.mark.parametrize("cls,d", [(EvalMetrics, MIXTURE_METRICS), (EvalMetrics, LATENT_METRICS),
+                                   (EvalDetail, LATENT_DETAIL), (EvalDetail, MIXTURE_DETAIL)],
+                         ids=["mixture", "latent", "latent-detail", "mixture-detail"])
+def test_evaluate_outputs_round_trip_exactly(cls, d):
+    _same(cls.from_json(d), d)
+
+
+def test_the_metrics_are_typed_and_families_are_tuples():
+    m = EvalMetrics.from_json(MIXTURE_METRICS)
+    assert m.mixture.score_rel_err_levels == (1.0, 2.0, 1.5) and m.evaluator is None and m.bound is None
+    assert m.likelihood.nll == 4.1 and m.likelihood.bpd is None and m.likelihood.nll_exact == 4.0
+    latent = EvalMetrics.from_json(LATENT_METRICS)
+    assert latent.likelihood is None and latent.bound.bpd_bound_iwae == 4.29 and latent.swd_ratio is None
+    detail = EvalDetail.from_json(LATENT_DETAIL)
+    assert detail.likelihood.bound_samples == 1 and detail.evaluator.scores.fid == 3.5 and detail.mixture is None
+
+
+def test_ints_stay_ints_and_non_finite_floats_come_back_as_nan(tmp_path):
+    d = {"sampler": "ddim", "space": "latent", "n": 2000, "nfe": 50, "wall_time_s": 2, "seconds_per_sample": 0.001}
+    s = SampleSummary.from_json(d)
+    assert s.wall_time_s == 2 and isinstance(s.wall_time_s, int)  # a number, kept as written
+    _same(s, d)
+    nan = SampleSummary(sampler="ddim", space="pixel", n=2, nfe=1, wall_time_s=float("nan"), seconds_per_sample=0.5)
+    nan.write(tmp_path / "s.json")
+    assert io.read_json(tmp_path / "s.json")["wall_time_s"] is None  # JSON has no NaN
+    back = SampleSummary.read(tmp_path / "s.json")
+    assert math.isnan(back.wall_time_s)
+    back.write(tmp_path / "t.json")
+    assert (tmp_path / "t.json").read_text() == (tmp_path / "s.json").read_text()
+
+
+def test_key_families_write_and_parse_the_same_keys():
+    assert [GUIDANCE_KEY.key("acc", s) for s in (0.0, 0.5, 2.0, 12.25)] == [
+        "cg_acc_s0", "cg_acc_s0p5", "cg_acc_s2", "cg_acc_s12p25"]
+    assert CFG_KEY.key("fid", 4.0) == "cfg_fid_w4" and CFG_KEY.parse("cfg_fid_w0p5") == ("fid", 0.5)
+    for key in ("cfg_fid_floor", "cfg_unseen_acc", "cfg_acc_wx"):
+        assert CFG_KEY.parse(key) is None, key
+    assert SCORE_LEVEL_KEY.key(7) == "score_rel_err_l07" and SCORE_LEVEL_KEY.parse("score_rel_err_mean") is None
+    assert DISTILL_RUN_KEY.key("teacher", "fid", None) == "teacher_fid_full"
+    assert DISTILL_RUN_KEY.parse("teacher_heun_acc_2") == ("teacher_heun", "acc", 2)
+    assert DISTILL_RUN_KEY.parse("student_over_teacher_fid_4") is None
+
+
+def _scores(acc: float, fid: float) -> ConditionalScores:
+    return ConditionalScores(accuracy=acc, per_class=(acc,) * 2, fid=fid, nfe=10, seconds_per_sample=0.01)
+
+
+def test_guidance_and_text_metrics_are_their_details_flat_keys():
+    gd = GuidanceDetail(n_per_class=5, sampler="ddim", rows=tuple(
+        GuidanceRow(scale=s, scores=_scores(a, f), fid_floor=2.0) for s, a, f in ((0.0, 0.1, 5.0), (0.5, 0.6, 4.0))))
+    want = {"cg_fid_floor": 2.0, "cg_acc_s0": 0.1, "cg_fid_s0": 5.0, "cg_acc_s0p5": 0.6, "cg_fid_s0p5": 4.0}
+    _same(gd.metrics(), want)
+    _same(GuidanceMetrics.from_json(want), want)
+    assert GuidanceMetrics.from_json(want).scores[1].strength == 0.5
+    text = {"cfg_fid_floor": 2.5, "cfg_acc_w0": 0.1, "cfg_fid_w0": 9.0, "cfg_acc_w2": 1.0, "cfg_fid_w2": 2.0,
+            "cfg_unseen_acc": 0.9}
+    _same(TextMetrics.from_json(text), text)
+    detail = {"n_per_class": 5, "sampler": "ddim", "encoder": "minilm", "weight": 2.0, "rows": [
+        {"method": "cfg", "scale": w, "templates": "training", "accuracy": a, "per_class": [a], "fid": f, "nfe": 10,
+         "seconds_per_sample": 0.01, "fid_floor": 2.5, "network_evals_per_call": n}
+        for w, a, f, n in ((0.0, 0.1, 9.0, 1), (2.0, 1.0, 2.0, 2))], "unseen": [
+        {"method": "cfg", "scale": 2.0, "template": t, "accuracy": a, "per_class": [a], "fid": 3.0, "nfe": 10,
+         "seconds_per_sample": 0.01, "fid_floor": 2.5} for t, a in (("{digit}!", 0.8), ("the {name}", 1.0))]}
+    td = TextDetail.from_json(detail)
+    _same(td, detail)
+    _same(td.metrics(), text)
+
+
+def _distill_rows(accuracy: bool) -> list[dict]:
+    acc = (lambda a: {"accuracy": a}) if accuracy else (lambda a: {})
+    return [{"sampler": "teacher euler_maruyama (full)", "steps": 49, "nfe": 50, "fid": 4.0, **acc(0.99),
+             "seconds_per_1000": 10.0, "fid_floor": 2.0, "kind": "teacher", "solver": "euler_maruyama", "full": True}] + [
+        {"sampler": label, "steps": n, "nfe": n + 1, "fid": f, **acc(0.9), "seconds_per_1000": 1.0, "fid_floor": 2.0,
+         "kind": kind, "solver": solver, "full": False}
+        for n in (1, 2) for label, kind, solver, f in (("teacher ddim", "teacher", "ddim", 9.0),
+                                                       ("teacher ode_heun", "teacher", "ode_heun", 20.0),
+                                                       ("student (consistency)", "student", "consistency", 5.0))]
+
+
+@pytest.mark.parametrize("text", [False, True], ids=["score-teacher", "text-teacher"])
+def test_distill_metrics_come_from_the_rows_kinds_not_their_names(text):
+    detail = {"n": 40, "method": "consistency", "teacher": "text" if text else "score", "guidance": 2.0 if text else None,
+              "student_steps": 2, "teacher_sampler": "euler_maruyama", "teacher_steps": 50,
+              "rows": _distill_rows(text)}
+    dd = DistillDetail.from_json(detail)
+    _same(dd, detail)
+    assert dd.reference.steps == 49 and dd.find("student", 2).fid == 5.0 and dd.find("teacher", 1, "ode_heun").nfe == 2
+    m = dd.metrics().to_json()
+    keys = ["fid_floor", "teacher_fid_full", *(["teacher_acc_full"] if text else []), "teacher_nfe_full"]
+    for n in (1, 2):
+        for run in ("teacher_ddim", "teacher_heun", "student"):
+            keys += [f"{run}_fid_{n}", *([f"{run}_acc_{n}"] if text else [])]
+    assert list(m) == [*keys, "speedup_2", "student_over_teacher_fid_2"]
+    assert m["speedup_2"] == 10.0 and m["student_over_teacher_fid_2"] == 5.0 / 4.0 and m["teacher_nfe_full"] == 50
+    _same(DistillMetrics.from_json(m), m)
+    relabelled = {**detail, "rows": [{**r, "sampler": f"run {i}"} for i, r in enumerate(detail["rows"])]}
+    assert DistillDetail.from_json(relabelled).metrics().to_json() == m  # labels are for people only
+
+
+def test_skipped_stages_read_as_their_variant(tmp_path):
+    SkippedEvaluation(reason="train_classifier was skipped: no labels").write(tmp_path / "gd.json")
+    assert io.read_json(tmp_path / "gd.json") == {"skipped": "train_classifier was skipped: no labels", "rows": []}
+    assert GuidanceDetail.read(tmp_path / "gd.json") == SkippedEvaluation(reason="train_classifier was skipped: no labels")
+    SkippedEvaluation(reason="x").write_metrics(tmp_path / "g.json")
+    assert GuidanceMetrics.read(tmp_path / "g.json") is None and DistillMetrics.read(tmp_path / "g.json") is None
+    for cls in (ClassifierTraining, EvaluatorTraining):
+        SkippedTraining(reason="no labels").write(tmp_path / "t.json")
+        assert cls.read(tmp_path / "t.json") == SkippedTraining(reason="no labels")
+    SkippedTraining().write(tmp_path / "e.json")
+    assert io.read_json(tmp_path / "e.json") == {"trained": False}  # train_evaluator's: the reason is in none.json
+    PixelSpace().write(tmp_path / "v.json")
+    assert VaeTraining.read(tmp_path / "v.json") == PixelSpace()
+
+
+def test_a_file_that_does_not_fit_names_the_file_and_the_key(tmp_path):
+    path = tmp_path / "metrics.json"
+    io.write_json(path, {k: v for k, v in LATENT_METRICS.items() if k != "mmd_floor"})
+    with pytest.raises(SchemaError, match=r"metrics\.json: missing key 'mmd_floor'"):
+        EvalMetrics.read(path)
+    io.write_json(path, {**LATENT_METRICS, "fid": "3.5"})
+    with pytest.raises(SchemaError, match=r"metrics\.json: fid = '3\.5': expected a number"):
+        EvalMetrics.read(path)
+    io.write_json(path, {**LATENT_METRICS, "fid_typo": 1.0})
+    with pytest.raises(SchemaError, match=r"fid_typo is not a key of EvalMetrics"):
+        EvalMetrics.read(path)
+    io.write_json(path, {k: v for k, v in LATENT_METRICS.items() if not k.startswith(("bpd", "nll", "bound"))})
+    with pytest.raises(SchemaError, match="exactly one"):
+        EvalMetrics.read(path)
+    rows = _distill_rows(False)
+    del rows[2]["kind"]
+    io.write_json(path, {"n": 4, "method": "progressive", "teacher": "score", "guidance": None, "student_steps": 2,
+                         "teacher_sampler": "ddim", "teacher_steps": 9, "rows": rows})
+    with pytest.raises(SchemaError, match=r"missing key 'kind' in rows\[2\]"):
+        DistillDetail.read(path)
+    io.write_json(path, {"n": 4, "metric": "fid", "rows": [{"sampler": "ddim"}]})
+    with pytest.raises(SchemaError, match=r"samplers?.*missing key 'budget' in rows\[0\]|missing key 'budget'"):
+        SamplerComparison.read(path)
+    assert issubclass(SchemaError, ValueError)  # a stage reports it in one line (sbm.pipeline.stage)
+
+
+def test_a_teacher_run_at_a_step_count_names_its_solver():
+    with pytest.raises(ValueError, match="ddim or ode_heun"):
+        DistillRun(label="teacher pc", steps=2, nfe=3, fid=1.0, seconds_per_1000=1.0, fid_floor=1.0, kind="teacher",
+                   solver="pc", full=False)
