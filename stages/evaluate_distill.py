@@ -23,19 +23,20 @@ against NFE).
 
 import dataclasses
 
-import torch
-
 from sbm.config.params import load_params
 from sbm.config.prompts import CLASS_NAMES
 from sbm.distill.students import load_student, load_teacher
 from sbm.eval.evaluator import fid
 from sbm.eval.sweep import conditional_quality, draw
 from sbm.pipeline import data
-from sbm.pipeline.conditional_outputs import ConditionalScores, DistillDetail, DistillRun
+from sbm.pipeline.conditional_outputs import (
+    ConditionalScores,
+    DistillDetail,
+    DistillRun,
+)
 from sbm.pipeline.measured import load_measured, no_evaluator, skip_evaluation
 from sbm.pipeline.plots import plot_quality_vs_nfe
 from sbm.pipeline.stage import run_stage, stage_parser
-from sbm.text.conditioning import class_prompts, prompt_ids
 
 
 def main() -> None:
@@ -55,22 +56,17 @@ def main() -> None:
         raise ValueError(f"{args.student}: a student of the {info.get('teacher', 'score')} model, but "
                          f"distill.teacher = {cfg.teacher}; rerun stage distill")
     t = load_teacher(cfg.teacher, args.model, args.text_model, text)
-    teacher, base = t.model, t.base
-    if cfg.teacher == "text":
-        k = min(int(data.load_split(args.data, "train")[1].max()) + 1, len(CLASS_NAMES))
-        labels = torch.arange(k).repeat_interleave(text.n_per_class)  # (K · n,) the digit each sample is drawn for
-        ids = prompt_ids(base, class_prompts(labels, text.templates))  # checked before any sampling
-        n = len(labels)
-    else:
-        n = params.eval.compare_points
+    k = min(int(data.load_split(args.data, "train")[1].max()) + 1, len(CLASS_NAMES))
+    prompts = t.evaluation_prompts(k, text.n_per_class)  # (labels, ids), or None: unconditional samples
+    n = len(prompts[0]) if prompts is not None else params.eval.compare_points
     n_fid = min(n, len(d.train))
     floor = d.fid_floor(n_fid, params.seed)
 
     def measure(model, sampler) -> tuple[int, float, float | None, float]:
         """NFE, FID, accuracy (prompts only, else None) and seconds per 1,000 samples of one run."""
-        if cfg.teacher == "text":
+        if prompts is not None:
             q = ConditionalScores.from_json(
-                conditional_quality(model, sampler, labels, ids, d.shape, evaluator=d.evaluator, test=d.test,
+                conditional_quality(model, sampler, *prompts, d.shape, evaluator=d.evaluator, test=d.test,
                                     n_fid=n_fid, decode=d.decode, seed=params.seed), file="conditional_quality")
             return q.nfe, q.fid, q.accuracy, 1000 * q.seconds_per_sample
         z, nfe, seconds = draw(model, sampler, n_fid, d.shape, seed=params.seed)
@@ -78,11 +74,11 @@ def main() -> None:
 
     base_sampler = dataclasses.replace(params.sampler, batch_size=min(params.sampler.batch_size, n))
     # (label, teacher or student, the full-steps reference?, model, sampler settings)
-    runs = [("teacher " + base_sampler.name + " (full)", "teacher", True, teacher, base_sampler)]
+    runs = [("teacher " + base_sampler.name + " (full)", "teacher", True, t.model, base_sampler)]
     for steps in cfg.eval_steps:
-        runs += [("teacher ddim", "teacher", False, teacher,
+        runs += [("teacher ddim", "teacher", False, t.model,
                   dataclasses.replace(base_sampler, name="ddim", steps=steps + 1, eta=0.0)),
-                 ("teacher ode_heun", "teacher", False, teacher,
+                 ("teacher ode_heun", "teacher", False, t.model,
                   dataclasses.replace(base_sampler, name="ode_heun", steps=steps + 1)),
                  (f"student ({info['method']})", "student", False, student,
                   dataclasses.replace(base_sampler, name=info["sampler"], steps=steps + 1, eta=0.0))]

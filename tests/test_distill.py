@@ -475,3 +475,50 @@ def test_a_text_student_folds_the_guidance_in(tmp_path):
                                         wrap_loss=wrap, progress=False)
     assert [i.trained for i in again] == [False, False]
     assert [i.seconds for i in again] == pytest.approx([i.seconds for i in infos], rel=0.05) and all(i.seconds > 0 for i in again)
+
+
+def test_teachers_own_their_rules(tmp_path):
+    """load_teacher: a score teacher is its own model, unconditional (no captions, no prompts);
+    a text teacher is the text model under CFG of params text.weight, conditions the student on
+    captions of the labels, refuses data without labels, and is compared on n prompts per digit
+    whose ids are the encoder's ids of the filled templates. The guidance settings enter the
+    rounds' fingerprint, so changing w retrains."""
+    import dataclasses
+
+    from sbm.config.params import TextParams
+    from sbm.distill.students import Teacher, TextTeacher, load_teacher
+    from sbm.models.score import save_model
+    from sbm.text.captions import fill_template
+    from sbm.text.encoders import build_text_encoder
+    from sbm.text.net import TextConditionalNet
+
+    templates = ["a handwritten {name}", "the digit {digit}"]
+    encoder = build_text_encoder("scratch", max_length=8, scratch_dim=16, scratch_layers=1, scratch_heads=2,
+                                 vocab_source=templates)
+    text_model = ScoreModel(TextConditionalNet(MLPNet(2, 16, 1, 8).config, encoder), VESDE(0.01, 8.0))
+    score_model = ScoreModel(MLPNet(2, 16, 1, 8), VESDE(0.01, 8.0))
+    save_model(tmp_path / "text.safetensors", text_model)
+    save_model(tmp_path / "score.safetensors", score_model)
+    params = TextParams(templates=templates, weight=3.0, p_uncond=0.2)
+
+    plain = load_teacher("score", tmp_path / "score.safetensors", tmp_path / "text.safetensors", params)
+    assert type(plain) is Teacher and plain.model is plain.base and plain.guidance is None
+    assert plain.conditioning(None, "data") == (None, None) and plain.evaluation_prompts(10, 3) is None
+
+    guided = load_teacher("text", tmp_path / "score.safetensors", tmp_path / "text.safetensors", params)
+    assert isinstance(guided, TextTeacher) and isinstance(guided.model, ClassifierFreeGuidance)
+    assert guided.model.weight == 3.0 and guided.model.model is guided.base and guided.guidance == 3.0
+    labels = torch.tensor([1, 0, 7])
+    cond, wrap = guided.conditioning(labels, "data")
+    assert cond is labels and callable(wrap)
+    with pytest.raises(ValueError, match="data: the data has no class labels"):
+        guided.conditioning(None, "data")
+    y, ids = guided.evaluation_prompts(10, 3)
+    assert y.tolist() == [d for d in range(10) for _ in range(3)]
+    allowed = {d: {tuple(r) for r in encoder.token_ids([fill_template(t, d) for t in templates]).tolist()}
+               for d in range(10)}
+    assert all(tuple(row) in allowed[int(d)] for d, row in zip(y, ids.tolist()))
+    other = dataclasses.replace(guided, guidance=2.0)
+    assert other.fingerprint() != guided.fingerprint() and plain.fingerprint() != guided.fingerprint()
+    with pytest.raises(ValueError, match="distill.teacher = 'clip': allowed score, text"):
+        load_teacher("clip", tmp_path / "score.safetensors", tmp_path / "text.safetensors", params)

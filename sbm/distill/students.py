@@ -93,7 +93,7 @@ from sbm.core.model import Predicts, ScoreModel, from_eps, to_eps
 from sbm.core.samplers import ddim_update
 from sbm.core.tensor import bcast
 from sbm.models.score import load_model, model_from_config, save_model
-from sbm.text.conditioning import caption_loss, text_encoder
+from sbm.text.conditioning import caption_loss, class_prompts, prompt_ids, text_encoder
 from sbm.text.conditioning import cfg as guided
 from sbm.text.net import load_text_model, text_net_from_config
 from sbm.train.loop import fingerprint, train
@@ -559,6 +559,10 @@ class Teacher:
         """What identifies the teacher in the rounds' fingerprints: its weights."""
         return {"teacher": io.state_digest(self.base.net)}
 
+    def evaluation_prompts(self, n_classes: int, n_per_class: int) -> tuple[Tensor, Tensor] | None:
+        """What teacher and student are compared on: None, unconditional samples."""
+        return None
+
 
 @dataclass
 class TextTeacher(Teacher):
@@ -576,6 +580,12 @@ class TextTeacher(Teacher):
                              "from them")
         encoder = text_encoder(self.base)
         return labels, lambda loss: caption_loss(loss, encoder, self.templates, self.p_uncond)
+
+    def evaluation_prompts(self, n_classes, n_per_class):
+        """(labels (K·n,), token ids (K·n, L)): n_per_class prompts of each of the K digits from the
+        training templates, so samples are scored by the evaluator's accuracy next to FID."""
+        labels = torch.arange(n_classes).repeat_interleave(n_per_class)
+        return labels, prompt_ids(self.base, class_prompts(labels, self.templates))  # checked before sampling
 
     def fingerprint(self) -> dict:
         return {**super().fingerprint(), "guidance": {"weight": self.guidance, "templates": list(self.templates),
