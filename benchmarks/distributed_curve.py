@@ -49,7 +49,7 @@ from sbm.config.params import load_params
 from sbm.core.gmm import GaussianMixture
 from sbm.eval.truth import score_error_per_level
 from sbm.models.score import load_model
-from sbm.pipeline.data import load_meta
+from sbm.pipeline.prepared import load_meta
 
 STAGE = ROOT / "stages" / "train_score.py"
 LAUNCH_2 = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "0"]

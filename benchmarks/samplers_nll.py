@@ -51,6 +51,7 @@ from sbm.eval.sweep import compare_samplers, settings_for_nfe
 from sbm.models.score import load_model, save_model
 from sbm.nets.score import build_net
 from sbm.pipeline import data
+from sbm.pipeline.prepared import load_meta, load_split
 from sbm.train.loop import train
 
 TARGETS = (10, 20, 50, 100, 1000)
@@ -65,14 +66,14 @@ def load_data(params, data_dir: Path, tmp: Path) -> tuple[dict, torch.Tensor, to
     want = {"name": d.name, "n_train": d.n_train, "n_test": d.n_test, "seed": params.seed,
             "gmm": GaussianMixture(d.gmm.weights, d.gmm.means, d.gmm.covs).to_dict() if d.name == "gmm" else None}
     try:
-        meta = data.load_meta(data_dir)
+        meta = load_meta(data_dir)
         ok = all(meta.get(k) == v for k, v in want.items())
     except FileNotFoundError:
         ok = False
     if not ok:
         meta, where = data.prepare(d, params.seed, tmp / "prepared"), "prepared afresh"
         data_dir = tmp / "prepared"
-    return meta, data.load_split(data_dir, "train")[0], data.load_split(data_dir, "test")[0], where
+    return meta, load_split(data_dir, "train")[0], load_split(data_dir, "test")[0], where
 
 
 def train_model(params, meta: dict, x: torch.Tensor, tmp: Path) -> tuple[ScoreModel, dict]:

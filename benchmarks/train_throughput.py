@@ -68,9 +68,9 @@ from sbm.core.gmm import GaussianMixture
 from sbm.core.losses import build_loss
 from sbm.core.model import ScoreModel
 from sbm.core.processes import build_process
+from sbm.core.tensor import max_pairwise_distance
 from sbm.eval.sweep import draw
 from sbm.nets.score import MLPNet, UNetNet
-from sbm.pipeline.data import max_pairwise_distance
 from sbm.train.loop import make_optimizer, train
 
 BUDGET = 0.10  # the project's loop may cost at most 10 % over the plain loop

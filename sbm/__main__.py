@@ -17,7 +17,8 @@ from sbm.core.tensor import finite_rows
 from sbm.distill.students import load_student
 from sbm.errors import ConfigError
 from sbm.eval.sweep import draw
-from sbm.latent.vae import VAE_FILE, decode_samples, load_vae
+from sbm.latent.space import VAE_FILE
+from sbm.latent.vae import decode_samples, load_vae
 from sbm.pipeline.experiments import write_report
 from sbm.pipeline.plots import image_grid, plot_samples
 from sbm.pipeline.stage import USER_ERRORS

@@ -4,7 +4,7 @@ sample-to-test distance next to the real-data floor (sbm.eval.sweep); with an ev
 (labelled data) also FID(samples, test) next to FID(train, test). A latent model's samples
 are decoded first (sbm.latent.vae.decode_samples).
 
-Writes reports/samplers.json (rows: sbm.pipeline.schema's SamplerComparison) and
+Writes reports/samplers.json (rows: sbm.pipeline.outputs's SamplerComparison) and
 reports/samplers.png (FID, or SW₂ without an evaluator, against NFE).
 """
 
@@ -13,8 +13,8 @@ from sbm.eval.evaluator import fid
 from sbm.eval.sweep import compare_samplers
 from sbm.models.score import load_model
 from sbm.pipeline.measured import load_measured
+from sbm.pipeline.outputs.sampling import SamplerComparison, SamplerRun
 from sbm.pipeline.plots import plot_quality_vs_nfe
-from sbm.pipeline.schema import SamplerComparison, SamplerRun
 from sbm.pipeline.stage import run_stage, stage_parser
 
 

@@ -26,8 +26,8 @@ import torch
 
 from sbm.config.params import load_params, to_dict
 from sbm.distill.students import STUDENT_SAMPLERS, distill, load_teacher, save_student
-from sbm.latent.vae import check_space
-from sbm.pipeline.schema import DistillRound, DistillTraining
+from sbm.latent.space import check_space
+from sbm.pipeline.outputs.training import DistillRound, DistillTraining
 from sbm.pipeline.spaces import training_set
 from sbm.pipeline.stage import run_stage, stage_parser
 

@@ -7,7 +7,7 @@ score model; writes reports/metrics.json (flat scalars, for `dvc metrics show` /
 show`), reports/eval_detail.json (per-level tables, weights, likelihood settings, class
 counts) and reports/class_histogram.png (labelled data).
 
-The work is sbm.pipeline.evaluation.evaluate; the outputs are sbm.pipeline.schema's EvalMetrics
+The work is sbm.pipeline.evaluation.evaluate; the outputs are sbm.pipeline.outputs's EvalMetrics
 and EvalDetail.
 
 Evaluator (labelled data; sbm.eval.evaluator.evaluator_metrics): `fid` = FID(samples, test) on the

@@ -16,7 +16,7 @@ evaluator's accuracy: the fraction of samples it assigns to the digit named in t
 
 Writes reports/distill_eval.json (flat: student_fid_<n>, teacher_ddim_fid_<n>,
 teacher_heun_fid_<n>, teacher_fid_full, speedup_<distill.steps>, and for a text teacher the
-same with _acc_; sbm.pipeline.schema's DistillMetrics), reports/distill_detail.json (rows, each
+same with _acc_; sbm.pipeline.outputs's DistillMetrics), reports/distill_detail.json (rows, each
 saying whether it is the teacher or the student: DistillDetail) and reports/distill.png (FID
 against NFE).
 """
@@ -28,14 +28,10 @@ from sbm.config.prompts import CLASS_NAMES
 from sbm.distill.students import load_student, load_teacher
 from sbm.eval.evaluator import fid
 from sbm.eval.sweep import conditional_quality, draw
-from sbm.pipeline import data
-from sbm.pipeline.conditional_outputs import (
-    ConditionalScores,
-    DistillDetail,
-    DistillRun,
-)
 from sbm.pipeline.measured import load_measured, no_evaluator, skip_evaluation
+from sbm.pipeline.outputs.conditional import ConditionalScores, DistillDetail, DistillRun
 from sbm.pipeline.plots import plot_quality_vs_nfe
+from sbm.pipeline.prepared import load_split
 from sbm.pipeline.stage import run_stage, stage_parser
 
 
@@ -56,7 +52,7 @@ def main() -> None:
         raise ValueError(f"{args.student}: a student of the {info.get('teacher', 'score')} model, but "
                          f"distill.teacher = {cfg.teacher}; rerun stage distill")
     t = load_teacher(cfg.teacher, args.model, args.text_model, text)
-    k = min(int(data.load_split(args.data, "train")[1].max()) + 1, len(CLASS_NAMES))
+    k = min(int(load_split(args.data, "train")[1].max()) + 1, len(CLASS_NAMES))
     prompts = t.evaluation_prompts(k, text.n_per_class)  # (labels, ids), or None: unconditional samples
     n = len(prompts[0]) if prompts is not None else params.eval.compare_points
     n_fid = min(n, len(d.train))

@@ -8,7 +8,7 @@ the samples (the fraction it assigns to the class they were generated for, overa
 class), FID of all the conditional samples against the test split next to FID(train, test),
 NFE and wall time. s = 0 is the unguided model (accuracy ≈ the class frequency, ~10%).
 
-Writes reports/guidance.json (flat metrics: cg_acc_s<scale>, cg_fid_s<scale>; sbm.pipeline.schema's
+Writes reports/guidance.json (flat metrics: cg_acc_s<scale>, cg_fid_s<scale>; sbm.pipeline.outputs's
 GuidanceMetrics), reports/guidance_detail.json (rows with per-class accuracy: GuidanceDetail) and
 reports/guidance.png.
 """
@@ -21,8 +21,8 @@ from sbm.core.guidance import ClassifierGuidance
 from sbm.eval.sweep import conditional_quality
 from sbm.models.classifier import load_classifier
 from sbm.models.score import load_model
-from sbm.pipeline.conditional_outputs import ConditionalScores, GuidanceDetail, GuidanceRow
 from sbm.pipeline.measured import load_measured, no_evaluator, skip_evaluation
+from sbm.pipeline.outputs.conditional import ConditionalScores, GuidanceDetail, GuidanceRow
 from sbm.pipeline.plots import plot_guidance
 from sbm.pipeline.stage import run_stage, stage_parser
 

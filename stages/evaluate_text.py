@@ -13,7 +13,7 @@ and time per sample.
 Generalisation of the text encoder: at w = text.weight, the same for every phrasing of
 text.unseen_templates (never seen in training, e.g. "the number {name} written by hand").
 
-Writes reports/text.json (flat: cfg_acc_w<w>, cfg_fid_w<w>, cfg_unseen_acc, cfg_fid_floor; sbm.pipeline.schema's
+Writes reports/text.json (flat: cfg_acc_w<w>, cfg_fid_w<w>, cfg_unseen_acc, cfg_fid_floor; sbm.pipeline.outputs's
 TextMetrics) and reports/text_detail.json (rows with per-class accuracy, and the unseen phrasings: TextDetail).
 """
 
@@ -25,9 +25,9 @@ from sbm import io
 from sbm.config.params import load_params
 from sbm.config.prompts import CLASS_NAMES
 from sbm.eval.sweep import conditional_quality
-from sbm.pipeline import data
-from sbm.pipeline.conditional_outputs import CfgRow, ConditionalScores, TextDetail, UnseenRow
 from sbm.pipeline.measured import load_measured, no_evaluator, skip_evaluation
+from sbm.pipeline.outputs.conditional import CfgRow, ConditionalScores, TextDetail, UnseenRow
+from sbm.pipeline.prepared import load_split
 from sbm.pipeline.stage import run_stage, stage_parser
 from sbm.text.conditioning import cfg as guided
 from sbm.text.conditioning import class_prompts, prompt_ids
@@ -45,7 +45,7 @@ def main() -> None:
         return skip_evaluation("evaluate_text", why, metrics=args.metrics, detail=args.detail)
     d = load_measured(args.data, args.space, args.evaluator, params.score.space, need_evaluator="evaluate_text")
     model, _ = load_text_model(args.model)
-    k = min(int(data.load_split(args.data, "train")[1].max()) + 1, len(CLASS_NAMES))
+    k = min(int(load_split(args.data, "train")[1].max()) + 1, len(CLASS_NAMES))
     y = torch.arange(k).repeat_interleave(cfg.n_per_class)  # (K · n,) the digit each sample is drawn for
     seen = prompt_ids(model, class_prompts(y, cfg.templates))  # checked before any sampling
     unseen = {t: prompt_ids(model, class_prompts(y, [t])) for t in cfg.unseen_templates}

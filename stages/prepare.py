@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sbm.config.params import load_params
 from sbm.pipeline.data import prepare
-from sbm.pipeline.schema import PreparedData
+from sbm.pipeline.outputs.prepared import PreparedData
 from sbm.pipeline.stage import run_stage, stage_parser
 
 

@@ -3,7 +3,7 @@
 Reads params (seed, sampler), the model, the data meta and the space directory: a latent
 model's samples z_s are decoded by the VAE, x = decode(z_s / s) (sbm.latent.vae.decode_samples);
 image samples are clamped to the data's value range. Writes data/samples/samples.safetensors
-(data space), reports/sample.json (sbm.pipeline.schema's SampleSummary) and reports/samples.png (an
+(data space), reports/sample.json (sbm.pipeline.outputs's SampleSummary) and reports/samples.png (an
 image grid, or a scatter for 2-D).
 
 From prompts: with the text-conditional model of train_text, text.n_per_prompt samples for
@@ -18,11 +18,12 @@ import torch
 from sbm import io
 from sbm.config.params import load_params
 from sbm.eval.sweep import draw
-from sbm.latent.vae import check_space, decode_samples, load_space_vae
+from sbm.latent.space import check_space
+from sbm.latent.vae import decode_samples, load_space_vae
 from sbm.models.score import load_model
-from sbm.pipeline import data
+from sbm.pipeline.outputs.sampling import SampleSummary
 from sbm.pipeline.plots import image_grid, placeholder, plot_samples
-from sbm.pipeline.schema import SampleSummary
+from sbm.pipeline.prepared import load_meta, load_split
 from sbm.pipeline.stage import run_stage, stage_parser
 from sbm.text.conditioning import cfg as guided
 from sbm.text.conditioning import prompt_ids
@@ -38,7 +39,7 @@ def main() -> None:
 
     params = load_params(args.params)
     cfg = params.sampler
-    meta = data.load_meta(args.data)
+    meta = load_meta(args.data)
     space = check_space(args.space, params.score.space)
     vae = load_space_vae(args.space)
     model, _ = load_model(args.model)
@@ -58,7 +59,7 @@ def main() -> None:
                          seconds_per_sample=seconds / len(x))
     io.save_tensors(args.out, {"x": x.contiguous()}, {"kind": "samples", **info.to_json()})
     info.write(args.metrics)
-    test, _ = data.load_split(args.data, "test")
+    test, _ = load_split(args.data, "test")
     plot_samples(x, args.plot, reference=test if x[0].numel() == 2 else None,
                  title=f"{cfg.name}, NFE {nfe}" + (" (latent, decoded)" if vae is not None else ""))
     print(f"sample: {len(x)} samples with {cfg.name} in {space['space']} space, NFE {nfe}, {seconds:.1f}s")

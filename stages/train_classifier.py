@@ -14,7 +14,7 @@ import torch
 from sbm.config.params import load_params, to_dict
 from sbm.core.processes import build_process
 from sbm.models.classifier import NoisyClassifier, accuracy_by_noise_quarter, classifier_loss, save_classifier
-from sbm.pipeline.schema import ClassifierTraining
+from sbm.pipeline.outputs.training import ClassifierTraining
 from sbm.pipeline.skips import skip_training
 from sbm.pipeline.spaces import training_set
 from sbm.pipeline.stage import run_stage, stage_parser

@@ -12,8 +12,9 @@ from pathlib import Path
 from sbm import io
 from sbm.config.params import load_params, to_dict
 from sbm.eval.evaluator import EVALUATOR_FILE, NO_EVALUATOR_FILE, accuracy, save_evaluator, train_evaluator
-from sbm.pipeline import data
-from sbm.pipeline.schema import EvaluatorTraining, SkippedTraining
+from sbm.pipeline.outputs.skipped import SkippedTraining
+from sbm.pipeline.outputs.training import EvaluatorTraining
+from sbm.pipeline.prepared import load_meta, load_split
 from sbm.pipeline.stage import run_stage, stage_parser
 
 
@@ -21,8 +22,8 @@ def main() -> None:
     args = stage_parser(__doc__, data="data/prepared", out="data/models/evaluator",
                         metrics="reports/train_evaluator.json").parse_args()
     params = load_params(args.params)
-    meta = data.load_meta(args.data)
-    x, y = data.load_split(args.data, "train")
+    meta = load_meta(args.data)
+    x, y = load_split(args.data, "train")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in (EVALUATOR_FILE, NO_EVALUATOR_FILE):
@@ -33,7 +34,7 @@ def main() -> None:
         SkippedTraining().write(args.metrics)
         print(f"train_evaluator: {why}")
         return
-    test, test_y = data.load_split(args.data, "test")
+    test, test_y = load_split(args.data, "test")
     start = time.perf_counter()
     ev = train_evaluator(x, y, params.evaluator, params.seed, progress=True)
     seconds = time.perf_counter() - start

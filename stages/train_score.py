@@ -17,10 +17,10 @@ from sbm.config.params import load_params, to_dict
 from sbm.core.losses import build_loss
 from sbm.core.model import ScoreModel
 from sbm.core.processes import build_process
-from sbm.latent.vae import check_space
+from sbm.latent.space import check_space
 from sbm.models.score import save_model
 from sbm.nets.score import build_net
-from sbm.pipeline.schema import ScoreTraining
+from sbm.pipeline.outputs.training import ScoreTraining
 from sbm.pipeline.spaces import training_set
 from sbm.pipeline.stage import run_stage, stage_parser
 from sbm.pipeline.training import data_fingerprint, fit, n_params

@@ -24,10 +24,10 @@ from sbm.config.prompts import CLASS_NAMES
 from sbm.core.losses import build_loss
 from sbm.core.model import ScoreModel
 from sbm.core.processes import build_process
-from sbm.latent.vae import check_space
+from sbm.latent.space import check_space
 from sbm.models.score import save_model
 from sbm.nets.score import build_net
-from sbm.pipeline.schema import TextTraining
+from sbm.pipeline.outputs.training import TextTraining
 from sbm.pipeline.skips import skip_training
 from sbm.pipeline.spaces import training_set
 from sbm.pipeline.stage import run_stage, stage_parser

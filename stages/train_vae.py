@@ -18,18 +18,11 @@ from pathlib import Path
 import torch
 
 from sbm.config.params import load_params, to_dict
-from sbm.latent.vae import (
-    SPACE_FILE,
-    build_vae,
-    encode_dataset,
-    latent_scale,
-    reconstruction_metrics,
-    vae_loss,
-    write_space,
-)
-from sbm.pipeline import data
+from sbm.latent.space import SPACE_FILE
+from sbm.latent.vae import build_vae, encode_dataset, latent_scale, reconstruction_metrics, vae_loss, write_space
+from sbm.pipeline.outputs.training import PixelSpace, VaeTraining
 from sbm.pipeline.plots import image_grid, plot_samples
-from sbm.pipeline.schema import PixelSpace, VaeTraining
+from sbm.pipeline.prepared import load_meta, load_split
 from sbm.pipeline.stage import run_stage, stage_parser
 from sbm.pipeline.training import data_fingerprint, fit, n_params
 from sbm.train.loop import loop_params
@@ -40,8 +33,8 @@ def main() -> None:
                         live="reports/live/train_vae", metrics="reports/train_vae.json",
                         plot="reports/reconstructions.png").parse_args()
     params = load_params(args.params)
-    meta = data.load_meta(args.data)
-    test, _ = data.load_split(args.data, "test")
+    meta = load_meta(args.data)
+    test, _ = load_split(args.data, "test")
     shown = test[:16]
     if params.score.space == "pixel":
         write_space(args.out, meta["shape"])
@@ -59,7 +52,7 @@ def main() -> None:
     if len(meta["shape"]) != 3:
         raise ValueError(f"score.space = 'latent' needs image data (C, H, W); {args.data} holds examples of shape "
                          f"{meta['shape']}: set score.space=pixel")
-    x, _ = data.load_split(args.data, "train")
+    x, _ = load_split(args.data, "train")
     torch.manual_seed(params.seed)
     vae = build_vae(params.vae, meta["shape"])
     cfg = loop_params(params.train, params.vae)

@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from sbm.config.params import VECTOR_DATASETS, parse_params
+from sbm.core.tensor import max_pairwise_distance
 from sbm.pipeline import data
+from sbm.pipeline.prepared import load_meta, load_split
 
 ROOT = Path(__file__).resolve().parents[1]
 TOYS = ["gmm", "swiss_roll", "moons", "checkerboard"]
@@ -28,7 +30,7 @@ def prep(out: Path, seed: int = 0, **data_params) -> tuple[dict, tuple, tuple]:
     space = "pixel" if data_params.get("name") in VECTOR_DATASETS else "latent"
     cfg = parse_params({"data": data_params, "score": {"space": space}}).data
     meta = data.prepare(cfg, seed, out)
-    return meta, data.load_split(out, "train"), data.load_split(out, "test")
+    return meta, load_split(out, "train"), load_split(out, "test")
 
 
 def brute_diameter(x: np.ndarray) -> float:
@@ -130,7 +132,7 @@ def test_digits_grid_labels_split(tmp_path):
 
 def test_meta_keys_and_sigma_max_brute_force(tmp_path):
     meta, (x, _), _ = prep(tmp_path, 7, name="gmm", n_train=400, n_test=50)
-    assert set(meta) == META_KEYS and data.load_meta(tmp_path) == meta
+    assert set(meta) == META_KEYS and load_meta(tmp_path) == meta
     assert json.loads((tmp_path / "meta.json").read_text()) == meta
     assert meta["seed"] == 7 and meta["name"] == "gmm"
     assert meta["sigma_max"] == pytest.approx(brute_diameter(x.numpy()), rel=1e-12)
@@ -140,17 +142,17 @@ def test_meta_keys_and_sigma_max_brute_force(tmp_path):
 def test_max_pairwise_distance_exact(n, d):
     g = torch.Generator().manual_seed(n + d)
     x = torch.randn(n, d, generator=g) * torch.rand(d, generator=g) + 4 * (torch.rand(n, 1, generator=g) < 0.2)
-    assert data.max_pairwise_distance(x, chunk=7) == pytest.approx(brute_diameter(x.numpy()), rel=1e-12)
+    assert max_pairwise_distance(x, chunk=7) == pytest.approx(brute_diameter(x.numpy()), rel=1e-12)
 
 
 def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope"):
-        data.load_meta(tmp_path / "nope")
+        load_meta(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="meta.json"):
-        data.load_split(tmp_path, "train")
+        load_split(tmp_path, "train")
     prep(tmp_path / "p", 0, name="moons", n_train=10, n_test=10)
     with pytest.raises(ValueError, match="'valid'"):
-        data.load_split(tmp_path / "p", "valid")
+        load_split(tmp_path / "p", "valid")
 
 
 # --------------------------------------------------------------------------- hugging face
@@ -359,10 +361,10 @@ def test_stage_end_to_end(tmp_path):
     r = run_stage(tmp_path, "seed: 4\nscore:\n  space: pixel\ndata:\n  name: gmm\n  n_train: 500\n  n_test: 100\n")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().startswith("prepare: gmm") and len(r.stdout.strip().splitlines()) == 1
-    meta = data.load_meta(tmp_path / "out")
+    meta = load_meta(tmp_path / "out")
     report = json.loads((tmp_path / "reports" / "prepare.json").read_text())
     assert report == {k: v for k, v in meta.items() if k != "gmm"} and meta["gmm"] is not None
-    x, y = data.load_split(tmp_path / "out", "train")
+    x, y = load_split(tmp_path / "out", "train")
     assert x.shape == (500, 2) and meta["seed"] == 4 and len(y) == 500
 
 

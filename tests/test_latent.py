@@ -312,14 +312,8 @@ def test_latent_nll_metrics_puts_the_ode_prior_of_the_score_model_into_the_bound
 
 
 def test_space_directories_round_trip_and_refuse_a_stale_space(tmp_path):
-    from sbm.latent.vae import (
-        check_space,
-        decode_samples,
-        load_latents,
-        load_space_vae,
-        read_space,
-        write_space,
-    )
+    from sbm.latent.space import check_space, load_latents, read_space
+    from sbm.latent.vae import decode_samples, load_space_vae, write_space
 
     vae = build_vae(_small_cfg(channels=[16, 32]), [1, 8, 8])
     vae.scale = 2.0
@@ -347,10 +341,11 @@ def test_training_set_serves_latents_or_pixels_with_the_space_meta(tmp_path):
     from sbm.config.params import parse_params
     from sbm.latent.vae import write_space
     from sbm.pipeline import data
+    from sbm.pipeline.prepared import load_split
     from sbm.pipeline.spaces import training_set
 
     meta = data.prepare(parse_params({"data": {"name": "digits"}}).data, 0, tmp_path / "prepared")
-    x, y = data.load_split(tmp_path / "prepared", "train")
+    x, y = load_split(tmp_path / "prepared", "train")
     write_space(tmp_path / "pixel", meta["shape"])
     xp, yp, mp = training_set(tmp_path / "prepared", tmp_path / "pixel", "pixel", "train")
     assert torch.equal(xp, x) and torch.equal(yp, y) and mp["shape"] == [1, 8, 8] and mp["sigma_max"] == meta["sigma_max"]

@@ -19,7 +19,8 @@ from sbm.eval.evaluator import NO_EVALUATOR_FILE
 from sbm.latent.vae import write_space
 from sbm.models.score import save_model
 from sbm.nets.score import MLPNet
-from sbm.pipeline.conditional_outputs import (
+from sbm.pipeline.evaluation import evaluate, plot_classes
+from sbm.pipeline.outputs.conditional import (
     CfgRow,
     ConditionalScores,
     DistillDetail,
@@ -29,22 +30,19 @@ from sbm.pipeline.conditional_outputs import (
     TextDetail,
     UnseenRow,
 )
-from sbm.pipeline.evaluation import evaluate, plot_classes
-from sbm.pipeline.report import ReportInputs, build_report, inputs_from_argv, plot_loss
-from sbm.pipeline.schema import (
+from sbm.pipeline.outputs.evaluation import EvalDetail, EvalMetrics
+from sbm.pipeline.outputs.prepared import PreparedData
+from sbm.pipeline.outputs.sampling import SamplerComparison, SampleSummary
+from sbm.pipeline.outputs.skipped import SkippedTraining
+from sbm.pipeline.outputs.training import (
     ClassifierTraining,
     DistillRound,
     DistillTraining,
-    EvalDetail,
-    EvalMetrics,
     PixelSpace,
-    PreparedData,
-    SamplerComparison,
-    SampleSummary,
     ScoreTraining,
-    SkippedTraining,
     TextTraining,
 )
+from sbm.pipeline.report import ReportInputs, build_report, inputs_from_argv, plot_loss
 from sbm.pipeline.stage import run_stage
 
 matplotlib.use("Agg")

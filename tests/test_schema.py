@@ -1,4 +1,4 @@
-"""sbm.pipeline.schema: the typed stage outputs keep the JSON layout of reports/ exactly (keys, order,
+"""sbm.pipeline.outputs: the typed stage outputs keep the JSON layout of reports/ exactly (keys, order,
 ints and floats), the formatted metric keys are written and parsed by one family each, and a file
 that does not fit names itself and the key."""
 
@@ -8,7 +8,10 @@ import math
 import pytest
 
 from sbm import io
-from sbm.pipeline.conditional_outputs import (
+from sbm.pipeline.outputs.conditional import (
+    CFG_KEY,
+    DISTILL_RUN_KEY,
+    GUIDANCE_KEY,
     ConditionalScores,
     DistillDetail,
     DistillMetrics,
@@ -19,23 +22,11 @@ from sbm.pipeline.conditional_outputs import (
     TextDetail,
     TextMetrics,
 )
+from sbm.pipeline.outputs.evaluation import SCORE_LEVEL_KEY, EvalDetail, EvalMetrics
+from sbm.pipeline.outputs.sampling import SamplerComparison, SampleSummary
+from sbm.pipeline.outputs.skipped import SkippedEvaluation, SkippedTraining
+from sbm.pipeline.outputs.training import ClassifierTraining, EvaluatorTraining, PixelSpace, VaeTraining
 from sbm.pipeline.records import SchemaError
-from sbm.pipeline.schema import (
-    CFG_KEY,
-    DISTILL_RUN_KEY,
-    GUIDANCE_KEY,
-    SCORE_LEVEL_KEY,
-    ClassifierTraining,
-    EvalDetail,
-    EvalMetrics,
-    EvaluatorTraining,
-    PixelSpace,
-    SamplerComparison,
-    SampleSummary,
-    SkippedEvaluation,
-    SkippedTraining,
-    VaeTraining,
-)
 
 SETTINGS = {"divergence": "hutchinson", "probe": "rademacher", "n_probes": 1, "rtol": 1e-05, "atol": 1e-05,
             "batch_size": 500}

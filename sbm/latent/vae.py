@@ -59,6 +59,7 @@ from torch import Tensor, nn
 
 from sbm import io
 from sbm.core.units import bits_per_dim
+from sbm.latent.space import LATENTS_FILE, SPACE_FILE, VAE_FILE, read_space
 from sbm.nets.score import pad_to_multiple
 
 LOG_2PI = math.log(2 * math.pi)
@@ -372,10 +373,6 @@ def latent_nll_bound(model, x: Tensor, log_pz: Callable[[Tensor], Tensor], n_sam
 #
 # A pixel space holds only space.json: the score model is trained on the data itself.
 
-SPACE_FILE = "space.json"
-VAE_FILE = "vae.safetensors"
-LATENTS_FILE = "latents.safetensors"
-
 
 def write_space(out_dir: str | Path, data_shape: Sequence[int], vae: VAE | None = None,
                 latents: dict[str, Tensor] | None = None) -> dict:
@@ -396,39 +393,11 @@ def write_space(out_dir: str | Path, data_shape: Sequence[int], vae: VAE | None 
     return info
 
 
-def read_space(space_dir: str | Path) -> dict:
-    """space.json of a space directory (FileNotFoundError naming what is missing)."""
-    path = Path(space_dir) / SPACE_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; {space_dir} is not a space directory (run the train_vae stage)")
-    info = io.read_json(path)
-    if info.get("space") not in ("latent", "pixel"):
-        raise io.CheckpointError(f"{path}: space = {info.get('space')!r}; expected 'latent' or 'pixel'")
-    return info
-
-
-def check_space(space_dir: str | Path, expected: str) -> dict:
-    """read_space, and a ValueError if it is not params `score.space` (a stale directory)."""
-    info = read_space(space_dir)
-    if info["space"] != expected:
-        raise ValueError(f"score.space = {expected!r}, but {space_dir} holds a {info['space']!r} space; "
-                         "rerun the train_vae stage (dvc repro) with the current params")
-    return info
-
-
 def load_space_vae(space_dir: str | Path) -> VAE | None:
     """The VAE of a latent space directory, or None for a pixel space."""
     if read_space(space_dir)["space"] == "pixel":
         return None
     return load_vae(Path(space_dir) / VAE_FILE)[0]
-
-
-def load_latents(space_dir: str | Path, split: str) -> Tensor:
-    """Scaled latents z_s = s·z of `split` (train | test), (N, *latent shape)."""
-    tensors, _ = io.load_tensors(Path(space_dir) / LATENTS_FILE)
-    if split not in tensors:
-        raise io.CheckpointError(f"{Path(space_dir) / LATENTS_FILE}: no split {split!r} (holds {', '.join(tensors)})")
-    return tensors[split]
 
 
 @torch.no_grad()

@@ -55,11 +55,10 @@ from torch import Tensor
 
 from sbm.config.params import DataParams
 from sbm.core.gmm import GaussianMixture
-from sbm.core.tensor import finite_rows
-from sbm.io import read_json, write_json
+from sbm.core.tensor import finite_rows, max_pairwise_distance
+from sbm.io import write_json
 
 SWISS_ROLL_SCALE = 7.0
-SPLITS = ("train", "test")
 
 
 @dataclass
@@ -262,23 +261,6 @@ def _check_finite(x: Tensor, where: str) -> None:
                          f"(rows {rows[:10]}{' ...' if len(rows) > 10 else ''})")
 
 
-def max_pairwise_distance(x: Tensor, chunk: int = 2048) -> float:
-    """max_{i,j} ‖x_i − x_j‖ of x (N, D), exact (float64): NCSN's σ₁ (Song & Ermon 2020, Technique 1).
-
-    Pruned first, exactly: with c the mean and r_i = ‖x_i − c‖, any pair at the diameter
-    satisfies diam ≤ r_i + r_j ≤ r_i + max r, so both ends have r_i ≥ lb − max r for any realised
-    distance lb ≤ diam. The survivors are compared in row chunks of torch.cdist (memory O(chunk·N)).
-    """
-    x = x.reshape(len(x), -1).double()
-    r = (x - x.mean(0)).norm(dim=1)
-    lb = (x - x[r.argmax()]).norm(dim=1).max().item()
-    cand = x[r >= (lb - r.max().item()) - 1e-9 * (1 + lb)]
-    best = lb
-    for i in range(0, len(cand), chunk):
-        best = max(best, torch.cdist(cand[i:i + chunk], cand[i:]).max().item())
-    return best
-
-
 # --------------------------------------------------------------------------- prepare / load
 
 
@@ -324,26 +306,3 @@ def prepare(cfg: DataParams, seed: int, out_dir: str | Path) -> dict:
     return meta
 
 
-def load_meta(data_dir: str | Path) -> dict:
-    """meta.json of a prepared directory (FileNotFoundError naming the path if absent)."""
-    d = Path(data_dir)
-    if not d.is_dir():
-        raise FileNotFoundError(f"{d}: no prepared data directory (run the prepare stage)")
-    if not (d / "meta.json").is_file():
-        raise FileNotFoundError(f"{d / 'meta.json'}: missing; {d} is not a prepared data directory")
-    return read_json(d / "meta.json")
-
-
-def load_split(data_dir: str | Path, split: str) -> tuple[Tensor, Tensor | None]:
-    """x (N, *shape) float32 and labels (N,) int64, or None when the data has no labels."""
-    import datasets
-
-    meta, d = load_meta(data_dir), Path(data_dir) / "dataset"
-    if split not in SPLITS:
-        raise ValueError(f"split = {split!r}: must be one of {', '.join(SPLITS)}")
-    if not (d / split).is_dir():
-        raise FileNotFoundError(f"{d / split}: missing split {split!r} of the prepared data")
-    ds = datasets.load_from_disk(str(d / split)).with_format("numpy")
-    x = torch.from_numpy(np.asarray(ds["x"], dtype=np.float32)).reshape(-1, *meta["shape"])
-    y = torch.from_numpy(np.asarray(ds["label"], dtype=np.int64))
-    return x, (None if bool((y == -1).all()) else y)

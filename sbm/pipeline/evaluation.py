@@ -1,6 +1,6 @@
 """The evaluate stage's work: how close the samples are to the data, how likely the test data is
 under the model, and (for the Gaussian mixture) how close the learned score is to the exact one,
-as the typed outputs of sbm.pipeline.schema (`EvalMetrics` for reports/metrics.json,
+as the typed outputs of sbm.pipeline.outputs (`EvalMetrics` for reports/metrics.json,
 `EvalDetail` for reports/eval_detail.json).
 
 Evaluator (labelled data; sbm.eval.evaluator.evaluator_metrics): FID(samples, test) on the
@@ -27,11 +27,10 @@ from sbm.eval.distances import distance_report
 from sbm.eval.evaluator import evaluator_metrics, fid_from_params, load_evaluator_dir
 from sbm.eval.likelihood import latent_nll_metrics, nll_metrics
 from sbm.eval.truth import gmm_metrics
-from sbm.latent.vae import check_space, load_space_vae
+from sbm.latent.space import check_space
+from sbm.latent.vae import load_space_vae
 from sbm.models.score import load_model
-from sbm.pipeline import data
-from sbm.pipeline.plots import placeholder, plot_class_histogram
-from sbm.pipeline.schema import (
+from sbm.pipeline.outputs.evaluation import (
     DataInfo,
     DistanceDetail,
     EvalDetail,
@@ -42,6 +41,8 @@ from sbm.pipeline.schema import (
     likelihood_part,
     mixture_part,
 )
+from sbm.pipeline.plots import placeholder, plot_class_histogram
+from sbm.pipeline.prepared import load_meta, load_split
 
 
 def load_samples(path) -> tuple[torch.Tensor, dict]:
@@ -80,7 +81,7 @@ def evaluate(params: Params, *, data_dir, space_dir, evaluator_dir, model_path, 
     directory holds the FID classifier, or says why there is none. Every input is checked before
     the work (ValueError / FileNotFoundError / CheckpointError naming the file)."""
     cfg = params.eval
-    meta = data.load_meta(data_dir)
+    meta = load_meta(data_dir)
     samples, sample_meta = load_samples(samples_path)
     if list(samples.shape[1:]) != list(meta["shape"]) and samples[0].numel() != meta["dim"]:
         raise ValueError(f"{samples_path}: samples of shape {list(samples.shape[1:])}, "
@@ -93,8 +94,8 @@ def evaluate(params: Params, *, data_dir, space_dir, evaluator_dir, model_path, 
     vae = load_space_vae(space_dir)  # fail before the work
     evaluator = load_evaluator_dir(evaluator_dir)
     model = load_model(model_path)[0]
-    train_x, train_y = data.load_split(data_dir, "train")
-    test_x, test_y = data.load_split(data_dir, "test")
+    train_x, train_y = load_split(data_dir, "train")
+    test_x, test_y = load_split(data_dir, "test")
 
     dist = DistanceDetail.from_json(
         distance_report(samples, test_x, train_x, cfg.n_points, cfg.n_projections, params.seed),

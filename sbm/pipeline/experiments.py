@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sbm.pipeline.schema import SCORE_LEVEL_KEY
+from sbm.pipeline.outputs.evaluation import SCORE_LEVEL_KEY
 
 LOSS_TSV = "reports/live/train_score/plots/metrics/loss.tsv"
 

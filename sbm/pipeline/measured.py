@@ -11,10 +11,11 @@ from torch import Tensor
 
 from sbm import io
 from sbm.eval.evaluator import NO_EVALUATOR_FILE, fid, load_evaluator_dir
-from sbm.latent.vae import check_space, decode_samples, load_space_vae
-from sbm.pipeline import data
+from sbm.latent.space import check_space
+from sbm.latent.vae import decode_samples, load_space_vae
+from sbm.pipeline.outputs.skipped import SkippedEvaluation
 from sbm.pipeline.plots import placeholder
-from sbm.pipeline.schema import SkippedEvaluation
+from sbm.pipeline.prepared import load_meta, load_split
 
 
 @dataclass
@@ -51,8 +52,8 @@ def load_measured(data_dir, space_dir, evaluator_dir, space: str, *, need_evalua
     evaluator = load_evaluator_dir(evaluator_dir)
     if evaluator is None and need_evaluator:
         raise ValueError(f"{evaluator_dir}: no evaluator (the data has no class labels); {need_evaluator} needs one")
-    return Measured(data.load_meta(data_dir), info["shape"], load_space_vae(space_dir), evaluator,
-                    data.load_split(data_dir, "train")[0], data.load_split(data_dir, "test")[0])
+    return Measured(load_meta(data_dir), info["shape"], load_space_vae(space_dir), evaluator,
+                    load_split(data_dir, "train")[0], load_split(data_dir, "test")[0])
 
 
 def skip_evaluation(stage: str, reason: str, *, metrics, detail=None, plots=()) -> None:

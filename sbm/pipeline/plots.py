@@ -124,7 +124,7 @@ def placeholder(path: str | Path, text: str) -> None:
 def plot_guidance(rows, png: str | Path) -> None:
     """Evaluator accuracy on the conditional samples and their FID against the guidance
     strength (classifier scale s or CFG weight w), one line per method. rows: the typed rows of
-    sbm.pipeline.schema (GuidanceRow, CfgRow): method, scale, accuracy, fid, fid_floor."""
+    sbm.pipeline.outputs (GuidanceRow, CfgRow): method, scale, accuracy, fid, fid_floor."""
     fig, (ax_acc, ax_fid) = plt.subplots(1, 2, figsize=(9, 3.5))
     for method in dict.fromkeys(r.method for r in rows):
         pts = sorted((r.scale, r.accuracy, r.fid) for r in rows if r.method == method)

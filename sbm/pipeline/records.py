@@ -1,4 +1,4 @@
-"""The machinery of the typed stage outputs (`sbm.pipeline.schema`): a `Record` is a frozen,
+"""The machinery of the typed stage outputs (`sbm.pipeline.outputs`): a `Record` is a frozen,
 keyword-only dataclass whose fields say how it maps to a JSON object — a plain key (`key`,
 `opt`), the keys of a nested record written inline (`inline`), or a family of keys formatted
 from values (`family` with a `KeyFamily`, e.g. "cg_acc_s2" from ("acc", 2.0)). `to_json()` and
@@ -138,7 +138,7 @@ def _optional(tp) -> tuple[Any, bool]:
     if typing.get_origin(tp) in (Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) != 1 or len(typing.get_args(tp)) != 2:
-            raise TypeError(f"sbm.pipeline.schema: no codec for the annotation {tp!r} (only X | None)")
+            raise TypeError(f"sbm.pipeline.outputs: no codec for the annotation {tp!r} (only X | None)")
         return args[0], True
     return tp, False
 
@@ -189,7 +189,7 @@ def convert(tp, v, ctx: Context):
         return dict(v)
     if isinstance(tp, type) and issubclass(tp, Record):
         return tp._decode(v, ctx)
-    raise TypeError(f"sbm.pipeline.schema: no codec for the annotation {tp!r}")
+    raise TypeError(f"sbm.pipeline.outputs: no codec for the annotation {tp!r}")
 
 
 def _encode_value(v):

@@ -1,7 +1,7 @@
 """The markdown report: tables of the stage outputs under reports/, the loss curve, the samples.
 
 `build_report(inputs)` writes `inputs.out` (reports/report.md) from whatever of its inputs
-exist, each read as its typed output (sbm.pipeline.schema: a malformed file stops the report
+exist, each read as its typed output (sbm.pipeline.outputs: a malformed file stops the report
 with the file and the key); a section whose input file is absent is replaced by a one-line
 note saying which file and which stage makes it. Everything renders offline: tables with
 `pandas.DataFrame.to_markdown` (tabulate), the loss curve with matplotlib's Agg backend
@@ -56,27 +56,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sbm.pipeline.conditional_outputs import DistillDetail, GuidanceDetail, TextDetail
-from sbm.pipeline.plots import placeholder, plot_guidance
-from sbm.pipeline.schema import (
+from sbm.pipeline.outputs.conditional import DistillDetail, GuidanceDetail, TextDetail
+from sbm.pipeline.outputs.evaluation import EvalDetail, EvalMetrics, EvaluatorScores, MixtureWeights, ScoreLevel
+from sbm.pipeline.outputs.prepared import PreparedData
+from sbm.pipeline.outputs.sampling import SamplerComparison, SampleSummary
+from sbm.pipeline.outputs.skipped import SkippedEvaluation, SkippedTraining
+from sbm.pipeline.outputs.training import (
     ClassifierTraining,
     DistillTraining,
-    EvalDetail,
-    EvalMetrics,
-    EvaluatorScores,
     EvaluatorTraining,
-    MixtureWeights,
     PixelSpace,
-    PreparedData,
-    SamplerComparison,
-    SampleSummary,
-    ScoreLevel,
     ScoreTraining,
-    SkippedEvaluation,
-    SkippedTraining,
     TextTraining,
     VaeTraining,
 )
+from sbm.pipeline.plots import placeholder, plot_guidance
 
 FLOATFMT = ".4g"
 
@@ -132,7 +126,7 @@ def inputs_from_argv(argv: list[str] | None = None, description: str | None = No
 
 
 def _read(cls, path: Path):
-    """`cls.read(path)` (sbm.pipeline.schema), None when the file is absent."""
+    """`cls.read(path)` (sbm.pipeline.outputs), None when the file is absent."""
     return cls.read(path) if Path(path).is_file() else None
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sbm import io
-from sbm.pipeline.schema import SkippedTraining
+from sbm.pipeline.outputs.skipped import SkippedTraining
 
 
 def skip_training(stage: str, reason: str, *, out, metrics, checkpoints=None, live=None) -> None:

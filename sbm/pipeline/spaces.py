@@ -7,8 +7,9 @@ from pathlib import Path
 
 from torch import Tensor
 
-from sbm.latent.vae import check_space, load_latents
-from sbm.pipeline import data
+from sbm.core.tensor import max_pairwise_distance
+from sbm.latent.space import check_space, load_latents
+from sbm.pipeline.prepared import load_meta, load_split
 
 
 def training_set(data_dir: str | Path, space_dir: str | Path, space: str, split: str
@@ -20,14 +21,14 @@ def training_set(data_dir: str | Path, space_dir: str | Path, space: str, split:
     the directory."""
 
     info = check_space(space_dir, space)
-    meta = data.load_meta(data_dir)
-    x, y = data.load_split(data_dir, split)
+    meta = load_meta(data_dir)
+    x, y = load_split(data_dir, split)
     if info["space"] == "latent":
         x = load_latents(space_dir, split)
         if len(x) != len(y if y is not None else x):
             raise ValueError(f"{space_dir}: {len(x)} latents for the {split} split, {data_dir} has {len(y)} labels; "
                              "rerun the train_vae stage")
-        meta = {**meta, "shape": info["shape"], "dim": x[0].numel(), "sigma_max": data.max_pairwise_distance(x)}
+        meta = {**meta, "shape": info["shape"], "dim": x[0].numel(), "sigma_max": max_pairwise_distance(x)}
     return x, y, meta
 
 

@@ -1,5 +1,5 @@
-"""The typed outputs of the conditional evaluations (`sbm.pipeline.schema` has the others and
-the table of every file): classifier guidance (evaluate_guidance), classifier-free guidance
+"""The typed outputs of the conditional evaluations (`sbm.pipeline.outputs` has the table of
+every file): classifier guidance (evaluate_guidance), classifier-free guidance
 from prompts (evaluate_text) and the distilled students (evaluate_distill). Each flat DVC
 metrics file is a function of its detail file (`GuidanceDetail.metrics()`, ...).
 """
@@ -10,8 +10,41 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from sbm.pipeline.records import Context, KeyFamily, Record, convert, inline, key, opt
-from sbm.pipeline.schema import CFG_KEY, DISTILL_RUN_KEY, FID_RATIO_KEY, GUIDANCE_KEY, SPEEDUP_KEY, SkippedEvaluation
+from sbm.pipeline.outputs.skipped import SkippedEvaluation
+from sbm.pipeline.records import (
+    INDEX,
+    STEPS_OR_FULL,
+    STRENGTH,
+    Context,
+    KeyFamily,
+    Record,
+    choice,
+    convert,
+    inline,
+    key,
+    opt,
+)
+
+#: guidance.json: accuracy / FID at classifier-guidance scale s, "cg_acc_s2", "cg_fid_s0p5"
+GUIDANCE_KEY = KeyFamily("cg_{}_s{}", (choice("acc", "fid"), STRENGTH))
+
+
+#: text.json: accuracy / FID at classifier-free guidance weight w, "cfg_acc_w2"
+CFG_KEY = KeyFamily("cfg_{}_w{}", (choice("acc", "fid"), STRENGTH))
+
+
+#: distill_eval.json: FID / accuracy / NFE of a run at n steps (or the teacher at its full steps),
+#: "student_fid_4", "teacher_ddim_acc_1", "teacher_fid_full", "teacher_nfe_full"
+DISTILL_RUN_KEY = KeyFamily("{}_{}_{}", (choice("teacher", "teacher_ddim", "teacher_heun", "student"),
+                                          choice("fid", "acc", "nfe"), STEPS_OR_FULL))
+
+
+#: distill_eval.json: time per sample of the teacher at full steps over the student's at n steps, "speedup_4"
+SPEEDUP_KEY = KeyFamily("speedup_{}", (INDEX,))
+
+
+#: distill_eval.json: the student's FID at n steps over the teacher's at full steps
+FID_RATIO_KEY = KeyFamily("student_over_teacher_fid_{}", (INDEX,))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,146 @@
+"""The metrics files of the training stages (reports/train_*.json, reports/distill.json)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from sbm.pipeline.outputs.skipped import SkippedTraining
+from sbm.pipeline.records import INDEX, KeyFamily, Record, family
+
+#: train_classifier.json: the noisy classifier's test accuracy in noise quarter q (1 = least noise), "acc_q1"
+QUARTER_KEY = KeyFamily("acc_q{}", (INDEX,))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluatorTraining(Record):
+    """reports/train_evaluator.json (stage train_evaluator); data without labels: `SkippedTraining()`."""
+
+    _CONST: ClassVar[dict] = {"trained": True}
+    test_accuracy: float
+    train_accuracy: float
+    n_classes: int
+    train_seconds: float
+    evaluator: Mapping[str, Any]  # params `evaluator`
+
+    _VARIANTS = (SkippedTraining,)
+
+    @classmethod
+    def read(cls, path) -> EvaluatorTraining | SkippedTraining:
+        return super().read(path)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PixelSpace(Record):
+    """reports/train_vae.json of a pixel-space model: no autoencoder."""
+
+    _CONST: ClassVar[dict] = {"space": "pixel"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class VaeTraining(Record):
+    """reports/train_vae.json of a latent model (stage train_vae); pixel space: `PixelSpace()`."""
+
+    _CONST: ClassVar[dict] = {"space": "latent"}
+    recon_mse: float
+    recon_psnr: float
+    kl: float
+    scale: float
+    latent_shape: tuple[int, ...]
+    final_loss: float
+    steps: int
+    train_seconds: float
+    resumed_from: int | None
+    n_params: int
+    vae: Mapping[str, Any]  # params `vae`
+
+    _VARIANTS = (PixelSpace,)
+
+    @classmethod
+    def read(cls, path) -> VaeTraining | PixelSpace:
+        return super().read(path)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoreTraining(Record):
+    """reports/train_score.json (stage train_score)."""
+
+    loss: str
+    space: str
+    final_loss: float
+    steps: int
+    train_seconds: float
+    resumed_from: int | None
+    n_params: int
+    world_size: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassifierTraining(Record):
+    """reports/train_classifier.json (stage train_classifier): the noisy classifier's test accuracy
+    in each quarter of the noise range (q1 = least noise; keys acc_q1.., `QUARTER_KEY`)."""
+
+    accuracy_by_quarter: tuple[float, ...] = family(QUARTER_KEY, start=1)
+    space: str
+    final_loss: float
+    steps: int
+    train_seconds: float
+    classifier: Mapping[str, Any]  # params `classifier`
+
+    _VARIANTS = (SkippedTraining,)
+
+    @classmethod
+    def read(cls, path) -> ClassifierTraining | SkippedTraining:
+        return super().read(path)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextTraining(Record):
+    """reports/train_text.json (stage train_text)."""
+
+    encoder: str
+    loss: str
+    space: str
+    final_loss: float
+    steps: int
+    train_seconds: float
+    resumed_from: int | None
+    n_params: int
+    trainable_encoder: bool
+    encoder_dim: int
+    scratch_vocabulary: int | None
+
+    _VARIANTS = (SkippedTraining,)
+
+    @classmethod
+    def read(cls, path) -> TextTraining | SkippedTraining:
+        return super().read(path)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillRound(Record):
+    student_steps: int
+    teacher_steps: int
+    final_loss: float
+    seconds: float
+    trained: bool  # False: reloaded from its checkpoint
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillTraining(Record):
+    """reports/distill.json (stage distill): the student and its rounds."""
+
+    method: str
+    teacher: str
+    guidance: float | None  # text teacher: the CFG weight folded into the student
+    steps: int
+    teacher_steps: int
+    train_seconds: float
+    final_loss: float
+    distill: Mapping[str, Any]  # params `distill`
+    rounds: tuple[DistillRound, ...]
+
+    @property
+    def steps_per_round(self):
+        return self.distill.get("steps_per_round")
