@@ -9,7 +9,7 @@ reports/samplers.png (FID, or SW₂ without an evaluator, against NFE).
 """
 
 from sbm.config.params import load_params
-from sbm.eval.evaluator import fid
+from sbm.eval.quality import fid
 from sbm.eval.sweep import compare_samplers
 from sbm.models.score import load_model
 from sbm.pipeline.measured import load_measured

@@ -26,7 +26,7 @@ import dataclasses
 from sbm.config.params import load_params
 from sbm.config.prompts import CLASS_NAMES
 from sbm.distill.students import load_student, load_teacher
-from sbm.eval.evaluator import fid
+from sbm.eval.quality import fid
 from sbm.eval.sweep import conditional_quality, draw
 from sbm.pipeline.measured import load_measured, no_evaluator, skip_evaluation
 from sbm.pipeline.outputs.conditional import ConditionalScores, DistillDetail, DistillRun

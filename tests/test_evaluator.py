@@ -1,5 +1,5 @@
-"""The evaluator classifier (trained on real digits), FID on its features, checkpoints, and the
-clear error when Inception features are asked for without torch-fidelity and its weights."""
+"""The evaluator classifier (trained on real digits), FID on its calibrated features, checkpoints,
+and the clear error when Inception features are asked for without torch-fidelity and its weights."""
 
 import dataclasses
 import re
@@ -10,21 +10,18 @@ import pytest
 import torch
 
 from sbm.config.params import load_params
-from sbm.eval import evaluator as ev_mod
-from sbm.eval.evaluator import (
+from sbm.eval import quality as quality_mod
+from sbm.eval.evaluator import Evaluator, accuracy, load_evaluator, save_evaluator, train_evaluator
+from sbm.eval.quality import (
     INCEPTION_WEIGHTS_FILE,
-    Evaluator,
     EvaluatorFeatures,
+    InceptionFeatures,
     MissingInceptionWeights,
+    QualityMeter,
     _torch_fidelity_available,
-    accuracy,
+    evaluator_metrics,
     fid,
-    fid_from_params,
     find_inception_weights,
-    inception_fid,
-    load_evaluator,
-    save_evaluator,
-    train_evaluator,
 )
 from sbm.pipeline.stage import run_stage
 
@@ -71,7 +68,9 @@ def test_evaluator_trained_on_digits_is_accurate(digits, evaluator):
     acc = accuracy(evaluator, x_te, y_te)
     print(f"evaluator test accuracy {acc:.4f} (train {accuracy(evaluator, x_tr, y_tr):.4f})")
     assert acc > 0.93
-    assert evaluator.features(x_te).shape == (len(x_te), 64)
+    # features: the two GroupNorms of each stage (16, 16, 32, 32 channels) and the penultimate layer (64)
+    assert evaluator.num_features == 16 + 16 + 32 + 32 + 64
+    assert evaluator.features(x_te).shape == (len(x_te), evaluator.num_features)
     assert evaluator.predict(x_te).shape == (len(x_te),)
 
 
@@ -113,7 +112,7 @@ def test_fid_needs_two_examples_and_a_feature_size(digits, evaluator):
         fid(digits[0][:1], digits[2], evaluator)
     with pytest.raises(TypeError, match="num_features"):
         fid(digits[0], digits[2], torch.nn.Flatten())
-    assert EvaluatorFeatures(evaluator).num_features == 64
+    assert EvaluatorFeatures(evaluator).num_features == evaluator.num_features == 160
 
 
 def test_save_load_round_trip_gives_identical_features(tmp_path, digits, evaluator):
@@ -147,23 +146,23 @@ def test_missing_inception_weights_raise_a_clear_error(tmp_path, monkeypatch, ca
     if not _torch_fidelity_available():
         assert "torch-fidelity" in msg
     # with the package present only the weights are named
-    monkeypatch.setattr(ev_mod, "_torch_fidelity_available", lambda: True)
+    monkeypatch.setattr(quality_mod, "_torch_fidelity_available", lambda: True)
     with pytest.raises(MissingInceptionWeights) as info:
         find_inception_weights(missing)
     assert "torch-fidelity package" not in str(info.value) and INCEPTION_WEIGHTS_FILE in str(info.value)
     # the default lookup is torch hub's cache, and the FID entry points fail before any work
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(MissingInceptionWeights, match=re.escape(str(tmp_path / "hub" / "checkpoints"))):
-        inception_fid(digits[0][:4], digits[2][:4])
+        InceptionFeatures()
+    inception = _cfg(feature="inception", inception_weights=str(missing))
     with pytest.raises(MissingInceptionWeights, match=re.escape(f"looked for {missing}")):
-        fid_from_params(_cfg(feature="inception", inception_weights=str(missing)), digits[0], digits[2], None)
+        QualityMeter.from_params(inception, digits[2], None)
     # it is a user error: a stage (run_stage catches FileNotFoundError) exits 2 with one line naming the path
     with pytest.raises(SystemExit) as exc:
-        run_stage("evaluate", lambda: fid_from_params(_cfg(feature="inception", inception_weights=str(missing)),
-                                                      digits[0], digits[2], None))
+        run_stage("evaluate", lambda: QualityMeter.from_params(inception, digits[2], None))
     err = capsys.readouterr().err
     assert exc.value.code == 2 and len(err.strip().splitlines()) == 1
-    assert err.startswith("evaluate: error: Inception FID needs") and str(missing) in err
+    assert err.startswith("evaluate: error: Inception features need") and str(missing) in err
     # and once the file is there (package present) the lookup returns it: the explicit path, else the hub cache
     present = tmp_path / "weights.pth"
     present.write_bytes(b"")
@@ -174,12 +173,12 @@ def test_missing_inception_weights_raise_a_clear_error(tmp_path, monkeypatch, ca
     assert find_inception_weights() == find_inception_weights(None) == str(cached)
 
 
-def test_fid_from_params_uses_the_evaluator_by_default(digits, evaluator):
+def test_the_meter_of_params_uses_the_evaluator_by_default(digits, evaluator):
     assert load_params(ROOT / "params.yaml").evaluator.feature == "evaluator"
-    assert fid_from_params(_cfg(), digits[0], digits[2], evaluator) == pytest.approx(fid(digits[0], digits[2],
-                                                                                         evaluator))
+    meter = QualityMeter.from_params(_cfg(), digits[0], evaluator)
+    assert meter(digits[2])["fid"] == pytest.approx(fid(digits[0], digits[2], evaluator), rel=1e-9)
     with pytest.raises(ValueError, match="needs a trained evaluator"):
-        fid_from_params(_cfg(), digits[0], digits[2], None)
+        QualityMeter.from_params(_cfg(), digits[0], None)
 
 
 def test_evaluator_rejects_bad_shapes():
@@ -190,12 +189,13 @@ def test_evaluator_rejects_bad_shapes():
 
 
 def test_evaluator_metrics_floor_histogram_and_a_one_class_generator(digits, evaluator):
-    from sbm.eval.evaluator import evaluator_metrics
-
     xtr, ytr, xte, yte = digits
-    # the training set itself as "samples": the same m examples -> FID equals its floor exactly
-    flat, detail = evaluator_metrics(xtr, xtr, ytr, xte, yte, evaluator, seed=0)
+    meter = QualityMeter.for_evaluator(evaluator, xte, _cfg(), seed=0)
+    # the training set itself as "samples": the same m examples -> every metric equals its floor exactly
+    flat, detail = evaluator_metrics(xtr, xtr, ytr, xte, yte, evaluator, meter, seed=0)
     assert flat["fid"] == pytest.approx(flat["fid_floor"], rel=1e-6) and flat["fid_ratio"] == pytest.approx(1.0)
+    for name in ("kid", "precision", "recall"):
+        assert flat[name] == pytest.approx(flat[f"{name}_floor"], rel=1e-9)
     assert flat["evaluator_acc"] == pytest.approx(accuracy(evaluator, xte, yte))
     counts = detail["evaluator"]["class_counts"]
     assert sum(counts) == len(xtr) and detail["evaluator"]["n_fid"] == len(xtr)
@@ -205,7 +205,9 @@ def test_evaluator_metrics_floor_histogram_and_a_one_class_generator(digits, eva
     assert flat["class_tv"] <= 1 - accuracy(evaluator, xtr, ytr) + 1e-12
     # a generator that only draws zeros: the histogram shows it, FID is far above the floor
     zeros = xtr[ytr == 0]
-    flat0, detail0 = evaluator_metrics(zeros, xtr, ytr, xte, yte, evaluator, seed=0)
+    flat0, detail0 = evaluator_metrics(zeros, xtr, ytr, xte, yte, evaluator, meter, seed=0)
     assert detail0["evaluator"]["n_fid"] == len(zeros)
     assert flat0["class_tv"] == pytest.approx(1 - float(freq[0]), abs=0.02)
     assert flat0["fid"] > 10 * flat0["fid_floor"]
+    # one class of ten covers a small part of the test data: recall collapses, precision does not
+    assert flat0["recall"] < 0.3 < 0.8 < flat0["precision"]

@@ -15,6 +15,7 @@ from sbm.config.params import load_params
 from sbm.core.gmm import GaussianMixture
 from sbm.core.model import ScoreModel
 from sbm.core.processes import NCSNLadder
+from sbm.eval.degrade import LADDER, bar_failures
 from sbm.eval.evaluator import NO_EVALUATOR_FILE
 from sbm.latent.vae import write_space
 from sbm.models.score import save_model
@@ -30,7 +31,7 @@ from sbm.pipeline.outputs.conditional import (
     TextDetail,
     UnseenRow,
 )
-from sbm.pipeline.outputs.evaluation import EvalDetail, EvalMetrics
+from sbm.pipeline.outputs.evaluation import EvalDetail, EvalMetrics, EvaluatorScores
 from sbm.pipeline.outputs.prepared import PreparedData
 from sbm.pipeline.outputs.sampling import SamplerComparison, SampleSummary
 from sbm.pipeline.outputs.skipped import SkippedTraining
@@ -38,6 +39,8 @@ from sbm.pipeline.outputs.training import (
     ClassifierTraining,
     DistillRound,
     DistillTraining,
+    LadderRow,
+    MetricCalibration,
     PixelSpace,
     ScoreTraining,
     TextTraining,
@@ -282,13 +285,30 @@ def _write_training_outputs(r: Path) -> None:
 REPORT_FILES = {"metrics": "metrics.json", "detail": "eval_detail.json", "train": "train_score.json",
                 "prepare": "prepare.json", "sample": "sample.json", "loss_tsv": "live/train_score/plots/metrics/loss.tsv",
                 "samples_png": "samples.png", "out": "report.md", "loss_png": "loss.png", "samplers": "samplers.json",
-                "samplers_png": "samplers.png", "train_evaluator": "train_evaluator.json", "train_vae": "train_vae.json",
+                "samplers_png": "samplers.png", "train_evaluator": "train_evaluator.json", "calibration": "calibration.json", "train_vae": "train_vae.json",
                 "reconstructions_png": "reconstructions.png", "class_histogram_png": "class_histogram.png",
                 "vae_loss_tsv": "live/train_vae/plots/metrics/loss.tsv", "vae_loss_png": "vae_loss.png",
                 "train_classifier": "train_classifier.json", "guidance_detail": "guidance_detail.json",
                 "guidance_png": "guidance.png", "train_text": "train_text.json", "text_detail": "text_detail.json",
                 "prompt_samples_png": "prompt_samples.png", "conditional_png": "conditional.png",
                 "distill": "distill.json", "distill_detail": "distill_detail.json", "distill_png": "distill.png"}
+
+
+def _write_calibration(path: Path, blur_half: float = 6.0) -> None:
+    """A fake degradation ladder: FID ratios rising in every family; blur σ 0.5 at `blur_half`×."""
+    ratio = {"blur": (1.05, blur_half, 20.0), "noise": (1.1, 1.5, 2.5), "contrast": (2.0, 5.0), "shift": (10.0,),
+             "s&p": (1.5, 3.0, 8.0)}
+    seen: dict = {}
+    rows = [LadderRow(family="none", severity=0.0, label="none (the floor)", fid=2.0, kid=0.01, precision=0.875,
+                      recall=0.875, fid_ratio=1.0)]
+    for step in LADDER:
+        k = seen[step.family] = seen.get(step.family, -1) + 1
+        f = ratio[step.family][k]
+        rows.append(LadderRow(family=step.family, severity=step.severity, label=step.label, fid=2.0 * f, kid=0.01 * f,
+                              precision=0.5, recall=0.5, fid_ratio=f))
+    rows_json = [r.to_json() for r in rows]
+    MetricCalibration(feature="evaluator", n=1000, n_test=360, rows=tuple(rows),
+                      bar_failures=tuple(bar_failures(rows_json))).write(path)
 
 
 def _write_guidance(r: Path) -> None:
@@ -490,15 +510,18 @@ def _write_image_run(r: Path, *, space: str, labelled: bool = True) -> dict:
         io.write_json(r / "train_evaluator.json", {"trained": True, "test_accuracy": 0.9722, "train_accuracy": 0.9986,
                                                    "n_classes": 10, "train_seconds": 3.25,
                                                    "evaluator": {"hidden": 64, "epochs": 20}})
-        m.update(fid=12.34, fid_floor=2.468, fid_ratio=5.0, evaluator_acc=0.9722, class_tv=0.0815)
+        m.update(fid=12.34, fid_floor=2.468, fid_ratio=5.0, kid=0.125, kid_floor=0.0125, precision=0.625,
+                 precision_floor=0.875, recall=0.75, recall_floor=0.8125, evaluator_acc=0.9722, class_tv=0.0815)
         counts = [120, 80, 100, 100, 100, 100, 100, 100, 100, 100]
         freq = [0.1] * 9 + [0.1]
         freq[0], freq[1] = 0.11, 0.09
         detail["evaluator"] = {"n_fid": 1000, "n_test": 360, "class_counts": counts, "train_class_freq": freq,
-                               **{k: m[k] for k in ("fid", "fid_floor", "fid_ratio", "evaluator_acc", "class_tv")}}
+                               **{k: v for k, v in m.items() if k in EvaluatorScores.__dataclass_fields__}}
         _png(r / "class_histogram.png")
+        _write_calibration(r / "calibration.json")
     else:
         io.write_json(r / "train_evaluator.json", {"trained": False})
+        SkippedTraining().write(r / "calibration.json")
     if space == "latent":
         io.write_json(r / "train_vae.json", {
             "space": "latent", "recon_mse": 0.01234, "recon_psnr": 25.13, "kl": 8.765, "scale": 0.8125,
@@ -573,7 +596,18 @@ def test_report_latent_image_run(tmp_path):
     assert head["FID, samples vs test (evaluator features)"] == "12.34"
     assert head["FID floor, train vs test (what a perfect model scores)"] == "2.468"
     assert head["FID / floor (1 = perfect)"] == "5"
+    assert head["KID, samples vs test (floor)"] == "0.125 (0.0125)"
+    assert head["precision: fidelity (floor)"] == "0.625 (0.875)"
+    assert head["recall: diversity (floor)"] == "0.75 (0.8125)"
     assert head["evaluator accuracy on the real test split"] == "0.9722"
+    # right after it: what this FID can see, the ladder with its verdict
+    assert text.index("## Headline") < text.index("## What this FID can see") < text.index("## Data")
+    cal = section(text, "What this FID can see")
+    assert "**The bar is met**" in cal and "n = 1000" in cal
+    ladder = table_records(cal, "real training images")
+    assert [row["real training images"] for row in ladder] == ["none (the floor)"] + [s.label for s in LADDER]
+    assert ladder[2] == {"real training images": "blur σ = 0.5 px", "FID / floor": "6", "FID": "12", "KID": "0.06",
+                         "precision": "0.5", "recall": "0.5"}
     assert head["class TV, samples vs training frequencies (0 = identical)"] == "0.0815"
     assert head["bits/dim, upper bound (importance-weighted, K = 4)"] == "≤ 1.75"
     # likelihood: stated as an upper bound, both bounds and the reconstruction / KL split
@@ -591,6 +625,7 @@ def test_report_latent_image_run(tmp_path):
     # image quality: FID table, class counts next to expected counts, the histogram
     iq = section(text, "Image quality")
     assert "FID between 1000 samples and 360 test examples" in iq
+    assert table_dict(iq)["recall (fraction of test data on the samples' manifold)"] == "0.75"
     classes = table_rows(iq, "class")
     assert len(classes) == 10
     assert classes[0] == ["0", "120", "110"] and classes[1] == ["1", "80", "90"] and classes[9] == ["9", "100", "100"]
@@ -665,12 +700,22 @@ def test_report_unlabelled_image_data_has_no_fid(tmp_path):
     assert note in section(text, "Evaluator") and "|" not in section(text, "Evaluator")
     headline = section(text, "Headline")
     assert note in headline and "FID" not in headline.replace(note, "") and "evaluator accuracy" not in headline
+    assert "No degradation ladder" in section(text, "What this FID can see")
     assert table_dict(headline) == {
         "bits/dim, upper bound (importance-weighted, K = 4)": "≤ 1.75"}
     assert "## Image quality" not in text and "class_histogram" not in text
     sm = section(text, "Sampler comparison")
     assert "The plot shows SW₂ against NFE." in sm and "fid" not in sm
     assert _png_size(r / "vae_loss.png") == LOSS_PNG_SIZE  # latent space: the VAE's curve is drawn
+
+
+def test_report_says_when_the_metric_misses_the_bar(tmp_path):
+    r = tmp_path / "reports"
+    _write_image_run(r, space="latent")
+    _write_calibration(r / "calibration.json", blur_half=2.5)
+    cal = section(build_report(report_inputs(r)), "What this FID can see")
+    assert ("**The bar is NOT met**: blur σ = 0.5 px: FID 5 = 2.50× the floor, needs 3×. Read every FID below with "
+            "that in mind.") in cal
 
 
 def test_report_skips_absent_inputs_with_notes(tmp_path):
@@ -680,7 +725,7 @@ def test_report_skips_absent_inputs_with_notes(tmp_path):
     # data, evaluator, autoencoder (summary, reconstructions, curve), metrics, sampler, mixture,
     # sampler comparison, training (summary, curve), samples
     # + the text-conditional results and the student's evaluation
-    assert len(notes) == 16 and all("not found" in n for n in notes)
+    assert len(notes) == 17 and all("not found" in n for n in notes)
     for stage in ("prepare", "train_evaluator", "train_vae", "evaluate", "sample", "compare_samplers", "train_score"):
         assert f"`{stage}` stage" in text
     for png in ("loss.png", "vae_loss.png"):  # declared outputs: placeholders that say why there is no curve

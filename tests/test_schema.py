@@ -37,7 +37,8 @@ MIXTURE_METRICS = {"n_samples": 400, "n_eval": 250, "swd": 2.1, "swd_floor": 0.8
                    "score_rel_err_l00": 1.0, "score_rel_err_l01": 2.0, "score_rel_err_l02": 1.5, "nll": 4.1,
                    "nll_nfe": 86.0, "nll_exact": 4.0, "nll_gap": 0.1}
 LATENT_METRICS = {"n_samples": 2000, "n_eval": 359, "swd": 0.08, "swd_floor": 0.06, "swd_ratio": None, "mmd": 0.008,
-                  "mmd_floor": -0.001, "fid": 3.5, "fid_floor": 2.1, "fid_ratio": 1.65, "evaluator_acc": 0.99,
+                  "mmd_floor": -0.001, "fid": 3.5, "fid_floor": 2.1, "fid_ratio": 1.65, "kid": 0.05, "kid_floor": 0.01,
+                  "precision": 0.7, "precision_floor": 0.85, "recall": 0.8, "recall_floor": 0.86, "evaluator_acc": 0.99,
                   "class_tv": 0.04, "bpd_bound": 4.3, "bpd_bound_iwae": 4.29, "nll_bound": 57.7, "bound_rec": 22.1,
                   "bound_kl": 35.6, "nll_nfe": 356.0}
 LATENT_DETAIL = {
@@ -47,7 +48,8 @@ LATENT_DETAIL = {
     "distances": {"n": 359, "swd": 0.08, "swd_floor": 0.06, "swd_ratio": None, "mmd": 0.008, "mmd_floor": -0.001,
                   "mmd_bandwidths": [3.0, 6.0, 12.0]},
     "evaluator": {"n_fid": 1438, "n_test": 359, "class_counts": [1] * 10, "train_class_freq": [0.1] * 10,
-                  "fid": 3.5, "fid_floor": 2.1, "fid_ratio": 1.65, "evaluator_acc": 0.99, "class_tv": 0.04},
+                  "fid": 3.5, "fid_floor": 2.1, "fid_ratio": 1.65, "kid": 0.05, "kid_floor": 0.01,
+                  "precision": 0.7, "precision_floor": 0.85, "recall": 0.8, "recall_floor": 0.86, "evaluator_acc": 0.99, "class_tv": 0.04},
     "likelihood": {**SETTINGS, "n": 359, "bound": True, "bound_samples": 1, "dequantized": True, "bin_width": 0.125,
                    "bpd_bound": 4.3, "bpd_bound_iwae": 4.29, "nll_bound": 57.7, "bound_rec": 22.1, "bound_kl": 35.6,
                    "nll_nfe": 356.0}}

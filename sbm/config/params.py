@@ -359,7 +359,8 @@ class VAEParams(Section):
 
 @dataclass(frozen=True)
 class EvaluatorParams(Section):
-    """The evaluator classifier (`sbm.eval.evaluator`) whose penultimate features define FID."""
+    """The evaluator classifier (`sbm.eval.evaluator`) whose calibrated features every quality
+    metric reads, and the settings of KID and precision/recall (`sbm.eval.quality`)."""
 
     channels: list[int] = _f([32, 64])
     hidden: int = _f(128, ge=2)
@@ -369,6 +370,9 @@ class EvaluatorParams(Section):
     weight_decay: float = _f(1e-4, ge=0.0)
     feature: Literal["evaluator", "inception"] = "evaluator"
     inception_weights: Optional[str] = None
+    kid_subsets: int = _f(100, ge=1)
+    kid_subset_size: int = _f(1000, ge=2)
+    pr_k: int = _f(3, ge=1)
 
     def validate(self, key: str) -> None:
         if not self.channels or any(c < 1 for c in self.channels):

@@ -25,7 +25,7 @@ from sbm.config.params import SamplerParams
 from sbm.core.samplers import build_sampler, initial_state, sampler_spec, schedule_for
 from sbm.core.tensor import finite_rows
 from sbm.eval.distances import distance_report
-from sbm.eval.evaluator import fid
+from sbm.eval.quality import fid
 
 
 def draw(model, cfg: SamplerParams, n: int, shape, *, data_range=None, seed: int = 0, progress: bool = False,

@@ -3,9 +3,10 @@ under the model, and (for the Gaussian mixture) how close the learned score is t
 as the typed outputs of sbm.pipeline.outputs (`EvalMetrics` for reports/metrics.json,
 `EvalDetail` for reports/eval_detail.json).
 
-Evaluator (labelled data; sbm.eval.evaluator.evaluator_metrics): FID(samples, test) on the
-evaluator's features next to FID(train, test), the evaluator's test accuracy and the class TV
-of the samples against the training frequencies. Distances (sbm.eval.distances.distance_report):
+Evaluator (labelled data; sbm.eval.quality.evaluator_metrics): FID, KID and precision/recall of
+samples vs test on the evaluator's calibrated features (or Inception's, params evaluator.feature),
+each next to its floor (train vs test), the evaluator's test accuracy and the class TV of the
+samples against the training frequencies. Distances (sbm.eval.distances.distance_report):
 SW₂ and MMD² of samples vs test next to the real-data floor. Likelihood
 (sbm.eval.likelihood): the probability-flow ODE NLL (bits/dim for quantised data) of a pixel
 model, the upper bound through the autoencoder of a latent model. Gaussian mixture
@@ -24,8 +25,9 @@ from sbm import io
 from sbm.config.params import Params
 from sbm.core.gmm import GaussianMixture
 from sbm.eval.distances import distance_report
-from sbm.eval.evaluator import evaluator_metrics, fid_from_params, load_evaluator_dir
+from sbm.eval.evaluator import load_evaluator_dir
 from sbm.eval.likelihood import latent_nll_metrics, nll_metrics
+from sbm.eval.quality import QualityMeter, evaluator_metrics
 from sbm.eval.truth import gmm_metrics
 from sbm.latent.space import check_space
 from sbm.latent.vae import load_space_vae
@@ -102,9 +104,9 @@ def evaluate(params: Params, *, data_dir, space_dir, evaluator_dir, model_path, 
         file="distance_report")
     scores = ev_detail = None
     if evaluator is not None:
+        meter = QualityMeter.from_params(params.evaluator, test_x, evaluator, seed=params.seed)
         scores, ev_detail = evaluator_part(*evaluator_metrics(
-            samples, train_x, train_y, test_x, test_y, evaluator, params.seed,
-            fid_fn=lambda real, fake: fid_from_params(params.evaluator, real, fake, evaluator)))
+            samples, train_x, train_y, test_x, test_y, evaluator, meter, params.seed))
     mixture = mix_detail = None
     if gmm is not None:
         mixture, mix_detail = mixture_part(*gmm_metrics(model, gmm, samples, test_x, cfg.n_score_points,
@@ -146,8 +148,9 @@ def summary_line(m: EvalMetrics) -> str:
     msg = f"evaluate: SW₂ {m.swd:.4f} (floor {m.swd_floor:.4f}), MMD² {m.mmd:.2e} (floor {m.mmd_floor:.2e})"
     if m.evaluator is not None:
         e = m.evaluator
-        msg += (f", FID {e.fid:.3f} (floor {e.fid_floor:.3f}), evaluator acc. {e.evaluator_acc:.3f}, "
-                f"class TV {e.class_tv:.3f}")
+        msg += (f", FID {e.fid:.3f} (floor {e.fid_floor:.3f}), KID {e.kid:.4f} (floor {e.kid_floor:.4f}), "
+                f"precision {e.precision:.3f} / recall {e.recall:.3f} (floor {e.precision_floor:.3f} / "
+                f"{e.recall_floor:.3f}), evaluator acc. {e.evaluator_acc:.3f}, class TV {e.class_tv:.3f}")
     if m.mixture is not None:
         msg += f", score rel. err. {m.mixture.score_rel_err_mean:.3f}, weight err. {m.mixture.weight_err_max:.3f}"
     if m.bound is not None:

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 
 from sbm import io
-from sbm.eval.evaluator import NO_EVALUATOR_FILE, fid, load_evaluator_dir
+from sbm.eval.evaluator import NO_EVALUATOR_FILE, load_evaluator_dir
+from sbm.eval.quality import fid
 from sbm.latent.space import check_space
 from sbm.latent.vae import decode_samples, load_space_vae
 from sbm.pipeline.outputs.skipped import SkippedEvaluation

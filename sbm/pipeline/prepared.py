@@ -15,9 +15,6 @@ from sbm.io import read_json
 SPLITS = ("train", "test")
 
 
-SPLITS = ("train", "test")
-
-
 def load_meta(data_dir: str | Path) -> dict:
     """meta.json of a prepared directory (FileNotFoundError naming the path if absent)."""
     d = Path(data_dir)

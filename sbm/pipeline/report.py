@@ -8,12 +8,14 @@ note saying which file and which stage makes it. Everything renders offline: tab
 from the dvclive TSV (columns step, loss) to a PNG next to the report.
 
 Sections:
-- Headline (image data) — FID next to its floor and their ratio, the evaluator's test
-  accuracy, the class TV distance, bits/dim or (latent models) its upper bound
-  (reports/metrics.json).
+- Headline (image data) — FID next to its floor and their ratio, KID and precision/recall
+  next to theirs, the evaluator's test accuracy, the class TV distance, bits/dim or (latent
+  models) its upper bound (reports/metrics.json).
+- What this FID can see — the degradation ladder: real images blurred, noised, faded, shifted
+  and speckled, scored by the same metrics, and whether the bar is met (reports/calibration.json).
 - Data — the prepared dataset (reports/prepare.json).
-- Evaluator — the classifier whose features give FID (reports/train_evaluator.json), or
-  why there is none (data without class labels).
+- Evaluator — the classifier whose features the quality metrics read (reports/train_evaluator.json),
+  or why there is none (data without class labels).
 - Autoencoder — the VAE of a latent model: reconstruction, KL, latent scale and shape
   (reports/train_vae.json), test images above their reconstructions
   (reports/reconstructions.png), the VAE loss curve (dvclive, plotted to
@@ -21,8 +23,8 @@ Sections:
 - Sample quality — SW₂ and MMD² of samples vs test points next to the floor, the same
   distance from real training points to the same test points (reports/metrics.json);
   the sampler and its cost (reports/sample.json).
-- Image quality — FID on the evaluator's features next to its floor, the evaluator's
-  accuracy, the class counts of the samples next to the counts the training
+- Image quality — FID, KID, precision/recall on the evaluator's features next to their
+  floors, the evaluator's accuracy, the class counts of the samples next to the counts the training
   frequencies predict (reports/eval_detail.json), the class histogram
   (reports/class_histogram.png).
 - Likelihood — NLL / bits/dim along the probability-flow ODE, or for a latent model the
@@ -65,6 +67,7 @@ from sbm.pipeline.outputs.training import (
     ClassifierTraining,
     DistillTraining,
     EvaluatorTraining,
+    MetricCalibration,
     PixelSpace,
     ScoreTraining,
     TextTraining,
@@ -91,6 +94,7 @@ class ReportInputs:
     samplers: Path = Path("reports/samplers.json")
     samplers_png: Path = Path("reports/samplers.png")
     train_evaluator: Path = Path("reports/train_evaluator.json")
+    calibration: Path = Path("reports/calibration.json")
     train_vae: Path = Path("reports/train_vae.json")
     reconstructions_png: Path = Path("reports/reconstructions.png")
     class_histogram_png: Path = Path("reports/class_histogram.png")
@@ -273,7 +277,10 @@ def headline_section(m: EvalMetrics | None, prepare: PreparedData | None, detail
     if ev is not None:
         rows += [("FID, samples vs test (evaluator features)", _fmt(ev.fid)),
                  ("FID floor, train vs test (what a perfect model scores)", _fmt(ev.fid_floor)),
-                 ("FID / floor (1 = perfect)", _fmt(ev.fid_ratio))]
+                 ("FID / floor (1 = perfect)", _fmt(ev.fid_ratio)),
+                 ("KID, samples vs test (floor)", f"{_fmt(ev.kid)} ({_fmt(ev.kid_floor)})"),
+                 ("precision: fidelity (floor)", f"{_fmt(ev.precision)} ({_fmt(ev.precision_floor)})"),
+                 ("recall: diversity (floor)", f"{_fmt(ev.recall)} ({_fmt(ev.recall_floor)})")]
     acc = ev.evaluator_acc if ev is not None else (
         train_evaluator.test_accuracy if isinstance(train_evaluator, EvaluatorTraining) else None)
     if _given(acc):
@@ -297,6 +304,33 @@ def headline_section(m: EvalMetrics | None, prepare: PreparedData | None, detail
     return out
 
 
+def calibration_table(cal: MetricCalibration) -> pd.DataFrame:
+    """The degradation ladder: each rung's metrics, FID relative to the floor first."""
+    return pd.DataFrame([{"real training images": r.label, "FID / floor": r.fid_ratio, "FID": r.fid, "KID": r.kid,
+                          "precision": r.precision, "recall": r.recall} for r in cal.rows])
+
+
+def calibration_section(cal: MetricCalibration | SkippedTraining | None, prepare: PreparedData | None,
+                        inp: ReportInputs) -> list[str]:
+    """What the quality metrics can see: the degradation ladder (sbm.eval.degrade) and its bar;
+    nothing for vector data (no ladder to run)."""
+    out = ["## What this FID can see", ""]
+    if cal is None:
+        if prepare is not None and not prepare.is_image:
+            return []
+        return out + [_skip("the degradation ladder", inp.calibration, "train_evaluator"), ""]
+    if isinstance(cal, SkippedTraining):
+        return out + [f"No degradation ladder: {cal.reason or 'the data has no class labels, so no evaluator'}.", ""]
+    verdict = ("**The bar is met**" if not cal.bar_failures else
+               "**The bar is NOT met**: " + "; ".join(cal.bar_failures) + ". Read every FID below with that in mind")
+    return out + [
+        f"Real training images (n = {cal.n}, the n every sample set is scored at), degraded on purpose and scored "
+        f"against the {cal.n_test} test images by the same metrics ({cal.feature} features). A metric that ranks "
+        "models must see these defects: the bar (sbm.eval.degrade.BAR) is FID rising with severity in every family, "
+        "blur σ 0.5 and contrast × 0.8 at ≥ 3× the floor, noise σ 0.2 at ≥ 2×. " + verdict + ".", "",
+        _table(calibration_table(cal).map(_fmt)), ""]
+
+
 def data_section(prepare: PreparedData | None, path: Path) -> list[str]:
     out = ["## Data", ""]
     if prepare is None:
@@ -318,8 +352,9 @@ def evaluator_section(te: EvaluatorTraining | SkippedTraining | None, inp: Repor
         ("accuracy, test split", te.test_accuracy), ("accuracy, training split", te.train_accuracy),
         ("classes", te.n_classes), ("train_seconds", te.train_seconds)) if _given(v)]
     rows += [(f"evaluator.{k}", v) for k, v in te.evaluator.items()]
-    return out + ["A classifier trained on the real training split only (never on samples); FID is computed on "
-                  "its features.", "", _table(pd.DataFrame([(k, _fmt(v)) for k, v in rows], columns=["", "value"])),
+    return out + ["A classifier trained on the real training split only (never on samples). FID, KID and "
+                  "precision/recall read its features: every layer's pre-activations, standardised on the training "
+                  "split (sbm.eval.evaluator, eq. (4)), so they see noise, contrast and blur as well as the class.", "", _table(pd.DataFrame([(k, _fmt(v)) for k, v in rows], columns=["", "value"])),
                   ""]
 
 
@@ -396,7 +431,7 @@ def image_quality_section(m: EvalMetrics | None, detail: EvalDetail | None, inp:
     ev = detail.evaluator if detail is not None else None
     scores: EvaluatorScores | None = m.evaluator if m is not None and m.evaluator is not None else (
         ev.scores if ev is not None else None)
-    head = ["## Image quality: FID and classes", ""]
+    head = ["## Image quality: FID, KID, precision/recall and classes", ""]
     if scores is None:  # no evaluator: the headline and the evaluator section say why
         return []
     n_fid, n_test = (ev.n_fid, ev.n_test) if ev is not None else (None, None)
@@ -405,7 +440,13 @@ def image_quality_section(m: EvalMetrics | None, detail: EvalDetail | None, inp:
         "on the evaluator's features. The floor is the same number of real training examples against the same "
         "test examples: what a perfect model scores at this n (FID / floor ≈ 1).", "",
         _labelled_table([("FID, samples vs test", scores.fid), ("FID floor, train vs test", scores.fid_floor),
-                         ("FID / floor", scores.fid_ratio), ("evaluator accuracy, real test split", scores.evaluator_acc),
+                         ("FID / floor", scores.fid_ratio), ("KID, samples vs test", scores.kid),
+                         ("KID floor, train vs test", scores.kid_floor),
+                         ("precision (fraction of samples on the data manifold)", scores.precision),
+                         ("precision floor", scores.precision_floor),
+                         ("recall (fraction of test data on the samples' manifold)", scores.recall),
+                         ("recall floor", scores.recall_floor),
+                         ("evaluator accuracy, real test split", scores.evaluator_acc),
                          ("class TV, samples vs training frequencies", scores.class_tv)]), ""]
     if ev is not None and ev.class_counts and ev.train_class_freq:
         out += ["The evaluator's class of each sample, next to the count the training class frequencies predict "
@@ -676,6 +717,7 @@ def build_report(inp: ReportInputs) -> str:
     te = _read(EvaluatorTraining, inp.train_evaluator)
     lines = ["# sbm report", ""]
     lines += headline_section(m, prepare, detail, te)
+    lines += calibration_section(_read(MetricCalibration, inp.calibration), prepare, inp)
     lines += data_section(prepare, inp.prepare)
     lines += evaluator_section(te, inp)
     lines += autoencoder_section(_read(VaeTraining, inp.train_vae), inp)

@@ -13,11 +13,18 @@ SCORE_LEVEL_KEY = KeyFamily("score_rel_err_l{}", (LEVEL,))
 
 @dataclass(frozen=True, kw_only=True)
 class EvaluatorScores(Record):
-    """FID next to its floor, the evaluator's test accuracy and the class TV (sbm.eval.evaluator.evaluator_metrics)."""
+    """FID, KID and precision/recall next to their floors, the evaluator's test accuracy and the class
+    TV (sbm.eval.quality.evaluator_metrics)."""
 
     fid: float
     fid_floor: float
     fid_ratio: float | None  # None when the floor is 0
+    kid: float
+    kid_floor: float
+    precision: float
+    precision_floor: float
+    recall: float
+    recall_floor: float
     evaluator_acc: float
     class_tv: float
 
@@ -190,7 +197,7 @@ class EvalDetail(Record):
 
 
 def evaluator_part(flat: Mapping, detail: Mapping) -> tuple[EvaluatorScores, EvaluatorDetail]:
-    """The typed (flat, detail) of sbm.eval.evaluator.evaluator_metrics."""
+    """The typed (flat, detail) of sbm.eval.quality.evaluator_metrics."""
     return (EvaluatorScores.from_json(dict(flat), file="evaluator_metrics"),
             EvaluatorDetail.from_json(detail["evaluator"], file="evaluator_metrics detail"))
 

@@ -144,3 +144,38 @@ class DistillTraining(Record):
     @property
     def steps_per_round(self):
         return self.distill.get("steps_per_round")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LadderRow(Record):
+    """One rung of the degradation ladder (sbm.eval.degrade.calibrate_metric): real training
+    images degraded by `family` at `severity` (family "none": the undegraded floor), scored
+    against the test split."""
+
+    family: str
+    severity: float
+    label: str
+    fid: float
+    kid: float
+    precision: float
+    recall: float
+    fid_ratio: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricCalibration(Record):
+    """reports/calibration.json (stage train_evaluator): what the quality metrics can see.
+    n degraded training images per rung against n_test test images; bar_failures: what the
+    table misses of sbm.eval.degrade.BAR (empty: met). Data without labels: `SkippedTraining()`."""
+
+    feature: str
+    n: int
+    n_test: int
+    rows: tuple[LadderRow, ...]
+    bar_failures: tuple[str, ...]
+
+    _VARIANTS = (SkippedTraining,)
+
+    @classmethod
+    def read(cls, path) -> MetricCalibration | SkippedTraining:
+        return super().read(path)
