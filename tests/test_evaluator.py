@@ -123,6 +123,18 @@ def test_save_load_round_trip_gives_identical_features(tmp_path, digits, evaluat
     assert torch.equal(loaded.predict(digits[2]), evaluator.predict(digits[2]))
 
 
+def test_an_uncalibrated_evaluator_checkpoint_says_to_retrain(tmp_path, evaluator):
+    from sbm import io
+    from sbm.errors import CheckpointError
+
+    save_evaluator(tmp_path / "e.safetensors", evaluator)
+    tensors, meta = io.load_tensors(tmp_path / "e.safetensors")
+    old = {k: v for k, v in tensors.items() if "feature_" not in k}  # what train_evaluator wrote before
+    io.save_tensors(tmp_path / "old.safetensors", old, meta)
+    with pytest.raises(CheckpointError, match="before its features were calibrated.*dvc repro train_evaluator"):
+        load_evaluator(tmp_path / "old.safetensors")
+
+
 def test_vectors_get_an_mlp_and_flat_images_can_use_the_cnn(digits):
     x, y = digits[0].flatten(1), digits[1]
     mlp = train_evaluator(x, y, _cfg(steps=150), seed=0)

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from sbm import io
+from sbm.errors import CheckpointError
 from sbm.nets.classifier import norm_groups
 
 
@@ -200,8 +201,16 @@ def save_evaluator(path: str | Path, evaluator: Evaluator, extra: dict | None = 
 
 
 def load_evaluator(path: str | Path) -> tuple[Evaluator, dict]:
-    """Rebuild an evaluator written by `save_evaluator`. -> (evaluator in eval mode, meta)."""
-    return io.load_module(path, "evaluator", lambda meta: Evaluator(**meta["evaluator"]))
+    """Rebuild an evaluator written by `save_evaluator`. -> (evaluator in eval mode, meta).
+    CheckpointError for one written before its features were calibrated (no feature_shift /
+    feature_scale), saying to retrain it."""
+    try:
+        return io.load_module(path, "evaluator", lambda meta: Evaluator(**meta["evaluator"]))
+    except CheckpointError as err:
+        if "feature_shift" not in str(err):
+            raise
+        raise CheckpointError(f"{path}: an evaluator written before its features were calibrated (no feature_shift/"
+                              "feature_scale); retrain it: dvc repro train_evaluator") from err
 
 
 # --------------------------------------------------------------------------- the stage's directory
