@@ -139,6 +139,8 @@ def sampler_rows(model, base, names: list[str], targets, **kw) -> list[dict]:
             runs += [{**r, "setting": describe(dataclasses.replace(cfg, name="ode_adaptive"))}
                      for r in compare_samplers(model, cfg, ["ode_adaptive"], [targets[0]], progress=False, **kw)]
         rows += [{**min(runs, key=lambda r: (abs(r["nfe"] - t), r["nfe"])), "target": t} for t in targets]
+    for r in rows:  # one sampling seed here: a score's summary over seeds is its one value
+        r.update({k: r[k]["mean"] for k in ("swd", "mmd") if isinstance(r.get(k), dict)})
     order = {s: i for i, s in enumerate(names)}
     return sorted(rows, key=lambda r: (order[r["sampler"]], r["target"]))
 

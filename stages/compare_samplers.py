@@ -1,15 +1,19 @@
 """DVC stage `compare_samplers`: every sampler in eval.compare_samplers at every step count
 in eval.compare_nfe (NFE budgets), on the trained model — NFE, wall time per sample and the
-sample-to-test distance next to the real-data floor (sbm.eval.sweep); with an evaluator
-(labelled data) also FID(samples, test) next to FID(train, test). A latent model's samples
-are decoded first (sbm.latent.vae.decode_samples).
+sample-to-test distances next to the real-data floor (sbm.eval.sweep); with an evaluator
+(labelled data) also FID, KID and precision/recall against the test split next to their floor
+(n training examples against the same split; one QualityMeter for the stage). A latent model's
+samples are decoded first (sbm.latent.vae.decode_samples).
+
+Every run is drawn with the sampling seeds seed, seed + 1, …, seed + eval.seeds − 1 and each
+score is reported as mean ± sd over them (sbm.eval.sweep.over_seeds); floors once.
 
 Writes reports/samplers.json (rows: sbm.pipeline.outputs's SamplerComparison) and
-reports/samplers.png (FID, or SW₂ without an evaluator, against NFE).
+reports/samplers.png (FID, or SW₂ without an evaluator, against NFE, ±sd error bars).
 """
 
 from sbm.config.params import load_params
-from sbm.eval.quality import fid
+from sbm.eval.spread import seed_range
 from sbm.eval.sweep import compare_samplers
 from sbm.models.score import load_model
 from sbm.pipeline.measured import load_measured
@@ -27,19 +31,17 @@ def main() -> None:
     d = load_measured(args.data, args.space, args.evaluator, params.score.space)
     model, _ = load_model(args.model)
     n = min(params.eval.compare_points, len(d.train), len(d.test) if d.evaluator is None else len(d.train))
-    quality = None
-    if d.evaluator is not None:  # FID with n generated vs the test split, floor: n training examples
-        floor = d.fid_floor(n, params.seed)
-        quality = lambda x: {"fid": fid(d.test, x, d.evaluator), "fid_floor": floor}  # noqa: E731
+    seeds = seed_range(params.seed, params.eval.seeds)
     rows = compare_samplers(model, params.sampler, params.eval.compare_samplers, params.eval.compare_nfe,
                             test=d.test, reference=d.train, n=n, n_projections=params.eval.n_projections,
                             data_range=d.meta.get("value_range") if d.vae is None else None, seed=params.seed,
-                            shape=d.shape, quality=quality, decode=d.decode)
-    out = SamplerComparison(n=n, metric="fid" if d.evaluator is not None else "swd",
+                            seeds=seeds, shape=d.shape, quality=d.meter(params.evaluator, params.seed),
+                            decode=d.decode)
+    out = SamplerComparison(n=n, metric="fid" if d.evaluator is not None else "swd", seeds=seeds,
                             rows=tuple(SamplerRun.from_json(r, file="compare_samplers") for r in rows))
     out.write(args.out)
     plot_quality_vs_nfe(out.points(), args.plot, metric=out.metric)
-    print(f"compare_samplers: {len(out.rows)} runs on {n} samples each -> {args.out}")
+    print(f"compare_samplers: {len(out.rows)} runs on {n} samples each, seeds {list(seeds)} -> {args.out}")
 
 
 if __name__ == "__main__":

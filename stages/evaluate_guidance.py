@@ -5,12 +5,14 @@ score + s·∇ₓ log p(y | x_t, t) (sbm.core.guidance.ClassifierGuidance, with 
 classifier of train_classifier) and sampled with params `sampler` for guidance.n_per_class
 samples of every class y; latent samples are decoded. Per scale: the evaluator's accuracy on
 the samples (the fraction it assigns to the class they were generated for, overall and per
-class), FID of all the conditional samples against the test split next to FID(train, test),
-NFE and wall time. s = 0 is the unguided model (accuracy ≈ the class frequency, ~10%).
+class), FID, KID and precision/recall of all the conditional samples against the test split
+next to their floor (as many training examples; one QualityMeter for the stage), NFE and wall
+time. s = 0 is the unguided model (accuracy ≈ the class frequency, ~10%). Every scale is drawn
+with the sampling seeds seed, …, seed + eval.seeds − 1: each score is mean ± sd over them.
 
-Writes reports/guidance.json (flat metrics: cg_acc_s<scale>, cg_fid_s<scale>; sbm.pipeline.outputs's
-GuidanceMetrics), reports/guidance_detail.json (rows with per-class accuracy: GuidanceDetail) and
-reports/guidance.png.
+Writes reports/guidance.json (flat metrics: cg_acc_s<scale>, cg_fid_s<scale> (means) and their
+_sd; sbm.pipeline.outputs's GuidanceMetrics), reports/guidance_detail.json (rows with per-class
+accuracy and every seed's value: GuidanceDetail) and reports/guidance.png (±sd error bars).
 """
 
 import torch
@@ -18,11 +20,12 @@ import torch
 from sbm import io
 from sbm.config.params import load_params
 from sbm.core.guidance import ClassifierGuidance
-from sbm.eval.sweep import conditional_quality
+from sbm.eval.spread import seed_range
+from sbm.eval.sweep import sample_quality
 from sbm.models.classifier import load_classifier
 from sbm.models.score import load_model
 from sbm.pipeline.measured import load_measured, no_evaluator, skip_evaluation
-from sbm.pipeline.outputs.conditional import ConditionalScores, GuidanceDetail, GuidanceRow
+from sbm.pipeline.outputs.conditional import GuidanceDetail, GuidanceRow, SampleScores
 from sbm.pipeline.plots import plot_guidance
 from sbm.pipeline.stage import run_stage, stage_parser
 
@@ -42,18 +45,17 @@ def main() -> None:
     classifier, _ = load_classifier(args.classifier)
     k = classifier.n_classes
     y = torch.arange(k).repeat_interleave(cfg.n_per_class)  # (K · n,) the class each sample is drawn for
-    m = min(len(y), len(d.train))
-    floor = d.fid_floor(m, params.seed)
+    meter, seeds = d.meter(params.evaluator, params.seed), seed_range(params.seed, params.eval.seeds)
     rows = []
     for s in cfg.classifier_scales:
-        q = conditional_quality(ClassifierGuidance(model, classifier, s), params.sampler, y, y, d.shape,
-                                evaluator=d.evaluator, test=d.test, n_fid=m, decode=d.decode, seed=params.seed,
-                                progress=True)
-        row = GuidanceRow(scale=s, scores=ConditionalScores.from_json(q, file="conditional_quality"), fid_floor=floor)
+        q = sample_quality(ClassifierGuidance(model, classifier, s), params.sampler, len(y), d.shape, labels=y, cond=y,
+                           evaluator=d.evaluator, meter=meter, reference=d.train, seeds=seeds, decode=d.decode,
+                           progress=True)
+        row = GuidanceRow(scale=s, scores=SampleScores.from_json(q, file="sample_quality"))
         rows.append(row)
         print(f"evaluate_guidance: classifier scale {s:g}: accuracy {row.accuracy:.3f}, FID {row.fid:.3f} "
-              f"(floor {floor:.3f}), NFE {row.nfe}")
-    detail = GuidanceDetail(n_per_class=cfg.n_per_class, sampler=params.sampler.name, rows=tuple(rows))
+              f"(floor {row.fid_floor:.3f}), NFE {row.nfe}")
+    detail = GuidanceDetail(n_per_class=cfg.n_per_class, sampler=params.sampler.name, seeds=seeds, rows=tuple(rows))
     detail.metrics().write(args.metrics)
     detail.write(args.detail)
     plot_guidance(rows, args.plot)

@@ -60,6 +60,7 @@ def test_every_key_in_params_yaml_is_commented():
         ({"data": {"gmm": {"means": "x"}}}, r"data\.gmm\.means = 'x': expected a list"),
         ({"train": {"steps": 0}}, r"train\.steps = 0: must be >= 1"),
         ({"sampler": {"steps_per_level": 0}}, r"sampler\.steps_per_level = 0: must be >= 1"),
+        ({"eval": {"seeds": 0}}, r"eval\.seeds = 0: must be >= 1"),
         ({"process": {"sigma_min": -0.1}}, r"process\.sigma_min = -0\.1: must be > 0"),
         ({"process": {"sigma_max": -3}}, r"process\.sigma_max = -3\.0: must be > 0"),
         ({"process": {"sigma_min": 2.0, "sigma_max": 1.0}}, r"sigma_min = 2\.0 >= process\.sigma_max = 1\.0"),

@@ -5,6 +5,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ TINY_GMM = {
                 "steps_per_level": 5, "step_size": 2e-5},
     "likelihood": {"divergence": "exact", "n_points": 20, "batch_size": 20, "rtol": 1e-3, "atol": 1e-3},
     "eval": {"n_points": 300, "n_score_points": 200, "n_projections": 32, "compare_samplers": [],
-             "compare_nfe": [5]},
+             "compare_nfe": [5], "seeds": 1},  # one sampling seed: single values, no _sd keys
     "evaluator": {"hidden": 16, "steps": 30},
     "classifier": {"hidden": 16, "steps": 20, "batch_size": 64},
     "guidance": {"classifier_scales": [0.0, 2.0], "n_per_class": 4},
@@ -122,6 +123,13 @@ def _md_table(text: str, first: str) -> list[list[str]]:
     return rows
 
 
+def section_of(text: str, title: str) -> str:
+    """The markdown section of `text` whose heading starts with `title`."""
+    start = text.index(f"## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end < 0 else text[start:end]
+
+
 def _in_unit_interval(d: dict, keys) -> None:
     for k in keys:
         assert isinstance(d[k], float) and 0.0 <= d[k] <= 1.0, (k, d[k])
@@ -196,10 +204,26 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     _in_unit_interval(classifier, ("acc_q1", "acc_q2", "acc_q3", "acc_q4"))
     guidance = json.loads((d / "reports/guidance.json").read_text())
     assert {"cg_acc_s0", "cg_acc_s2", "cg_fid_s2", "cg_fid_floor"} <= set(guidance)
-    # accuracies: the fraction of the 10 × 4 conditional samples the evaluator puts in their class
+    # accuracies: per seed the fraction of the 10 × 4 conditional samples the evaluator puts in their class,
+    # the flat key their mean over the 3 seeds (a multiple of 1/120)
     for key in ("cg_acc_s0", "cg_acc_s2"):
-        assert 0 <= guidance[key] <= 1 and guidance[key] * 40 == pytest.approx(round(guidance[key] * 40)), key
+        assert 0 <= guidance[key] <= 1 and guidance[key] * 120 == pytest.approx(round(guidance[key] * 120)), key
     assert all(guidance[k] >= 0 for k in ("cg_fid_s0", "cg_fid_s2", "cg_fid_floor"))
+    # eval.seeds = 3 (the default): each scale drawn with seeds 0, 1, 2; the flat keys are the means of the
+    # per-seed values, "_sd" their sd (n − 1); the draws differ, so do their FIDs
+    gd = json.loads((d / "reports/guidance_detail.json").read_text())
+    assert gd["seeds"] == [0, 1, 2]
+    for row in gd["rows"]:
+        s = f"{row['scale']:g}"
+        for metric, key in (("fid", "fid"), ("accuracy", "acc")):
+            values = row[metric]["values"]
+            assert guidance[f"cg_{key}_s{s}"] == pytest.approx(statistics.fmean(values), rel=1e-12)
+            assert guidance[f"cg_{key}_s{s}_sd"] == pytest.approx(statistics.stdev(values), rel=1e-9)
+        assert len(set(row["fid"]["values"])) == 3 and len(row["kid"]["values"]) == 3, row
+        assert all(0 <= v <= 1 and v * 40 == pytest.approx(round(v * 40)) for v in row["accuracy"]["values"]), row
+        assert row["fid_floor"] == guidance["cg_fid_floor"] and {"kid_floor", "precision_floor"} <= set(row)
+    samplers = json.loads((d / "reports/samplers.json").read_text())
+    assert samplers["seeds"] == [0, 1, 2] and all(len(set(r["fid"]["values"])) == 3 for r in samplers["rows"])
     report = (d / "reports/report.md").read_text()
     assert "## Classifier guidance" in report
     assert [row[1] for row in _md_table(report, "noise quarter")] == [
@@ -211,18 +235,20 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     text = json.loads((d / "reports/text.json").read_text())
     assert {"cfg_acc_w0", "cfg_acc_w2", "cfg_fid_w2", "cfg_unseen_acc", "cfg_fid_floor"} <= set(text)
     for key in ("cfg_acc_w0", "cfg_acc_w2"):
-        assert 0 <= text[key] <= 1 and text[key] * 40 == pytest.approx(round(text[key] * 40)), key
+        assert 0 <= text[key] <= 1 and text[key] * 120 == pytest.approx(round(text[key] * 120)), key  # mean of 3
     _in_unit_interval(text, ("cfg_unseen_acc",))
     assert all(text[k] >= 0 for k in ("cfg_fid_w0", "cfg_fid_w2", "cfg_fid_floor"))
     report = (d / "reports/report.md").read_text()
     assert "## Text conditioning and classifier-free guidance" in report and "the number {name} written by hand" in report
+    assert {"cfg_fid_w2_sd", "cfg_acc_w2_sd", "cfg_unseen_acc_sd"} <= set(text)
+    assert "mean ± sd over 3 sampling seeds (0, 1, 2" in section_of(report, "Sampler comparison")
     prompts = load_tensors(d / "data/samples/prompts.safetensors")
     assert prompts[0]["x"].shape == (2 * 4, 1, 8, 8) and prompts[1]["prompts"][0] == "a handwritten seven"
     distilled = json.loads((d / "reports/distill_eval.json").read_text())
     assert {"student_fid_2", "teacher_ddim_fid_2", "teacher_heun_fid_2", "teacher_fid_full", "speedup_2"} <= set(distilled)
     assert all(distilled[k] >= 0 for k in ("student_fid_2", "teacher_ddim_fid_2", "teacher_heun_fid_2",
                                            "teacher_fid_full", "fid_floor"))
-    assert distilled["speedup_2"] > 0
+    assert distilled["speedup_2"] > 0 and {"student_fid_2_sd", "teacher_fid_full_sd"} <= set(distilled)
     assert "## Distillation: a few-step student" in report
     # 4 prompts × 2 samples each as a grid; the CFG curves; FID against NFE
     assert _png_size(d / "reports/prompt_samples.png") == (160, 360)
@@ -292,6 +318,14 @@ def test_the_mixture_profile_reports_its_analytic_metrics(tmp_path_factory):
     assert {"student_fid_2", "student_acc_2", "teacher_acc_full", "teacher_ddim_acc_1"} <= set(
         json.loads((d / "reports/distill_eval.json").read_text()))
     assert "Samples that show the digit their prompt names" in report
+    # eval.seeds = 1: the flat files keep their keys without any _sd, the tables say one seed
+    for f in ("guidance.json", "text.json", "distill_eval.json"):
+        flat = json.loads((d / "reports" / f).read_text())
+        assert flat and not any(k.endswith("_sd") for k in flat), f
+    detail = json.loads((d / "reports/text_detail.json").read_text())
+    assert detail["seeds"] == [0] and all(set(r["fid"]) == {"mean", "values"} for r in detail["rows"])
+    for title in ("Classifier guidance", "Text conditioning", "Distillation"):
+        assert "One sampling seed (0; eval.seeds = 1)" in section_of(report, title), title
 
 
 @pytest.mark.slow

@@ -23,17 +23,18 @@ from sbm.nets.score import MLPNet
 from sbm.pipeline.evaluation import evaluate, plot_classes
 from sbm.pipeline.outputs.conditional import (
     CfgRow,
-    ConditionalScores,
     DistillDetail,
     DistillRun,
     GuidanceDetail,
     GuidanceRow,
+    SampleScores,
     TextDetail,
     UnseenRow,
 )
 from sbm.pipeline.outputs.evaluation import EvalDetail, EvalMetrics, EvaluatorScores
 from sbm.pipeline.outputs.prepared import PreparedData
 from sbm.pipeline.outputs.sampling import SamplerComparison, SampleSummary
+from sbm.pipeline.outputs.seeds import OverSeeds, Quality, QualityFloor
 from sbm.pipeline.outputs.skipped import SkippedTraining
 from sbm.pipeline.outputs.training import (
     ClassifierTraining,
@@ -269,11 +270,12 @@ def _write_training_outputs(r: Path) -> None:
                  data_range=None, sigma_max=12.0, n_classes=3, seed=3).write(r / "prepare.json")
     SampleSummary(sampler="annealed_langevin", space="pixel", n=400, nfe=10, wall_time_s=0.1,
                   seconds_per_sample=2.5e-4).write(r / "sample.json")
-    io.write_json(r / "samplers.json", {"n": 400, "metric": "swd", "rows": [
+    one = lambda v: {"mean": v, "values": [v]}  # noqa: E731  (one seed: no sd)
+    io.write_json(r / "samplers.json", {"n": 400, "metric": "swd", "seeds": [0], "rows": [
         {"sampler": "ddim", "budget": 10, "nfe": 10, "steps": 10, "seconds_per_sample": 1e-4, "non_finite": 0,
-         "swd": 0.31, "swd_floor": 0.12, "mmd": 0.01, "mmd_floor": 0.0},
+         "swd": one(0.31), "swd_floor": 0.12, "mmd": one(0.01), "mmd_floor": 0.0},
         {"sampler": "ode_heun", "budget": 20, "nfe": 19, "steps": 10, "seconds_per_sample": 2e-4, "non_finite": 0,
-         "swd": 0.25, "swd_floor": 0.12, "mmd": 0.005, "mmd_floor": 0.0}]})
+         "swd": one(0.25), "swd_floor": 0.12, "mmd": one(0.005), "mmd_floor": 0.0}]})
     SkippedTraining().write(r / "train_evaluator.json")
     PixelSpace().write(r / "train_vae.json")
     _png(r / "samples.png")
@@ -311,14 +313,35 @@ def _write_calibration(path: Path, blur_half: float = 6.0) -> None:
                       bar_failures=tuple(bar_failures(rows_json))).write(path)
 
 
+#: the sampling seeds of the fake comparison tables, and a score's three values around a mean: m − d, m, m + d
+SEEDS = (0, 1, 2)
+
+
+def _over(mean: float, d: float) -> OverSeeds:
+    """A score over SEEDS with values mean − d, mean, mean + d: its mean is `mean`, its sd (n − 1) d."""
+    return OverSeeds.of([mean - d, mean, mean + d])
+
+
+def _scores(acc: tuple[float, float] | None, fid: tuple[float, float], *, per_class=None, nfe: int = 100,
+            seconds_per_sample: float = 0.01) -> SampleScores:
+    """SampleScores over SEEDS: accuracy and FID (mean, d) as `_over`; KID = FID / 100; precision 0.625 ± 0.125,
+    recall 0.75 (sd 0); floors FID 2, KID 0.0125, precision 0.875, recall 0.8125."""
+    return SampleScores(accuracy=None if acc is None else _over(*acc),
+                        per_class=None if acc is None else (per_class or (acc[0],) * 10),
+                        quality=Quality(fid=_over(*fid), kid=_over(fid[0] / 100, fid[1] / 100),
+                                        precision=_over(0.625, 0.125), recall=_over(0.75, 0.0),
+                                        floor=QualityFloor(fid=2.0, kid=0.0125, precision=0.875, recall=0.8125)),
+                        nfe=nfe, seconds_per_sample=seconds_per_sample)
+
+
 def _write_guidance(r: Path) -> None:
-    """Fake outputs of train_classifier and evaluate_guidance (two scales, 10 classes)."""
+    """Fake outputs of train_classifier and evaluate_guidance (two scales, 10 classes, three seeds)."""
     ClassifierTraining(accuracy_by_quarter=(0.97, 0.81, 0.42, 0.13), space="latent", final_loss=0.79, steps=2000,
                        train_seconds=12.5, classifier={"hidden": 128}).write(r / "train_classifier.json")
-    rows = [GuidanceRow(scale=s, scores=ConditionalScores(accuracy=a, per_class=(a,) * 9 + (0.5,), fid=f, nfe=100,
-                                                          seconds_per_sample=0.01), fid_floor=2.0)
-            for s, a, f in ((0.0, 0.11, 4.5), (4.0, 0.93, 6.25))]
-    GuidanceDetail(n_per_class=100, sampler="euler_maruyama", rows=tuple(rows)).write(r / "guidance_detail.json")
+    rows = [GuidanceRow(scale=s, scores=_scores(a, f, per_class=(a[0],) * 9 + (0.5,)))
+            for s, a, f in ((0.0, (0.11, 0.01), (4.5, 0.5)), (4.0, (0.93, 0.01), (6.25, 0.25)))]
+    GuidanceDetail(n_per_class=100, sampler="euler_maruyama", seeds=SEEDS,
+                   rows=tuple(rows)).write(r / "guidance_detail.json")
     _png(r / "guidance.png")
     _write_text(r)
 
@@ -328,14 +351,11 @@ def _write_text(r: Path) -> None:
     TextTraining(encoder="minilm", loss="dsm", space="latent", final_loss=19.5, steps=4000, train_seconds=200.0,
                  resumed_from=None, n_params=1234567, trainable_encoder=False, encoder_dim=384,
                  scratch_vocabulary=None).write(r / "train_text.json")
-
-    def scores(a: float, f: float) -> ConditionalScores:
-        return ConditionalScores(accuracy=a, per_class=(a,) * 10, fid=f, nfe=100, seconds_per_sample=0.02)
-
-    rows = [CfgRow(scale=w, scores=scores(a, f), fid_floor=2.0, network_evals_per_call=1 if w == 0 else 2)
-            for w, a, f in ((0.0, 0.1, 4.75), (3.0, 0.97, 3.5))]
-    unseen = [UnseenRow(scale=3.0, template="the number {name} written by hand", scores=scores(0.66, 5.5), fid_floor=2.0)]
-    TextDetail(n_per_class=100, sampler="euler_maruyama", encoder="minilm", weight=3.0, rows=tuple(rows),
+    rows = [CfgRow(scale=w, scores=_scores(a, f, seconds_per_sample=0.02), network_evals_per_call=1 if w == 0 else 2)
+            for w, a, f in ((0.0, (0.1, 0.01), (4.75, 0.25)), (3.0, (0.97, 0.01), (3.5, 0.5)))]
+    unseen = [UnseenRow(scale=3.0, template="the number {name} written by hand",
+                        scores=_scores((0.66, 0.1), (5.5, 0.5), seconds_per_sample=0.02))]
+    TextDetail(n_per_class=100, sampler="euler_maruyama", encoder="minilm", weight=3.0, seeds=SEEDS, rows=tuple(rows),
                unseen=tuple(unseen)).write(r / "text_detail.json")
     _png(r / "prompt_samples.png")
     _write_distill(r)
@@ -347,15 +367,17 @@ def _write_distill(r: Path) -> None:
                     train_seconds=60.0, final_loss=0.5, distill={"steps_per_round": 600},
                     rounds=tuple(DistillRound(student_steps=n, teacher_steps=2 * n, final_loss=0.5, seconds=30.0,
                                               trained=True) for n in (8, 4))).write(r / "distill.json")
-    rows = [DistillRun(label="teacher euler_maruyama (full)", steps=99, nfe=100, fid=4.0, seconds_per_1000=10.0,
-                       fid_floor=2.0, kind="teacher", solver="euler_maruyama", full=True)]
-    rows += [DistillRun(label=label, steps=4, nfe=nfe, fid=f, seconds_per_1000=sec, fid_floor=2.0, kind=kind,
-                        solver=solver, full=False)
-             for label, kind, solver, nfe, f, sec in (("teacher ddim", "teacher", "ddim", 5, 12.0, 0.5),
-                                                      ("teacher ode_heun", "teacher", "ode_heun", 9, 20.0, 0.9),
-                                                      ("student (progressive)", "student", "ddim", 5, 5.0, 0.5))]
+    rows = [DistillRun(label="teacher euler_maruyama (full)", steps=99,
+                       scores=_scores(None, (4.0, 0.5), nfe=100, seconds_per_sample=0.01), kind="teacher",
+                       solver="euler_maruyama", full=True)]
+    rows += [DistillRun(label=label, steps=4, scores=_scores(None, f, nfe=nfe, seconds_per_sample=sec / 1000),
+                        kind=kind, solver=solver, full=False)
+             for label, kind, solver, nfe, f, sec in (("teacher ddim", "teacher", "ddim", 5, (12.0, 1.0), 0.5),
+                                                      ("teacher ode_heun", "teacher", "ode_heun", 9, (20.0, 1.0), 0.9),
+                                                      ("student (progressive)", "student", "ddim", 5, (5.0, 0.5), 0.5))]
     DistillDetail(n=1000, method="progressive", teacher="score", guidance=None, student_steps=4,
-                  teacher_sampler="euler_maruyama", teacher_steps=100, rows=tuple(rows)).write(r / "distill_detail.json")
+                  teacher_sampler="euler_maruyama", teacher_steps=100, seeds=SEEDS,
+                  rows=tuple(rows)).write(r / "distill_detail.json")
     _png(r / "distill.png")
 
 
@@ -476,13 +498,16 @@ def test_report_stage_end_to_end(pipeline):
     # sampler comparison: one row per (sampler, steps) with its NFE and distance, as samplers.json has them
     part = text[text.index("## Sampler comparison"):]
     rows = table_records(part, "sampler")
-    want = [{"sampler": "ddim", "steps": "10", "nfe": "10", "seconds_per_sample": "0.0001", "swd": "0.31",
-             "swd_floor": "0.12", "mmd": "0.01", "non_finite": "0"},
-            {"sampler": "ode_heun", "steps": "10", "nfe": "19", "seconds_per_sample": "0.0002", "swd": "0.25",
-             "swd_floor": "0.12", "mmd": "0.005", "non_finite": "0"}]
+    want = [{"sampler": "ddim", "steps": "10", "NFE": "10", "s / sample": "0.0001", "SW₂": "0.31",
+             "SW₂ floor": "0.12", "MMD²": "0.01", "non-finite": "0"},
+            {"sampler": "ode_heun", "steps": "10", "NFE": "19", "s / sample": "0.0002", "SW₂": "0.25",
+             "SW₂ floor": "0.12", "MMD²": "0.005", "non-finite": "0"}]
     assert [{k: row[k] for k in w} for row, w in zip(rows, want)] == want and len(rows) == 2
     header = list(rows[0])
-    assert "fid" not in header and "swd" in header and "The plot shows" not in part  # no FID, no plot
+    assert "FID" not in header and "SW₂" in header and "The plot shows" not in part  # no FID, no plot
+    # one seed: single values (no "±") and the table says so
+    sm = section(text, "Sampler comparison")
+    assert "±" not in sm and "One sampling seed (0; eval.seeds = 1): each score is a single value, no spread." in sm
     # 2-D data without an evaluator or autoencoder: no headline, no image quality, no VAE curve
     assert "## Headline" not in text and "## Image quality" not in text
     assert "No evaluator: the data has no class labels, so no FID." in section(text, "Evaluator")
@@ -546,10 +571,11 @@ def _write_image_run(r: Path, *, space: str, labelled: bool = True) -> dict:
     SampleSummary(sampler="ddim", space=space, n=1000, nfe=50, wall_time_s=2.5,
                   seconds_per_sample=2.5e-3).write(r / "sample.json")
     _png(r / "samples.png")
-    fid_rows = {"fid": 15.5, "fid_floor": 2.468} if labelled else {}
-    SamplerComparison.from_json({"n": 1000, "metric": "fid" if labelled else "swd", "rows": [
+    fid_rows = {**_scores(None, (15.5, 0.5)).quality.to_json(), "fid_floor": 2.468} if labelled else {}
+    SamplerComparison.from_json({"n": 1000, "metric": "fid" if labelled else "swd", "seeds": list(SEEDS), "rows": [
         {"sampler": "ddim", "budget": 10, "steps": 10, "nfe": 10, "seconds_per_sample": 1e-3, **fid_rows,
-         "swd": 0.21, "swd_floor": 0.0625, "mmd": 0.004, "mmd_floor": 0.0001, "non_finite": 0}]}).write(r / "samplers.json")
+         "swd": _over(0.21, 0.01).to_json(), "swd_floor": 0.0625, "mmd": _over(0.004, 0.001).to_json(),
+         "mmd_floor": 0.0001, "non_finite": 0}]}).write(r / "samplers.json")
     _png(r / "samplers.png")
     _write_guidance(r)
     return m
@@ -565,30 +591,45 @@ def test_report_latent_image_run(tmp_path):
     quarters = table_rows(g, "noise quarter")
     assert [q[0][:3] for q in quarters] == ["q1:", "q2:", "q3:", "q4:"]
     assert [q[1] for q in quarters] == ["0.97", "0.81", "0.42", "0.13"]
+    # every score "mean ± sd" over the three seeds (sd to 2 significant digits), KID / precision / recall next to FID
     assert table_records(g, "method") == [
-        {"method": "classifier", "scale": s, "accuracy": a, "FID": f, "FID floor": "2", "NFE": "100",
-         "s / sample": "0.01"} for s, a, f in (("0", "0.11", "4.5"), ("4", "0.93", "6.25"))]
+        {"method": "classifier", "scale": s, "accuracy": a, "FID": f, "KID": k, "precision": "0.625 ± 0.12",
+         "recall": "0.75 ± 0", "FID floor": "2", "NFE": "100", "s / sample": "0.01"}
+        for s, a, f, k in (("0", "0.11 ± 0.01", "4.5 ± 0.5", "0.045 ± 0.005"),
+                           ("4", "0.93 ± 0.01", "6.25 ± 0.25", "0.0625 ± 0.0025"))]
+    assert "mean ± sd over 3 sampling seeds (0, 1, 2; sd with n − 1)" in g
+    assert "FID 2, KID 0.0125, precision 0.875, recall 0.8125." in g  # the floors, once
     assert table_rows(g, "class") == [[str(k), "0.93"] for k in range(9)] + [["9", "0.5"]]
-    assert "Per-class accuracy at s = 4:" in g and "![accuracy and FID against guidance strength](guidance.png)" in g
+    assert "Per-class accuracy at s = 4 (mean over the seeds):" in g
+    assert "![accuracy and FID against guidance strength](guidance.png)" in g
     # text: the model, both guidance methods in one table and one plot, the unseen phrasing, the prompt grid
     t = section(text, "Text conditioning and classifier-free guidance")
     assert "1,234,567 trainable parameters" in t and "`minilm` (frozen), 384-dimensional" in t
     both = table_records(t, "method")
-    assert [(row["method"], row["strength"], row["accuracy"], row["FID"], row["NFE"]) for row in both] == [
-        ("classifier guidance (s)", "0", "0.11", "4.5", "100"), ("classifier guidance (s)", "4", "0.93", "6.25", "100"),
-        ("classifier-free guidance (w)", "0", "0.1", "4.75", "100"),
-        ("classifier-free guidance (w)", "3", "0.97", "3.5", "100")]
-    assert table_rows(t, "phrasing (unseen in training)") == [["the number {name} written by hand", "3", "0.66", "5.5"]]
+    assert [(row["method"], row["strength"], row["accuracy"], row["FID"], row["KID"], row["NFE"]) for row in both] == [
+        ("classifier guidance (s)", "0", "0.11 ± 0.01", "4.5 ± 0.5", "0.045 ± 0.005", "100"),
+        ("classifier guidance (s)", "4", "0.93 ± 0.01", "6.25 ± 0.25", "0.0625 ± 0.0025", "100"),
+        ("classifier-free guidance (w)", "0", "0.1 ± 0.01", "4.75 ± 0.25", "0.0475 ± 0.0025", "100"),
+        ("classifier-free guidance (w)", "3", "0.97 ± 0.01", "3.5 ± 0.5", "0.035 ± 0.005", "100")]
+    assert "mean ± sd over 3 sampling seeds" in t and "Classifier guidance rows" not in t  # the same seeds
+    assert table_rows(t, "phrasing (unseen in training)") == [
+        ["the number {name} written by hand", "3", "0.66 ± 0.1", "5.5 ± 0.5", "0.055 ± 0.005", "0.625 ± 0.12",
+         "0.75 ± 0"]]
     assert "](conditional.png)" in t and "![samples from prompts](prompt_samples.png)" in t
     assert _png_size(r / "conditional.png") == GUIDANCE_PNG_SIZE  # the plot, not a placeholder
     # distillation: the 4-step student against the teacher at full steps and at 4 DDIM / Heun steps
     d = section(text, "Distillation: a few-step student")
-    assert "student's FID is **5**" in d and "teacher's **4** at its full 99 steps" in d and "ratio 1.25" in d
-    assert "4-step DDIM 12 / Heun 20" in d and "**20× faster**" in d and "![FID against NFE](distill.png)" in d
-    assert table_rows(d, "model / sampler") == [["teacher euler_maruyama (full)", "99", "100", "4", "10"],
-                                                 ["teacher ddim", "4", "5", "12", "0.5"],
-                                                 ["teacher ode_heun", "4", "9", "20", "0.9"],
-                                                 ["student (progressive)", "4", "5", "5", "0.5"]]
+    assert "student's FID is **5 ± 0.5**" in d and "teacher's **4 ± 0.5** at its full 99 steps" in d
+    assert "ratio of the means 1.25" in d and "4-step DDIM 12 ± 1 / Heun 20 ± 1" in d
+    assert "**20× faster**" in d and "![FID against NFE](distill.png)" in d and "mean ± sd over 3 sampling seeds" in d
+    assert table_records(d, "model / sampler") == [
+        {"model / sampler": label, "steps": steps, "NFE": nfe, "FID": fid, "KID": kid, "precision": "0.625 ± 0.12",
+         "recall": "0.75 ± 0", "s / 1000 samples": sec}
+        for label, steps, nfe, fid, kid, sec in (
+            ("teacher euler_maruyama (full)", "99", "100", "4 ± 0.5", "0.04 ± 0.005", "10"),
+            ("teacher ddim", "4", "5", "12 ± 1", "0.12 ± 0.01", "0.5"),
+            ("teacher ode_heun", "4", "9", "20 ± 1", "0.2 ± 0.01", "0.9"),
+            ("student (progressive)", "4", "5", "5 ± 0.5", "0.05 ± 0.005", "0.5"))]
     assert table_rows(d, "student steps") == [["8", "16", "0.5", "30"], ["4", "8", "0.5", "30"]]
     # the headline: first section, FID next to its floor and ratio, accuracy, class TV, the bound on bits/dim
     assert text.index("## Headline") < text.index("## Data")
@@ -625,6 +666,7 @@ def test_report_latent_image_run(tmp_path):
     # image quality: FID table, class counts next to expected counts, the histogram
     iq = section(text, "Image quality")
     assert "FID between 1000 samples and 360 test examples" in iq
+    assert "One sample set" in iq and "the sampler comparison below shows that spread" in iq
     assert table_dict(iq)["recall (fraction of test data on the samples' manifold)"] == "0.75"
     classes = table_rows(iq, "class")
     assert len(classes) == 10
@@ -644,10 +686,15 @@ def test_report_latent_image_run(tmp_path):
     assert _png_size(r / "vae_loss.png") == LOSS_PNG_SIZE  # the curve of the VAE's loss.tsv
     # samplers with FID columns; the plot's metric named; the space in training and samples
     sm = section(text, "Sampler comparison")
-    header = next(_cells(ln) for ln in sm.splitlines() if ln.startswith("| sampler"))
-    row = dict(zip(header, table_rows(sm, "sampler")[0]))
-    assert row["sampler"] == "ddim" and row["fid"] == "15.5" and row["fid_floor"] == "2.468" and row["swd"] == "0.21"
-    assert "The plot shows FID against NFE." in sm and "FID on the evaluator's features" in sm
+    (row,) = table_records(sm, "sampler")
+    assert row == {"sampler": "ddim", "budget": "10", "steps": "10", "NFE": "10", "s / sample": "0.001",
+                   "FID": "15.5 ± 0.5", "KID": "0.155 ± 0.005", "precision": "0.625 ± 0.12", "recall": "0.75 ± 0",
+                   "FID floor": "2.468", "SW₂": "0.21 ± 0.01", "SW₂ floor": "0.0625", "MMD²": "0.004 ± 0.001",
+                   "non-finite": "0"}
+    assert "mean ± sd over 3 sampling seeds (0, 1, 2; sd with n − 1)" in sm
+    assert "FID 2.468, KID 0.0125, precision 0.875, recall 0.8125." in sm
+    assert "The plot shows FID against NFE (the mean over the seeds, with ±sd error bars)." in sm
+    assert "FID, KID and precision/recall on the evaluator's features" in sm
     assert "Score model trained in latent space" in section(text, "Training")
     assert "Drawn in latent space and decoded by the VAE." in section(text, "Samples")
 
@@ -661,12 +708,13 @@ def test_report_text_student_shows_its_guidance_and_prompt_accuracy(tmp_path):
     io.write_json(r / "distill.json", {**dj, "teacher": "text", "guidance": 2.0})
     dd = io.read_json(r / "distill_detail.json")
     for row, acc in zip(dd["rows"], (0.99, 0.9, 0.8, 0.97)):
-        row["accuracy"] = acc
+        row.update(accuracy=_over(acc, 0.01).to_json(), per_class=[acc] * 10)
     io.write_json(r / "distill_detail.json", {**dd, "teacher": "text", "guidance": 2.0})
     d = section(build_report(report_inputs(r)), "Distillation: a few-step student")
     assert "student of the text-conditional model under CFG w = 2 (folded into the student)" in d
-    assert "evaluator accuracy): student **0.97**, teacher 0.99 at full steps" in d
-    assert "accuracy |" in d and "drawn from prompts" in d
+    assert "evaluator accuracy): student **0.97 ± 0.01**, teacher 0.99 ± 0.01 at full steps" in d
+    assert [row["accuracy"] for row in table_records(d, "model / sampler")] == [
+        "0.99 ± 0.01", "0.9 ± 0.01", "0.8 ± 0.01", "0.97 ± 0.01"] and "drawn from prompts" in d
 
 
 def test_report_pixel_image_run(tmp_path):
@@ -705,7 +753,8 @@ def test_report_unlabelled_image_data_has_no_fid(tmp_path):
         "bits/dim, upper bound (importance-weighted, K = 4)": "≤ 1.75"}
     assert "## Image quality" not in text and "class_histogram" not in text
     sm = section(text, "Sampler comparison")
-    assert "The plot shows SW₂ against NFE." in sm and "fid" not in sm
+    assert "The plot shows SW₂ against NFE (the mean over the seeds, with ±sd error bars)." in sm
+    assert "FID" not in sm and "fid" not in sm and table_records(sm, "sampler")[0]["SW₂"] == "0.21 ± 0.01"
     assert _png_size(r / "vae_loss.png") == LOSS_PNG_SIZE  # latent space: the VAE's curve is drawn
 
 

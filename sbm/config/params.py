@@ -317,12 +317,17 @@ class LikelihoodParams(Section):
 
 @dataclass(frozen=True)
 class EvalParams(Section):
+    """Sample-quality settings: distances of stage evaluate, the sampler comparison, and `seeds`, the
+    number of sampling seeds (seed, seed + 1, …) every run of the comparison tables is drawn with
+    (compare_samplers, evaluate_guidance, evaluate_text, evaluate_distill: mean ± sd over them)."""
+
     n_points: int = _f(2000, ge=2)
     n_projections: int = _f(256, ge=1)
     n_score_points: int = _f(2000, ge=1)
     compare_samplers: list[str] = _f(["annealed_langevin", "euler_maruyama", "pc", "ddim", "ode_heun"])
     compare_nfe: list[int] = _f([10, 20, 50, 100])
     compare_points: int = _f(2000, ge=2)
+    seeds: int = _f(3, ge=1)
 
     def validate(self, key: str) -> None:
         for i, name in enumerate(self.compare_samplers):

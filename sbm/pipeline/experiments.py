@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io as _io
 import json
+import math
 import subprocess
 from pathlib import Path
 
@@ -32,7 +33,17 @@ DIRECTIONS = {
     "logp_samples": "max", "nll": "min", "nll_gap": "min", "bpd": "min", "fid": "min", "accuracy": "max",
     "final_loss": None, "train_seconds": "min", "wall_time_s": "min", "seconds_per_sample": "min",
     "cfg_unseen_acc": "max", "evaluator_acc": "max", "class_tv": "min", "bpd_bound": "min",
+    "kid": "min", "precision": "max", "recall": "max",
 }
+#: the suffix of a metric's sd over the sampling seeds (guidance.json, text.json, distill_eval.json):
+#: shown in the metric's cell as "mean ± sd", not as a column of its own
+SD_SUFFIX = "_sd"
+#: what every row's metrics are measured on
+ONE_SAMPLE_SET = (
+    "Each row's metrics.json columns (fid, kid, precision, recall, the distances) come from one sample set: the "
+    "`sample` stage's samples, drawn with one sampling seed, so FID differences of a few points can be sampling "
+    "noise (reports/samplers.json shows the spread over seeds). The guidance., text. and distill_eval. columns are "
+    "means over eval.seeds sampling seeds, shown as mean ± sd.")
 #: metric columns left out of the table: data description and bookkeeping
 HIDDEN = ("prepare.", "train_score.steps", "train_score.resumed_from", "train_score.n_params", "train_score.loss",
           "train_score.world_size", "distill.steps", "distill.teacher_steps", "distill.distill.", "train_text.steps", "train_text.resumed_from", "train_text.encoder_dim",
@@ -104,13 +115,16 @@ def summarize(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
 
 
 def to_markdown(table: pd.DataFrame, best: dict[str, int]) -> str:
-    """Markdown table with the best value of each ranked metric in bold."""
-    shown = table.copy().astype(object)
+    """Markdown table with the best value of each ranked metric in bold; a metric with an sd column
+    (`SD_SUFFIX`: the sd over the sampling seeds) shows "mean ± sd" in one cell."""
+    sds = {c: f"{c}{SD_SUFFIX}" for c in table.columns if f"{c}{SD_SUFFIX}" in table.columns}
+    shown = table.drop(columns=list(sds.values())).astype(object)
     for col in shown.columns:
         for i in shown.index:
             v = shown.at[i, col]
+            sd = table.at[i, sds[col]] if col in sds else None
             if isinstance(v, float):
-                v = f"{v:.4g}"
+                v = f"{v:.4g}" + (f" ± {sd:.2g}" if isinstance(sd, float) and not math.isnan(sd) else "")
             shown.at[i, col] = f"**{v}**" if best.get(col) == i else v
     return shown.to_markdown(index=False)
 
@@ -162,7 +176,8 @@ def write_report(out: str | Path = "reports/compare.md", repo: str | None = None
         png = out.with_suffix(".png")
         lines = ["# Experiment comparison", "",
                  "One row per experiment (`dvc exp show`); the best value of each ranked metric is bold "
-                 "(lower is better for distances, errors and NLL).", "", to_markdown(table, best), ""]
+                 "(lower is better for distances, errors and NLL).", "", ONE_SAMPLE_SET, "", to_markdown(table, best),
+                 ""]
         if plot_curves(table, png, repo):
             lines += ["## Training loss", "", f"![loss curves]({png.name})", ""]
         text = "\n".join(lines)

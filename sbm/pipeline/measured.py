@@ -6,12 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from sbm import io
 from sbm.eval.evaluator import NO_EVALUATOR_FILE, load_evaluator_dir
-from sbm.eval.quality import fid
+from sbm.eval.quality import QualityMeter
 from sbm.latent.space import check_space
 from sbm.latent.vae import decode_samples, load_space_vae
 from sbm.pipeline.outputs.skipped import SkippedEvaluation
@@ -24,7 +23,8 @@ class Measured:
     """What the evaluation stages share: the data (train, test (N, ...) and meta.json), the space
     the model samples in (shape, and the VAE that decodes it, None in pixel space) and the
     evaluator whose features give FID (None for data without labels). `decode(z)` maps drawn
-    samples to data space (latents decoded, images clamped to the data's range)."""
+    samples to data space (latents decoded, images clamped to the data's range); `meter(...)` is
+    the quality meter against the test split."""
 
     meta: dict
     shape: list[int]
@@ -37,12 +37,12 @@ class Measured:
 
         return decode_samples(self.vae, z, data_range=self.meta["value_range"] if len(self.meta["shape"]) == 3 else None)
 
-    def fid_floor(self, n: int, seed: int) -> float:
-        """FID(train, test) with n training examples (a seeded subset): what a perfect model
-        scores with n samples, the floor next to which sample FIDs are read."""
+    def meter(self, cfg, seed: int) -> QualityMeter | None:
+        """The stage's one `QualityMeter` (FID, KID, precision/recall) against the test split, on the
+        features params `evaluator` (cfg) names; seed: its KID subsets, precision/recall and floor
+        subsets. None without an evaluator (data without labels). Floors: `meter.floor(self.train, n)`."""
 
-        subset = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))[:n]
-        return fid(self.test, self.train[subset], self.evaluator)
+        return None if self.evaluator is None else QualityMeter.from_params(cfg, self.test, self.evaluator, seed=seed)
 
 
 def load_measured(data_dir, space_dir, evaluator_dir, space: str, *, need_evaluator: str | None = None) -> Measured:

@@ -123,14 +123,16 @@ def placeholder(path: str | Path, text: str) -> None:
 
 def plot_guidance(rows, png: str | Path) -> None:
     """Evaluator accuracy on the conditional samples and their FID against the guidance
-    strength (classifier scale s or CFG weight w), one line per method. rows: the typed rows of
-    sbm.pipeline.outputs (GuidanceRow, CfgRow): method, scale, accuracy, fid, fid_floor."""
+    strength (classifier scale s or CFG weight w), one line per method: the means over the
+    sampling seeds with ±sd error bars (none for one seed). rows: the typed rows of
+    sbm.pipeline.outputs (GuidanceRow, CfgRow): method, scale, accuracy and fid (mean, sd), fid_floor."""
     fig, (ax_acc, ax_fid) = plt.subplots(1, 2, figsize=(9, 3.5))
     for method in dict.fromkeys(r.method for r in rows):
-        pts = sorted((r.scale, r.accuracy, r.fid) for r in rows if r.method == method)
-        scales, acc, fids = zip(*pts)
-        ax_acc.plot(scales, acc, marker="o", label=method)
-        ax_fid.plot(scales, fids, marker="o", label=method)
+        pts = sorted(((r.scale, r.accuracy, r.fid) for r in rows if r.method == method), key=lambda p: p[0])
+        scales = [p[0] for p in pts]
+        for ax, k in ((ax_acc, 1), (ax_fid, 2)):
+            ax.errorbar(scales, [p[k].mean for p in pts], yerr=_yerr([p[k].sd for p in pts]), marker="o", capsize=3,
+                        label=method)
     floors = [r.fid_floor for r in rows if r.fid_floor is not None]
     if floors:
         ax_fid.axhline(floors[0], color="k", ls="--", lw=1, label="FID(train, test)")
@@ -145,6 +147,11 @@ def plot_guidance(rows, png: str | Path) -> None:
     plt.close(fig)
 
 
+def _yerr(sds: list[float | None]) -> list[float] | None:
+    """Error bar half-lengths: the sds (0 where a value has none); None when no value has one (one seed)."""
+    return None if all(sd is None for sd in sds) else [0.0 if sd is None else sd for sd in sds]
+
+
 def _log_tick(value: float, _pos=None) -> str:
     """A log-axis tick label: the plain number at 1, 2 and 5 × 10^k, nothing elsewhere."""
     if value <= 0:
@@ -153,16 +160,18 @@ def _log_tick(value: float, _pos=None) -> str:
     return f"{value:g}" if round(mantissa, 6) in (1.0, 2.0, 5.0) else ""
 
 
-def plot_quality_vs_nfe(points: list[tuple[str, int, float | None, float | None]], png: str | Path,
+def plot_quality_vs_nfe(points: list[tuple[str, int, float | None, float | None, float | None]], png: str | Path,
                         metric: str = "swd") -> None:
     """Quality (lower is better) against NFE, one line per sampler, the real-data floor dashed.
-    points: (line, NFE, value or None, floor or None) per run (`SamplerComparison.points()`,
-    `DistillDetail.points()`); metric: what the value is (fid, swd), for the axis label."""
+    points: (line, NFE, mean over the seeds or None, its sd or None (one seed), floor or None) per
+    run (`SamplerComparison.points()`, `DistillDetail.points()`), drawn as the mean with ±sd error
+    bars; metric: what the value is (fid, swd), for the axis label."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in dict.fromkeys(p[0] for p in points):
-        pts = sorted((nfe, v) for line, nfe, v, _ in points if line == name and v is not None)
+        pts = sorted((nfe, v, sd) for line, nfe, v, sd, _ in points if line == name and v is not None)
         if pts:
-            ax.plot(*zip(*pts), marker="o", label=name)
+            nfes, values, sds = zip(*pts)
+            ax.errorbar(nfes, values, yerr=_yerr(list(sds)), marker="o", capsize=3, label=name)
     floors = [floor for *_, floor in points if floor is not None]
     if floors:
         ax.axhline(sum(floors) / len(floors), color="k", ls="--", lw=1, label="real-data floor")
@@ -170,7 +179,7 @@ def plot_quality_vs_nfe(points: list[tuple[str, int, float | None, float | None]
         ax.text(0.5, 0.5, "no sampler runs (eval.compare_samplers is empty)", ha="center", transform=ax.transAxes)
     else:
         ax.set_xscale("log")
-        values = [v for _, _, v, _ in points if v is not None]
+        values = [v for _, _, v, _, _ in points if v is not None]
         if values and min(values) > 0:
             ax.set_yscale("log")
         for axis in (ax.xaxis, ax.yaxis):  # plain numbers at 1, 2, 5 × 10^k instead of "2×10^0"
@@ -180,7 +189,7 @@ def plot_quality_vs_nfe(points: list[tuple[str, int, float | None, float | None]
         ax.legend(fontsize=8)
     ax.set_xlabel("NFE (network evaluations)")
     label = {"fid": "FID", "swd": "sliced Wasserstein"}.get(metric, metric)
-    ax.set_ylabel(f"{label} to test data")
+    ax.set_ylabel(f"{label} to test data (mean ± sd)")
     fig.tight_layout()
     Path(png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100)

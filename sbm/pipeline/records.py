@@ -1,7 +1,7 @@
 """The machinery of the typed stage outputs (`sbm.pipeline.outputs`): a `Record` is a frozen,
 keyword-only dataclass whose fields say how it maps to a JSON object — a plain key (`key`,
 `opt`), the keys of a nested record written inline (`inline`), or a family of keys formatted
-from values (`family` with a `KeyFamily`, e.g. "cg_acc_s2" from ("acc", 2.0)). `to_json()` and
+from values (`family` with a `KeyFamily`, e.g. "cg_acc_s2_sd" from ("acc", 2.0, "sd")). `to_json()` and
 `from_json(d)` are derived from the fields in order; reading is strict: a missing key, a value
 of the wrong type or an unknown key raises `SchemaError` naming the file and the key.
 """
@@ -60,6 +60,11 @@ LEVEL = KeyPart(r"\d{2,}", lambda i: f"{i:02d}", int)
 
 STEPS_OR_FULL = KeyPart(r"full|\d+", lambda s: "full" if s is None else str(s),
                         lambda t: None if t == "full" else int(t))
+
+
+#: which statistic over the sampling seeds a key holds: "mean" (no suffix: the key a single value had)
+#: or "sd" (suffix "_sd"), e.g. "cg_fid_s2" and "cg_fid_s2_sd"
+STAT = KeyPart(r"(?:_sd)?", lambda s: {"mean": "", "sd": "_sd"}[s], lambda t: "sd" if t else "mean")
 
 
 @dataclass(frozen=True)

@@ -26,20 +26,27 @@ Sections:
 - Image quality — FID, KID, precision/recall on the evaluator's features next to their
   floors, the evaluator's accuracy, the class counts of the samples next to the counts the training
   frequencies predict (reports/eval_detail.json), the class histogram
-  (reports/class_histogram.png).
+  (reports/class_histogram.png); one sample set (the sample stage's), pointing at the sampler
+  comparison for the spread over seeds.
 - Likelihood — NLL / bits/dim along the probability-flow ODE, or for a latent model the
   upper bound through the autoencoder (ELBO and importance-weighted).
 - Gaussian mixture — score error per noise level, recovered vs true mixture weights,
   mean true log-density of samples vs test points (reports/eval_detail.json).
-- Sampler comparison — NFE, cost, FID or SW₂ per (sampler, budget) (reports/samplers.json).
+- Sampler comparison — NFE, cost, FID, KID, precision/recall and SW₂/MMD² per (sampler, budget)
+  (reports/samplers.json).
 - Classifier guidance — the noisy classifier's accuracy per noise quarter
-  (reports/train_classifier.json), guided accuracy and FID per scale (reports/guidance_detail.json).
-- Text conditioning — the text-conditional model (reports/train_text.json), CFG accuracy and
-  FID per w next to classifier guidance per s (reports/text_detail.json; the combined plot is
-  drawn here to reports/conditional.png), the unseen phrasings, the prompt grid
+  (reports/train_classifier.json), guided accuracy, FID, KID and precision/recall per scale
+  (reports/guidance_detail.json).
+- Text conditioning — the text-conditional model (reports/train_text.json), CFG accuracy, FID,
+  KID and precision/recall per w next to classifier guidance per s (reports/text_detail.json; the
+  combined plot is drawn here to reports/conditional.png), the unseen phrasings, the prompt grid
   (reports/prompt_samples.png).
-- Distillation — the student's rounds (reports/distill.json), its FID, NFE and time per 1,000
-  samples next to the teacher's (reports/distill_detail.json, reports/distill.png).
+- Distillation — the student's rounds (reports/distill.json), its FID, KID, precision/recall, NFE
+  and time per 1,000 samples next to the teacher's (reports/distill_detail.json, reports/distill.png).
+
+Every score of the four comparison tables (samplers, guidance, text, distillation) is drawn with
+eval.seeds sampling seeds and shown as "mean ± sd" (`_pm`; the mean alone for one seed, which
+the table's note says), floors once.
 - Training — summary (reports/train_score.json) and the loss curve.
 - Samples — the picture of the sample stage (reports/samples.png).
 """
@@ -62,6 +69,7 @@ from sbm.pipeline.outputs.conditional import DistillDetail, GuidanceDetail, Text
 from sbm.pipeline.outputs.evaluation import EvalDetail, EvalMetrics, EvaluatorScores, MixtureWeights, ScoreLevel
 from sbm.pipeline.outputs.prepared import PreparedData
 from sbm.pipeline.outputs.sampling import SamplerComparison, SampleSummary
+from sbm.pipeline.outputs.seeds import MeanSd, Quality, QualityFloor
 from sbm.pipeline.outputs.skipped import SkippedEvaluation, SkippedTraining
 from sbm.pipeline.outputs.training import (
     ClassifierTraining,
@@ -182,6 +190,35 @@ def _fmt(v) -> str:
 
 def _as_list(v):
     return [_as_list(x) for x in v] if isinstance(v, tuple) else v
+
+
+def _pm(v: MeanSd | None) -> str:
+    """A score over the sampling seeds as a table cell: "mean ± sd" (sd to 2 significant digits), the
+    mean alone for one seed, "–" when there is none."""
+    return "–" if v is None or not _given(v.mean) else format(v, FLOATFMT)
+
+
+def _quality_cells(q: Quality | None) -> dict[str, str]:
+    """The FID, KID, precision and recall cells ("mean ± sd") of a run."""
+    return {name: _pm(getattr(q, field) if q is not None else None)
+            for name, field in (("FID", "fid"), ("KID", "kid"), ("precision", "precision"), ("recall", "recall"))}
+
+
+def _seeds_note(seeds: tuple[int, ...], what: str = "Each score") -> str:
+    """Over how many sampling seeds the cells of a table are: "mean ± sd over k seeds", or one seed."""
+    if len(seeds) == 1:
+        return f"One sampling seed ({seeds[0]}; eval.seeds = 1): {what.lower()} is a single value, no spread."
+    return (f"{what} is mean ± sd over {len(seeds)} sampling seeds ({', '.join(map(str, seeds))}; sd with "
+            "n − 1): each run drawn once per seed.")
+
+
+def _floor_note(floor: QualityFloor | None) -> list[str]:
+    """The floors of a table's quality metrics (real training examples: one value, not per seed)."""
+    if floor is None:
+        return []
+    return [f"Floor, as many real training examples against the same test split (what a perfect model scores; "
+            f"real data, one value): FID {_fmt(floor.fid)}, KID {_fmt(floor.kid)}, precision "
+            f"{_fmt(floor.precision)}, recall {_fmt(floor.recall)}.", ""]
 
 
 def _rel(target: Path, out_md: Path) -> str:
@@ -438,7 +475,9 @@ def image_quality_section(m: EvalMetrics | None, detail: EvalDetail | None, inp:
     out = head + [
         f"FID between {_fmt(n_fid) if n_fid else 'the'} samples and {_fmt(n_test) if n_test else 'the'} test examples "
         "on the evaluator's features. The floor is the same number of real training examples against the same "
-        "test examples: what a perfect model scores at this n (FID / floor ≈ 1).", "",
+        "test examples: what a perfect model scores at this n (FID / floor ≈ 1). One sample set: the `sample` "
+        "stage's samples, drawn with one seed, so a single number each; FID at this n moves between sampling seeds — "
+        "the sampler comparison below shows that spread (mean ± sd over eval.seeds seeds per run).", "",
         _labelled_table([("FID, samples vs test", scores.fid), ("FID floor, train vs test", scores.fid_floor),
                          ("FID / floor", scores.fid_ratio), ("KID, samples vs test", scores.kid),
                          ("KID floor, train vs test", scores.kid_floor),
@@ -498,30 +537,34 @@ def latent_likelihood(m: EvalMetrics, detail: EvalDetail | None) -> list[str]:
 
 
 def samplers_section(inp: ReportInputs) -> list[str]:
-    """The sampler comparison: NFE, time per sample and FID or distance to test per (sampler, steps)."""
+    """The sampler comparison: NFE, time per sample, FID, KID, precision/recall and the distances to
+    test per (sampler, steps), each score mean ± sd over the sampling seeds."""
     data = _read(SamplerComparison, inp.samplers)
     if data is None:
         return ["## Sampler comparison", "", _skip("the sampler comparison", inp.samplers, "compare_samplers"), ""]
     if not data.rows:
         return ["## Sampler comparison", "", "_No samplers listed in eval.compare_samplers._", ""]
-    df = pd.DataFrame([{"sampler": r.sampler, "budget": r.budget, "steps": r.steps, "nfe": r.nfe,
-                        "seconds_per_sample": r.seconds_per_sample,
-                        **({"fid": r.fid.fid, "fid_floor": r.fid.fid_floor} if r.fid is not None else {}),
-                        **({"swd": r.distances.swd, "swd_floor": r.distances.swd_floor, "mmd": r.distances.mmd}
-                           if r.distances is not None else {}),
-                        "non_finite": r.non_finite} for r in data.rows])
-    cols = [c for c in ("sampler", "budget", "steps", "nfe", "seconds_per_sample", "fid", "fid_floor", "swd",
-                        "swd_floor", "mmd", "non_finite") if c in df.columns]
+    fid = any(r.quality is not None for r in data.rows)
+    df = pd.DataFrame([{"sampler": r.sampler, "budget": _fmt(r.budget), "steps": _fmt(r.steps), "NFE": _fmt(r.nfe),
+                        "s / sample": _fmt(r.seconds_per_sample),
+                        **({**_quality_cells(r.quality),
+                            "FID floor": _fmt(r.quality.floor.fid) if r.quality is not None else "–"} if fid else {}),
+                        "SW₂": _pm(r.distances.swd) if r.distances else "–",
+                        "SW₂ floor": _fmt(r.distances.swd_floor) if r.distances else "–",
+                        "MMD²": _pm(r.distances.mmd) if r.distances else "–",
+                        "non-finite": _fmt(r.non_finite)} for r in data.rows])
     metric = data.metric
-    fid = any(r.fid is not None for r in data.rows)
     out = ["## Sampler comparison", "",
-           f"Each sampler at each NFE budget (eval.compare_nfe) on the same model and seed, n = {data.n} samples; "
-           + ("FID on the evaluator's features and " if fid else "")
-           + "distances to the test split, the floor is real training points against the same test points.", "",
-           _table(df[cols].map(_fmt)), ""]
+           f"Each sampler at each NFE budget (eval.compare_nfe) on the same model, n = {data.n} samples per run and "
+           "seed; " + ("FID, KID and precision/recall on the evaluator's features and " if fid else "")
+           + "distances to the test split; the floor is real training points against the same test points. "
+           + _seeds_note(data.seeds) + " Non-finite: samples over all seeds (a run with any has no scores).", "",
+           _table(df), ""]
+    out += _floor_note(next((r.quality.floor for r in data.rows if r.quality is not None), None))
     if inp.samplers_png.is_file():
         shown = "FID" if metric == "fid" else "SW₂"
-        out += [f"The plot shows {shown} against NFE.", "",
+        bars = ", with ±sd error bars" if len(data.seeds) > 1 else ""
+        out += [f"The plot shows {shown} against NFE (the mean over the seeds{bars}).", "",
                 f"![quality vs NFE]({_rel(inp.samplers_png, inp.out)})", ""]
     return out
 
@@ -591,7 +634,8 @@ def samples_section(sample: SampleSummary | None, inp: ReportInputs) -> list[str
 
 def guidance_section(inp: ReportInputs) -> list[str]:
     """The noise-conditional classifier's accuracy per noise quarter and classifier-guided
-    sampling: evaluator accuracy and FID of the class-conditional samples at each scale."""
+    sampling: evaluator accuracy, FID, KID and precision/recall of the class-conditional samples
+    at each scale (mean ± sd over the seeds)."""
     out = ["## Classifier guidance", ""]
     tc = _read(ClassifierTraining, inp.train_classifier)
     if tc is None:
@@ -610,24 +654,27 @@ def guidance_section(inp: ReportInputs) -> list[str]:
         return out + [_skip("the guided sampling results", inp.guidance_detail, "evaluate_guidance"), ""]
     if isinstance(gd, SkippedEvaluation):
         return out + [_skipped(gd), ""] if not _skipped(tc) else out
-    rows = pd.DataFrame([{"method": r.method, "scale": r.scale, "accuracy": r.accuracy, "FID": r.fid,
-                          "FID floor": r.fid_floor, "NFE": r.nfe, "s / sample": r.seconds_per_sample}
-                         for r in gd.rows])
+    rows = pd.DataFrame([{"method": r.method, "scale": _fmt(r.scale), "accuracy": _pm(r.accuracy),
+                          **_quality_cells(r.scores.quality), "FID floor": _fmt(r.fid_floor), "NFE": _fmt(r.nfe),
+                          "s / sample": _fmt(r.seconds_per_sample)} for r in gd.rows])
     out += [f"score + s·∇ₓ log p(y ∣ x_t, t) with {gd.n_per_class} samples per class ({gd.sampler}); "
             "accuracy = the fraction the evaluator assigns to the class each sample was drawn for "
-            "(s = 0: unguided, about 10%); FID of all conditional samples against the test split.", "",
-            _table(rows), ""]
+            "(s = 0: unguided, about 10%); FID, KID and precision/recall of all conditional samples against the "
+            "test split. " + _seeds_note(gd.seeds), "", _table(rows), ""]
+    out += _floor_note(gd.rows[0].floor)
     best = max(gd.rows, key=lambda r: r.scale)
     per_class = pd.DataFrame({"class": range(len(best.per_class)), "accuracy": list(best.per_class)})
-    out += [f"Per-class accuracy at s = {best.scale:g}:", "", _table(per_class), ""]
+    seeds = " (mean over the seeds)" if len(gd.seeds) > 1 else ""
+    out += [f"Per-class accuracy at s = {best.scale:g}{seeds}:", "", _table(per_class), ""]
     return out + _image(inp.guidance_png, inp.out, "accuracy and FID against guidance strength",
                         "the guidance plot", "evaluate_guidance")
 
 
 def text_section(inp: ReportInputs) -> list[str]:
-    """The text-conditional model and classifier-free guidance: evaluator accuracy and FID of
-    the samples drawn from prompts at each w, next to classifier guidance at each s (one
-    table, one plot: `inp.conditional_png`, drawn here), the unseen phrasings, the prompt grid."""
+    """The text-conditional model and classifier-free guidance: evaluator accuracy, FID, KID and
+    precision/recall of the samples drawn from prompts at each w (mean ± sd over the seeds), next
+    to classifier guidance at each s (one table, one plot: `inp.conditional_png`, drawn here), the
+    unseen phrasings, the prompt grid."""
     out = ["## Text conditioning and classifier-free guidance", ""]
     tt = _read(TextTraining, inp.train_text)
     td = _read(TextDetail, inp.text_detail)
@@ -646,26 +693,31 @@ def text_section(inp: ReportInputs) -> list[str]:
     gd = _read(GuidanceDetail, inp.guidance_detail)
     rows = [*(gd.rows if isinstance(gd, GuidanceDetail) else ()), *td.rows]
     names = {"classifier": "classifier guidance (s)", "cfg": "classifier-free guidance (w)"}
-    table = pd.DataFrame([{"method": names[r.method], "strength": r.scale,
-                           "accuracy": r.accuracy, "FID": r.fid, "FID floor": r.fid_floor, "NFE": r.nfe,
-                           "s / sample": r.seconds_per_sample} for r in rows])
+    table = pd.DataFrame([{"method": names[r.method], "strength": _fmt(r.scale), "accuracy": _pm(r.accuracy),
+                           **_quality_cells(r.scores.quality), "FID floor": _fmt(r.fid_floor), "NFE": _fmt(r.nfe),
+                           "s / sample": _fmt(r.seconds_per_sample)} for r in rows])
+    seeds = _seeds_note(td.seeds)
+    if isinstance(gd, GuidanceDetail) and gd.seeds != td.seeds:
+        seeds += " Classifier guidance rows: " + _seeds_note(gd.seeds)
     out += [f"{td.n_per_class} samples per digit ({td.sampler}); accuracy = the fraction the evaluator assigns "
             "to the digit named by the prompt (or class) each sample was drawn for. CFG: ε_u + w(ε_c − ε_u), "
             "w = 0 the unconditional branch, w = 1 the conditional model; its NFE counts sampler calls, each "
-            "of which evaluates the network twice (conditional and empty prompt) when w ∉ {0, 1}.", "",
+            "of which evaluates the network twice (conditional and empty prompt) when w ∉ {0, 1}. " + seeds, "",
             _table(table), ""]
+    out += _floor_note(td.rows[0].floor if td.rows else None)
     if td.unseen:
-        unseen = pd.DataFrame([{"phrasing (unseen in training)": r.template, "w": r.scale,
-                                "accuracy": r.accuracy, "FID": r.fid} for r in td.unseen])
-        out += ["Prompts phrased unlike any training template:", "", _table(unseen), ""]
+        unseen = pd.DataFrame([{"phrasing (unseen in training)": r.template, "w": _fmt(r.scale),
+                                "accuracy": _pm(r.accuracy), **_quality_cells(r.scores.quality)} for r in td.unseen])
+        out += ["Prompts phrased unlike any training template (the same seeds):", "", _table(unseen), ""]
     plot_guidance(rows, inp.conditional_png)
     out += [f"![accuracy and FID against guidance strength]({_rel(inp.conditional_png, inp.out)})", ""]
     return out + _image(inp.prompt_samples_png, inp.out, "samples from prompts", "the prompt samples", "sample")
 
 
 def distill_section(inp: ReportInputs) -> list[str]:
-    """The few-step student: its training rounds, and FID / NFE / time per 1,000 samples of the
-    student and the teacher (full steps; DDIM and Heun at the student's step counts)."""
+    """The few-step student: its training rounds, and FID / KID / precision / recall (mean ± sd over
+    the seeds), NFE and time per 1,000 samples of the student and the teacher (full steps; DDIM and
+    Heun at the student's step counts)."""
     out = ["## Distillation: a few-step student", ""]
     dj = _read(DistillTraining, inp.distill)
     if dj is not None:
@@ -686,24 +738,27 @@ def distill_section(inp: ReportInputs) -> list[str]:
     student = dd.find("student", k)
     if student is not None:
         ddim, heun = dd.find("teacher", k, "ddim"), dd.find("teacher", k, "ode_heun")
-        out += [f"At {k} steps the student's FID is **{_fmt(student.fid)}** (NFE {student.nfe}), against the "
-                f"teacher's **{_fmt(full.fid)}** at its full {full.steps} steps (NFE {full.nfe}; ratio "
-                f"{_fmt(student.fid / full.fid)}) and the teacher's own {k}-step DDIM "
-                f"{_fmt(ddim.fid) if ddim else '–'} / Heun {_fmt(heun.fid) if heun else '–'}; "
+        out += [f"At {k} steps the student's FID is **{_pm(student.fid)}** (NFE {student.nfe}), against the "
+                f"teacher's **{_pm(full.fid)}** at its full {full.steps} steps (NFE {full.nfe}; ratio of the means "
+                f"{_fmt(student.fid.mean / full.fid.mean)}) and the teacher's own {k}-step DDIM "
+                f"{_pm(ddim.fid) if ddim else '–'} / Heun {_pm(heun.fid) if heun else '–'}; "
                 f"floor {_fmt(full.fid_floor)}. Sampling time per 1,000 samples: student "
                 f"{_fmt(student.seconds_per_1000)} s, teacher {_fmt(full.seconds_per_1000)} s "
                 f"(**{_fmt(full.seconds_per_1000 / student.seconds_per_1000)}× faster**, measured in the same run).",
                 ""]
         if student.accuracy is not None:
             out += [f"Samples that show the digit their prompt names (evaluator accuracy): student "
-                    f"**{_fmt(student.accuracy)}**, teacher {_fmt(full.accuracy)} at full steps.", ""]
-    table = pd.DataFrame([{"model / sampler": r.label, "steps": r.steps, "NFE": r.nfe, "FID": r.fid,
-                           **({"accuracy": r.accuracy} if r.accuracy is not None else {}),
-                           "s / 1000 samples": r.seconds_per_1000} for r in dd.rows])
+                    f"**{_pm(student.accuracy)}**, teacher {_pm(full.accuracy)} at full steps.", ""]
+    prompted = any(r.accuracy is not None for r in dd.rows)
+    table = pd.DataFrame([{"model / sampler": r.label, "steps": _fmt(r.steps), "NFE": _fmt(r.nfe),
+                           **_quality_cells(r.scores.quality), **({"accuracy": _pm(r.accuracy)} if prompted else {}),
+                           "s / 1000 samples": _fmt(r.seconds_per_1000)} for r in dd.rows])
     prompts = (" drawn from prompts (every digit, the training templates in turn; the teacher under CFG, "
                "NFE counting sampler calls)" if dd.teacher == "text" else "")
-    out += [f"{dd.n} samples per run{prompts}, same seed; FID against the test split on the evaluator's features.",
-            "", _table(table), ""]
+    out += [f"{dd.n} samples per run and seed{prompts}, the same seeds for every run; FID, KID and precision/recall "
+            "against the test split on the evaluator's features. " + _seeds_note(dd.seeds), "",
+            _table(table), ""]
+    out += _floor_note(full.floor)
     return out + _image(inp.distill_png, inp.out, "FID against NFE", "the distillation plot", "evaluate_distill")
 
 

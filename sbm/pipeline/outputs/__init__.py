@@ -4,13 +4,16 @@ dataclass that the stage builds and writes (`obj.write(path)`) and the report re
 
 The JSON layouts are the DVC metrics compared across commits and experiments (`dvc metrics
 diff`, `dvc exp show`), so the keys, their order and their values are exactly those the stages
-wrote before these types existed (one addition: the rows of distill_detail.json, not a DVC
-metrics file, say what each run is: kind, solver, full); this module is the one place that
-encodes and decodes them.
+wrote before these types existed (additions: the rows of distill_detail.json, not a DVC
+metrics file, say what each run is: kind, solver, full; the comparison tables draw every run
+with eval.seeds sampling seeds, so their detail files hold each score as {"mean", "sd",
+"values"} (`seeds.OverSeeds`) and the flat files keep the key a single value had for the mean
+and add the sd under the same key + "_sd"); this module is the one place that encodes and
+decodes them.
 Keys formatted from values (the classifier-guidance scale in `cg_acc_s2`, the CFG weight in
 `cfg_fid_w0p5`, the step count in `student_fid_4`, the noise level in `score_rel_err_l07`,
-the noise quarter in `acc_q1`) each come from one `KeyFamily`, which writes them and parses
-them back.
+the noise quarter in `acc_q1`, the statistic over the seeds in `cg_acc_s2_sd`) each come from
+one `KeyFamily`, which writes them and parses them back.
 
 Reading is strict: a missing key, a value of the wrong type or a key the type does not know
 raises `SchemaError` (a ValueError: a stage reports it in one line) naming the file and the
@@ -39,7 +42,9 @@ the type.
 | distill_eval.json, distill_detail.json | evaluate_distill | `DistillMetrics`, `DistillDetail` (rows: `DistillRun`) |
 
 Modules: `skipped`, `prepared`, `training`, `sampling`, `evaluation` and `conditional` (the
-three conditional evaluations), so a stage depends only on the types it writes. The flat
+three conditional evaluations), so a stage depends only on the types it writes; `seeds` holds
+what the comparison tables share (a score over the sampling seeds, FID/KID/precision/recall
+next to their floor). The flat
 metrics of the conditional evaluations are a function of their detail: `GuidanceDetail.metrics()`,
 `TextDetail.metrics()`, `DistillDetail.metrics()`. How a `Record` maps to JSON (plain keys,
 inline records, key families) is `sbm.pipeline.records`'.

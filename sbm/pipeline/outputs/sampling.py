@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from sbm.pipeline.outputs.seeds import OverSeeds, Quality, check_seeds
 from sbm.pipeline.records import Record, inline
 
 
@@ -21,23 +22,22 @@ class SampleSummary(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
-class FidScore(Record):
-    fid: float
-    fid_floor: float
-
-
-@dataclass(frozen=True, kw_only=True)
 class DistanceScores(Record):
-    swd: float
+    """SW₂ and MMD² of a run's samples against the test split over the sampling seeds, next to their
+    floor (real training points against the same test points: one value)."""
+
+    swd: OverSeeds
     swd_floor: float
-    mmd: float
+    mmd: OverSeeds
     mmd_floor: float
 
 
 @dataclass(frozen=True, kw_only=True)
 class SamplerRun(Record):
-    """One row of reports/samplers.json: a sampler at an NFE budget (sbm.eval.sweep.compare_samplers).
-    fid: with an evaluator (labelled data); distances: when every sample is finite."""
+    """One row of reports/samplers.json: a sampler at an NFE budget (sbm.eval.sweep.compare_samplers),
+    drawn with every seed of the table. nfe: the most of any seed; seconds_per_sample: the mean over
+    the seeds; non_finite: over all seeds. quality (FID, KID, precision, recall): with an evaluator
+    (labelled data); distances: when every sample of every seed is finite."""
 
     sampler: str
     budget: int | None  # None: ode_adaptive, which sets its own NFE
@@ -45,25 +45,33 @@ class SamplerRun(Record):
     steps: int | None
     seconds_per_sample: float
     non_finite: int
-    fid: FidScore | None = inline(optional=True)
+    quality: Quality | None = inline(optional=True)
     distances: DistanceScores | None = inline(optional=True)
 
-    def quality(self, metric: Literal["fid", "swd"]) -> tuple[float | None, float | None]:
-        """(value, floor) of `metric` (None where the run has none)."""
-        score = self.fid if metric == "fid" else self.distances
-        if score is None:
-            return None, None
-        return (score.fid, score.fid_floor) if metric == "fid" else (score.swd, score.swd_floor)
+    def score(self, metric: Literal["fid", "swd"]) -> tuple[OverSeeds | None, float | None]:
+        """(value over the seeds, floor) of `metric` (None where the run has none)."""
+        if metric == "fid":
+            return (None, None) if self.quality is None else (self.quality.fid, self.quality.floor.fid)
+        return (None, None) if self.distances is None else (self.distances.swd, self.distances.swd_floor)
 
 
 @dataclass(frozen=True, kw_only=True)
 class SamplerComparison(Record):
-    """reports/samplers.json (stage compare_samplers): n samples per run; metric: what the plot shows."""
+    """reports/samplers.json (stage compare_samplers): n samples per run and seed; seeds: the sampling
+    seeds every run was drawn with (each score's values in this order); metric: what the plot shows."""
 
     n: int
     metric: Literal["fid", "swd"]
+    seeds: tuple[int, ...]
     rows: tuple[SamplerRun, ...]
 
-    def points(self) -> list[tuple[str, int, float | None, float | None]]:
-        """(line, NFE, value, floor) of each run for sbm.pipeline.plots.plot_quality_vs_nfe."""
-        return [(r.sampler, r.nfe, *r.quality(self.metric)) for r in self.rows]
+    def __post_init__(self):
+        check_seeds(self.seeds, self.rows)
+
+    def points(self) -> list[tuple[str, int, float | None, float | None, float | None]]:
+        """(line, NFE, mean, sd, floor) of each run for sbm.pipeline.plots.plot_quality_vs_nfe."""
+        out = []
+        for r in self.rows:
+            value, floor = r.score(self.metric)
+            out.append((r.sampler, r.nfe, *((value.mean, value.sd) if value is not None else (None, None)), floor))
+        return out
