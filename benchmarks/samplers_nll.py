@@ -62,7 +62,11 @@ TOLERANCES = (3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 
 def load_data(params, data_dir: Path, tmp: Path) -> tuple[dict, torch.Tensor, torch.Tensor, str]:
     """(meta, train x, test x, where): data_dir when its meta matches params `data`/seed,
     else freshly prepared by `sbm.pipeline.data.prepare` into tmp."""
-    d, where = params.data, str(data_dir)
+    d = params.data
+    try:  # written into the JSON: relative to the repository, never a machine's absolute path
+        where = str(Path(data_dir).resolve().relative_to(ROOT))
+    except ValueError:
+        where = Path(data_dir).name
     want = {"name": d.name, "n_train": d.n_train, "n_test": d.n_test, "seed": params.seed,
             "gmm": GaussianMixture(d.gmm.weights, d.gmm.means, d.gmm.covs).to_dict() if d.name == "gmm" else None}
     try:
