@@ -13,9 +13,11 @@ from sbm.nets.score import MLPNet
 
 @pytest.mark.parametrize("kind", PREDICTIONS)
 def test_converters_are_inverse(kind):
-    x, eps = torch.randn(8, 3), torch.randn(8, 3)
+    """to_eps ∘ from_eps = id for every prediction (edm with its σ_d), both ways round."""
+    x, eps, out = torch.randn(8, 3), torch.randn(8, 3), torch.randn(8, 3)
     a, s = torch.rand(8) * 0.9 + 0.05, torch.rand(8) * 0.9 + 0.05
-    assert torch.allclose(to_eps(from_eps(eps, x, a, s, kind), x, a, s, kind), eps, atol=1e-5)
+    assert torch.allclose(to_eps(from_eps(eps, x, a, s, kind, 0.7), x, a, s, kind, 0.7), eps, atol=1e-5)
+    assert torch.allclose(from_eps(to_eps(out, x, a, s, kind, 0.7), x, a, s, kind, 0.7), out, atol=1e-5)
 
 
 def test_converters_satisfy_the_perturbation_identities():

@@ -100,12 +100,20 @@ class Section:
 
 
 LOSSES = ("dsm", "eps", "esm", "ssm", "ssm_vr")
+#: objective.weighting: the per-level weight of the multi-level losses (`sbm.core.losses.relative_weight`)
+LOSS_WEIGHTINGS = ("sigma2", "likelihood", "edm", "min_snr")
+#: objective.t_sampling: how the multi-level losses draw their levels (`sbm.core.losses.sample_levels`)
+T_SAMPLINGS = ("uniform", "lognormal")
+#: model.prediction: what the network outputs (`sbm.core.model`, eqs. 1, 4, 5)
+PREDICTIONS = ("eps", "score", "x0", "v", "edm")
 DATASETS = ("gmm", "swiss_roll", "moons", "checkerboard", "digits", "hf")
 PROCESSES = ("ncsn", "ve", "vp", "subvp", "ddpm")
 SAMPLERS = (
     "langevin", "annealed_langevin", "euler_maruyama", "pc", "ddpm", "ddim", "ode_euler", "ode_heun", "ode_adaptive",
-    "consistency",
+    "consistency", "dpmpp_2m", "dpmpp_3m", "unipc", "edm",
 )
+#: sampler.schedule: the time grid of the grid-based samplers (`sbm.core.schedules.SCHEDULES`)
+SCHEDULES = ("uniform", "karras", "logsnr")
 
 
 # --------------------------------------------------------------------------- sections
@@ -183,10 +191,18 @@ class DataParams(Section):
 
 @dataclass(frozen=True)
 class ObjectiveParams(Section):
+    """The score-matching objectives (`sbm.core.losses`): ssm's projections, esm's dimension cap, and
+    how the multi-level losses weigh (`weighting`, `snr_gamma` of min_snr) and draw (`t_sampling`;
+    lognormal: ln σ̃ ~ N(p_mean, p_std²), Karras et al. 2022) their levels."""
+
     projection: Literal["rademacher", "gaussian"] = "rademacher"
     n_projections: int = _f(1, ge=1)
-    weighting: Literal["sigma2", "likelihood"] = "sigma2"
+    weighting: Literal[LOSS_WEIGHTINGS] = "sigma2"
     esm_max_dim: int = _f(256, ge=1)
+    snr_gamma: float = _f(5.0, gt=0.0)
+    t_sampling: Literal[T_SAMPLINGS] = "uniform"
+    p_mean: float = -1.2
+    p_std: float = _f(1.2, gt=0.0)
 
 
 @dataclass(frozen=True)
@@ -257,7 +273,7 @@ def _check_levels(channels: list[int], attention: list[bool] | None, groups: int
 
 @dataclass(frozen=True)
 class ModelParams(Section):
-    prediction: Literal["eps", "score", "x0"] = "eps"
+    prediction: Literal[PREDICTIONS] = "eps"
     hidden: int = _f(128, ge=1)
     depth: int = _f(3, ge=1)
     embedding_dim: int = _f(64, ge=2)
@@ -298,14 +314,27 @@ class SamplerParams(Section):
     atol: float = _f(1e-5, gt=0.0)
     init: Literal["prior", "uniform"] = "prior"
     denoise: bool = True
+    schedule: Literal[SCHEDULES] = "uniform"
+    order: int = _f(2, ge=1, le=3)
+    churn: float = _f(0.0, ge=0.0)
+    s_noise: float = _f(1.0, ge=0.0)
+    s_tmin: float = _f(0.0, ge=0.0)
+    s_tmax: Optional[float] = _f(None, ge=0.0)
 
     def validate(self, key: str) -> None:
         if self.name == "pc" and self.predictor == "none" and self.corrector == "none":
             raise ConfigError(f"{key}.predictor = {key}.corrector = 'none': the pc sampler needs at least one")
+        if self.s_tmax is not None and self.s_tmax < self.s_tmin:
+            raise ConfigError(f"{key}.s_tmax = {self.s_tmax} < {key}.s_tmin = {self.s_tmin}: the churn window "
+                              "[s_tmin, s_tmax] is empty")
 
 
 @dataclass(frozen=True)
 class LikelihoodParams(Section):
+    """The probability-flow ODE likelihood, and for pixel-space ddpm / vp models the variational
+    bound (sbm.core.vlb): vlb_t_samples draws of t per example (0: every t of ddpm, two passes),
+    vlb_variance the ddpm reverse variance (posterior β̃_t, the ddpm sampler's; or beta β_t)."""
+
     divergence: Literal["exact", "hutchinson"] = "exact"
     probe: Literal["rademacher", "gaussian"] = "rademacher"
     n_probes: int = _f(1, ge=1)
@@ -313,6 +342,13 @@ class LikelihoodParams(Section):
     atol: float = _f(1e-5, gt=0.0)
     n_points: int = _f(1000, ge=1)
     batch_size: int = _f(1000, ge=1)
+    vlb_t_samples: int = _f(100, ge=0)
+    vlb_variance: Literal["posterior", "beta"] = "posterior"
+
+    def validate(self, key: str) -> None:
+        if self.vlb_t_samples == 1:
+            raise ConfigError(f"{key}.vlb_t_samples = 1: need 0 (every t) or >= 2 (its standard error needs "
+                              "two draws per example)")
 
 
 @dataclass(frozen=True)
@@ -592,6 +628,9 @@ class Params(Section):
     distill: DistillParams = _f(None)
 
     def validate(self, key: str) -> None:
+        if self.process.name == "vp" and self.likelihood.vlb_t_samples == 0:
+            raise ConfigError("likelihood.vlb_t_samples = 0 (every t) is for the discrete process ddpm; "
+                              "process.name = 'vp' is continuous: set likelihood.vlb_t_samples >= 2")
         if self.score.space == "latent" and self.data.name in VECTOR_DATASETS:
             raise ConfigError(f"score.space = 'latent': data.name = {self.data.name!r} gives vectors, and the "
                               "autoencoder needs images (C, H, W); set score.space=pixel for the 2-D data sets")

@@ -1,11 +1,24 @@
 """Score-matching objectives as callables `loss(model, x0, cond) -> (N,)`, one value per example.
 
 All objectives train one noise-conditional model s_θ(x, t) across the levels of its
-process: t ~ process.sample_t, x̃ = α(t) x₀ + σ(t) ε, and each level is weighted by
-λ(t) = σ(t)² (`sigma2`, NCSN: every level contributes on the same scale) or
-λ(t) = g(t)² (`likelihood`, Song et al. 2021b: the weighted DSM then bounds the negative
-log-likelihood). Formulas below are written for λ = σ²; with another λ each is multiplied
-by λ(t)/σ(t)². The training loop reduces.
+process: t drawn by `sample_levels`, x̃ = α(t) x₀ + σ(t) ε, and each level is weighted by
+λ(t) (`objective.weighting`). Formulas below are written for λ = σ²; with another λ each is
+multiplied by λ(t)/σ(t)² (`relative_weight`), which is also the weight on the ε-MSE (2).
+With σ̃ = σ/α and SNR = α²/σ² = 1/σ̃² (`sbm.core.processes` eq. 3), λ(t)/σ(t)² is::
+
+    sigma2      1                     (NCSN: every level contributes on the same scale)
+    likelihood  g(t)²/σ(t)²           (Song et al. 2021b: the weighted DSM bounds the NLL)
+    edm         (σ̃² + σ_d²)/σ_d²      (Karras et al. 2022, Table 1)                            (6)
+    min_snr     min(SNR, γ)/SNR       (Hang et al. 2023, ε-prediction form)                    (7)
+
+(6): EDM's loss is λ_edm(σ̃) ‖D − x₀‖² with λ_edm = (σ̃² + σ_d²)/(σ̃ σ_d)² = 1/c_out² (D = x̂₀ of
+`sbm.core.model` eq. 4, σ_d = the model's data_std). Since x̂₀ − x₀ = −σ̃ (ε_θ − ε), it is
+λ_edm σ̃² ‖ε_θ − ε‖² = (6) × (2) exactly, and 2 × (6) × (1). (7): min-SNR-γ clips the weight
+min(SNR, γ) that the ε-MSE puts on ‖x̂₀ − x₀‖² (SNR·‖x̂₀ − x₀‖² = ‖ε_θ − ε‖²) at γ.
+
+Levels (`objective.t_sampling`): uniform — the process's own `sample_t` (t ~ U[t_min, 1]; ncsn and
+ddpm: a uniform level); lognormal — EDM's ln σ̃ ~ N(P_mean, P_std²) mapped to t
+(`sbm.core.processes.lognormal_t`). The training loop reduces.
 
 - dsm (Vincent 2011), per level::          ½ σ² ‖s_θ(x̃, t) + (x̃ − α x₀)/σ²‖² = ½ ‖σ s_θ + ε‖²     (1)
 - eps (Ho et al. 2020)::                  ‖ε − ε_θ(x̃, t)‖²,  ε_θ = −σ s_θ   (= 2 × (1))         (2)
@@ -26,7 +39,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from sbm.config.params import LOSSES, ObjectiveParams
+from sbm.config.params import LOSS_WEIGHTINGS, LOSSES, T_SAMPLINGS, ObjectiveParams
+from sbm.core.processes import lognormal_t
 from sbm.core.tensor import bcast
 from sbm.errors import ConfigError
 
@@ -89,43 +103,76 @@ def dsm_objective(score: Tensor, eps: Tensor, sigma: Tensor) -> Tensor:
 # ---------------------------------------------------------------- multi-level losses
 
 
-def _noised(model, x0: Tensor):
-    t = model.process.sample_t(x0.shape[0], device=x0.device)
+#: the objective settings a loss uses when none are given (params.yaml's defaults)
+DEFAULT_OBJECTIVE = ObjectiveParams()
+
+
+def sample_levels(process, n: int, cfg: ObjectiveParams = DEFAULT_OBJECTIVE, *,
+                  generator: torch.Generator | None = None, device=None) -> Tensor:
+    """Training times (n,) drawn as `cfg.t_sampling` says: uniform = `process.sample_t`;
+    lognormal = ln σ̃ ~ N(cfg.p_mean, cfg.p_std²) mapped to t (`sbm.core.processes.lognormal_t`)."""
+    if cfg.t_sampling == "uniform":
+        return process.sample_t(n, generator=generator, device=device)
+    if cfg.t_sampling == "lognormal":
+        return lognormal_t(process, n, cfg.p_mean, cfg.p_std, generator=generator, device=device)
+    raise ConfigError(f"objective.t_sampling = {cfg.t_sampling!r}: allowed {', '.join(T_SAMPLINGS)}")
+
+
+def _noised(model, x0: Tensor, cfg: ObjectiveParams):
+    t = sample_levels(model.process, x0.shape[0], cfg, device=x0.device)
     eps = torch.randn_like(x0)
     return t, eps, model.process.perturb(x0, t, eps)
 
 
-def relative_weight(process, t: Tensor, weighting: str) -> Tensor:
-    """λ(t)/σ(t)², the factor that turns the σ²-weighted formulas into weighting λ, (N,)."""
+def relative_weight(process, t: Tensor, weighting: str, *, snr_gamma: float = 5.0,
+                    data_std: float | None = None) -> Tensor:
+    """λ(t)/σ(t)² of the module docstring's table, the factor that turns the σ²-weighted formulas
+    into weighting λ (and the weight on the ε-MSE), t (N,) -> (N,). snr_gamma: γ of min_snr;
+    data_std: σ_d of edm (the model's `data_std`)."""
     if weighting == "sigma2":
         return torch.ones_like(t)
     if weighting == "likelihood":
         g = process.sde(t[:, None], t)[1]
         return g**2 / process.sigma(t) ** 2
-    raise ConfigError(f"objective.weighting = {weighting!r}: allowed sigma2, likelihood")
+    if weighting == "edm":
+        if data_std is None or not data_std > 0:
+            raise ConfigError(f"objective.weighting = 'edm' needs the model's data_std = σ_d > 0 (the data's "
+                              f"standard deviation), got {data_std}")
+        return (process.sigma_tilde(t) ** 2 + data_std**2) / data_std**2
+    if weighting == "min_snr":
+        if not snr_gamma > 0:
+            raise ConfigError(f"objective.snr_gamma = {snr_gamma}: must be > 0 for weighting 'min_snr'")
+        return (snr_gamma * process.sigma_tilde(t) ** 2).clamp(max=1.0)  # = min(SNR, γ)/SNR, SNR = 1/σ̃²
+    raise ConfigError(f"objective.weighting = {weighting!r}: allowed {', '.join(LOSS_WEIGHTINGS)}")
 
 
-def dsm_loss(model, x0: Tensor, cond=None, *, weighting: str = "sigma2") -> Tensor:
-    """Denoising score matching across levels, eq. (1), -> (N,)."""
-    t, eps, xt = _noised(model, x0)
+def level_weight(model, t: Tensor, cfg: ObjectiveParams = DEFAULT_OBJECTIVE) -> Tensor:
+    """`relative_weight` of `cfg.weighting` at t (N,) for `model` (its process; edm: its data_std)."""
+    return relative_weight(model.process, t, cfg.weighting, snr_gamma=cfg.snr_gamma,
+                           data_std=getattr(model, "data_std", None))
+
+
+def dsm_loss(model, x0: Tensor, cond=None, *, cfg: ObjectiveParams = DEFAULT_OBJECTIVE) -> Tensor:
+    """Denoising score matching across levels, eq. (1) weighted and drawn as `cfg` says, -> (N,)."""
+    t, eps, xt = _noised(model, x0, cfg)
     value = dsm_objective(model.score(xt, t, cond), eps, model.process.sigma(t))
-    return relative_weight(model.process, t, weighting) * value
+    return level_weight(model, t, cfg) * value
 
 
-def eps_loss(model, x0: Tensor, cond=None, *, weighting: str = "sigma2") -> Tensor:
-    """ε-prediction across levels, eq. (2), -> (N,)."""
-    t, eps, xt = _noised(model, x0)
+def eps_loss(model, x0: Tensor, cond=None, *, cfg: ObjectiveParams = DEFAULT_OBJECTIVE) -> Tensor:
+    """ε-prediction across levels, eq. (2) weighted and drawn as `cfg` says, -> (N,)."""
+    t, eps, xt = _noised(model, x0, cfg)
     value = (eps - model.eps(xt, t, cond)).flatten(1).pow(2).sum(1)
-    return relative_weight(model.process, t, weighting) * value
+    return level_weight(model, t, cfg) * value
 
 
-def make_level_loss(objective: Callable, *, weighting: str = "sigma2", **kwargs) -> LossFn:
-    """Apply a fixed-level objective (esm/ssm) to x̃ ~ p_t at sampled levels, weighted λ(t)."""
+def make_level_loss(objective: Callable, *, cfg: ObjectiveParams = DEFAULT_OBJECTIVE, **kwargs) -> LossFn:
+    """Apply a fixed-level objective (esm/ssm) to x̃ ~ p_t at levels drawn and weighted as `cfg` says."""
 
     def loss(model, x0: Tensor, cond=None) -> Tensor:
-        t, _, xt = _noised(model, x0)
+        t, _, xt = _noised(model, x0, cfg)
         value = objective(lambda x: model.score(x, t, cond), xt, **kwargs)
-        return model.process.sigma(t) ** 2 * relative_weight(model.process, t, weighting) * value
+        return model.process.sigma(t) ** 2 * level_weight(model, t, cfg) * value
 
     return loss
 
@@ -133,9 +180,9 @@ def make_level_loss(objective: Callable, *, weighting: str = "sigma2", **kwargs)
 def build_loss(name: str, cfg: ObjectiveParams, data_dim: int) -> LossFn:
     """The loss named by params `loss`, configured by `objective`; data_dim = numel per example."""
     if name == "dsm":
-        return partial(dsm_loss, weighting=cfg.weighting)
+        return partial(dsm_loss, cfg=cfg)
     if name == "eps":
-        return partial(eps_loss, weighting=cfg.weighting)
+        return partial(eps_loss, cfg=cfg)
     if name == "esm":
         if data_dim > cfg.esm_max_dim:
             raise ConfigError(
@@ -143,11 +190,11 @@ def build_loss(name: str, cfg: ObjectiveParams, data_dim: int) -> LossFn:
                 f"data has {data_dim} dimensions > objective.esm_max_dim = {cfg.esm_max_dim}; "
                 "use ssm, ssm_vr, dsm or eps, or raise objective.esm_max_dim"
             )
-        return make_level_loss(esm_objective, weighting=cfg.weighting)
+        return make_level_loss(esm_objective, cfg=cfg)
     if name in ("ssm", "ssm_vr"):
         return make_level_loss(
             ssm_objective,
-            weighting=cfg.weighting,
+            cfg=cfg,
             n_projections=cfg.n_projections,
             projection=cfg.projection,
             variance_reduced=name == "ssm_vr",

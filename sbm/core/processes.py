@@ -11,6 +11,14 @@ t = 1 is the noisiest level (close to the prior), small t the cleanest. Callers 
 switch on the kind of process: they use `marginal`, `sample_t`, `grid`, `prior_*` and
 `noise_cond` and `sde`, which every process implements.
 
+Every process also gives the noise level of the rescaled state x_t/α = x₀ + σ̃ ε, the σ of
+Karras et al. (2022), and its inverse (`sigma_tilde`, `t_from_sigma_tilde`)::
+
+    σ̃(t) = σ(t) / α(t),   log-SNR λ(t) = log(α²/σ²) = −2 log σ̃(t)                      (3)
+
+σ̃ increases with t, so EDM's log-normal training levels ln σ̃ ~ N(P_mean, P_std²)
+(`lognormal_t`) map onto any process's t.
+
 - `NCSNLadder` — the geometric σ ladder of NCSN (Song & Ermon 2019): α = 1 and
   σ(t) = σ_min (σ_max/σ_min)^t on the L levels t_i = i/(L−1), so σ_L = σ_min at t = 0
   and σ₁ = σ_max at t = 1 (σ_max defaults to the largest pairwise distance of the data).
@@ -68,6 +76,17 @@ class NoiseProcess(ABC):
     def noise_cond(self, t: Tensor) -> Tensor:
         """The scalar per example that the network is conditioned on, (N,). Here: t itself."""
         return t
+
+    @abstractmethod
+    def t_from_sigma_tilde(self, sigma_tilde: Tensor) -> Tensor:
+        """The inverse of `sigma_tilde` (eq. 3): the t ∈ [t_min, 1] with σ̃(t) = sigma_tilde, (N,) -> (N,).
+        A level outside [σ̃(t_min), σ̃(1)] is clipped to the nearer end; a discrete process
+        returns its level nearest in log σ̃."""
+
+    def sigma_tilde(self, t: Tensor) -> Tensor:
+        """σ̃(t) = σ(t)/α(t) of eq. (3), the noise level of x_t/α = x₀ + σ̃ ε; t: (N,) -> (N,)."""
+        a, s = self.marginal(t)
+        return s / a
 
     def alpha(self, t: Tensor) -> Tensor:
         return self.marginal(t)[0]
@@ -127,6 +146,11 @@ class VESDE(ContinuousProcess):
         g = self.sigma(t) * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min))
         return torch.zeros_like(x), g
 
+    def t_from_sigma_tilde(self, sigma_tilde):
+        """α = 1, so σ̃ = σ and t = ln(σ̃/σ_min) / ln(σ_max/σ_min), clipped to [t_min, 1]."""
+        t = torch.log(sigma_tilde / self.sigma_min) / math.log(self.sigma_max / self.sigma_min)
+        return t.clamp(self.t_min, 1.0)
+
     def prior_std(self):
         return self.sigma_max
 
@@ -151,6 +175,12 @@ class NCSNLadder(VESDE):
     def sample_t(self, n, *, generator=None, device=None):
         idx = torch.randint(0, self.n_levels, (n,), generator=generator)
         return self.levels_t()[idx].to(device)
+
+    def t_from_sigma_tilde(self, sigma_tilde):
+        """The level t_i nearest to the VE inverse (log σ is affine in t, so nearest in log σ)."""
+        t = super().t_from_sigma_tilde(sigma_tilde)
+        idx = (t.double() * (self.n_levels - 1)).round().long()
+        return self.levels_t().to(t.device)[idx].to(sigma_tilde.dtype)
 
     def grid(self, n=None):
         if n is None or n == self.n_levels:
@@ -187,6 +217,16 @@ class VPSDE(ContinuousProcess):
         beta = self.beta(t)
         return -0.5 * bcast(beta, x) * x, beta.sqrt()
 
+    def t_from_integral(self, b: Tensor) -> Tensor:
+        """The t ≥ 0 with B(t) = b: the root of ½(β_max − β_min) t² + β_min t − b = 0, written
+        2b / (β_min + √(β_min² + 2(β_max − β_min) b)) (no cancellation at small b); (N,) -> (N,)."""
+        return 2 * b / (self.beta_min + (self.beta_min**2 + 2 * (self.beta_max - self.beta_min) * b).sqrt())
+
+    def t_from_sigma_tilde(self, sigma_tilde):
+        """σ̃² = (1 − e^(−B))/e^(−B) = e^B − 1 (log-SNR λ = −log(e^B − 1)), so B = log(1 + σ̃²);
+        t from B by `t_from_integral`, clipped to [t_min, 1]."""
+        return self.t_from_integral(torch.log1p(sigma_tilde**2)).clamp(self.t_min, 1.0)
+
     def prior_std(self):
         return 1.0
 
@@ -205,6 +245,10 @@ class SubVPSDE(VPSDE):
     def sde(self, x, t):
         beta = self.beta(t)
         return -0.5 * bcast(beta, x) * x, (beta * -torch.expm1(-2 * self.integral(t))).sqrt()
+
+    def t_from_sigma_tilde(self, sigma_tilde):
+        """σ̃ = (1 − e^(−B)) e^(B/2) = 2 sinh(B/2), so B = 2 asinh(σ̃/2); t from B, clipped to [t_min, 1]."""
+        return self.t_from_integral(2 * torch.asinh(sigma_tilde / 2)).clamp(self.t_min, 1.0)
 
     def to_config(self):
         return {**super().to_config(), "name": "subvp"}
@@ -257,6 +301,15 @@ class DDPMSchedule(NoiseProcess):
     def sample_t(self, n, *, generator=None, device=None):
         return self.time(torch.randint(0, self.n, (n,), generator=generator)).to(device)
 
+    def t_from_sigma_tilde(self, sigma_tilde):
+        """The step t_i whose σ̃_i = √((1 − ᾱ_i)/ᾱ_i) (increasing in i) is nearest to σ̃ in log σ̃."""
+        ab = self.alphas_cumprod.to(sigma_tilde.device)
+        table = 0.5 * torch.log((1 - ab) / ab)  # log σ̃_i, (N,) increasing
+        q = torch.log(sigma_tilde.double())
+        hi = torch.searchsorted(table, q).clamp(1, self.n - 1)  # table[hi − 1] < q <= table[hi] inside
+        idx = torch.where(q - table[hi - 1] <= table[hi] - q, hi - 1, hi)
+        return self.time(idx).to(sigma_tilde.device, sigma_tilde.dtype)
+
     def grid(self, n=None):
         n = self.n if n is None else n
         idx = torch.linspace(self.n - 1, 0, n, dtype=torch.float64).round().long()
@@ -272,6 +325,16 @@ class DDPMSchedule(NoiseProcess):
 
     def to_config(self):
         return dict(self._cfg)
+
+
+def lognormal_t(process: NoiseProcess, n: int, p_mean: float, p_std: float, *,
+                generator: torch.Generator | None = None, device=None) -> Tensor:
+    """Training times with EDM's level distribution (Karras et al. 2022, Table 1, "training"):
+    ln σ̃ ~ N(p_mean, p_std²) with σ̃ = σ/α (eq. 3), mapped to t by `process.t_from_sigma_tilde`
+    (clipped to [t_min, 1]; ncsn and ddpm: the nearest level). -> (n,) in the default dtype."""
+    z = torch.randn(n, generator=generator, dtype=torch.float64)
+    t = process.t_from_sigma_tilde(torch.exp(p_mean + p_std * z))
+    return t.to(device=device, dtype=torch.get_default_dtype())
 
 
 def build_process(cfg: ProcessParams, data_meta: dict | None = None) -> NoiseProcess:

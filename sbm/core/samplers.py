@@ -5,7 +5,8 @@ progress)`` returning a `SampleOutput`. `model` is anything with ``score/eps/x0(
 and ``.process`` (a `ScoreModel`, an analytic score, or a guidance wrapper): samplers know
 nothing of guidance or latents, and nothing of the kind of process either — every rule is
 written with the process's ``marginal(t) -> (α_t, σ_t)`` and ``sde(x, t) -> (f, g)`` only.
-`schedule` is a decreasing tensor of K times t_0 = 1 > … > t_{K−1} = t_min (`schedule_for`).
+`schedule` is a decreasing tensor of K times t_0 = 1 > … > t_{K−1} = t_min (`schedule_for`: the grid
+`sampler.schedule` of `sbm.core.schedules` — uniform, Karras ρ = 7 or log-SNR — picked in that one place).
 
 **The loop** (`run_loop`) visits the K levels in order; after level i the state is a sample
 at time t_i and ``callback(i, t_i, x)`` is called. A *step rule* maps x at t to x at s < t;
@@ -68,6 +69,54 @@ Step rules from t to s (Δt = t − s > 0, z ~ N(0, I), s_θ = model.score(x, t)
   For VE (α = 1) this is the paper's x̂ + √(s² − ε²) z; at s = t_min it is x̂ exactly, so a
   K-point schedule evaluates f at t_0 = T, t_1, …, t_{K−2} and returns the last x̂.
 
+Multistep solvers of the probability-flow ODE in the half log-SNR λ = log(α/σ), written with the data
+prediction x̂₀ = model.x0 (the ODE is exactly linear in x there: x_s = (σ_s/σ_t) x + σ_s ∫ e^λ x̂₀ dλ).
+Each step t -> s evaluates x̂₀ once, at t; the points t_{−1}, t_{−2} before t reuse their evaluations.
+With h = λ_s − λ_t > 0 and φ = e^{−h} − 1:
+
+- DPM-Solver++ (Lu et al. 2022, "DPM-Solver++", Alg. 2 (2M); 3M as diffusers'
+  `DPMSolverMultistepScheduler`), with D₀ = x̂₀(t), r₀ = (λ_t − λ_{t₋₁})/h, r₁ = (λ_{t₋₁} − λ_{t₋₂})/h::
+
+      order 1:  x_s = (σ_s/σ_t) x − α_s φ D₀                                   (= DDIM, eq. 7 with η = 0)
+      order 2:  x_s = (σ_s/σ_t) x − α_s φ (D₀ + ½ D₁),   D₁ = (D₀ − x̂₀(t₋₁)) / r₀
+      order 3:  x_s = (σ_s/σ_t) x − α_s φ D₀ + α_s (φ/h + 1) D₁ − α_s ((φ + h)/h² − ½) D₂,            (10)
+                D₁′ = (D₀ − x̂₀(t₋₁))/r₀,  D₁″ = (x̂₀(t₋₁) − x̂₀(t₋₂))/r₁,
+                D₁ = D₁′ + r₀/(r₀ + r₁) (D₁′ − D₁″),  D₂ = (D₁′ − D₁″)/(r₀ + r₁)
+
+  Order 3 is the published multistep rule (Lu et al.'s code, diffusers, k-diffusion), kept so that
+  it equals diffusers step for step. By Taylor D₁ ≈ h x̂₀′ and D₂ ≈ ½ h² x̂₀″ (in λ), whose exact
+  weight is −2 α_s ((φ + h)/h² − ½); the rule's −α_s (…) halves that term, leaving an O(h³) local
+  error: it converges at order 2, with errors 3–4× below 2M's at 20–160 steps (tests/test_solvers.py).
+
+- UniPC (Zhao et al. 2023, B(h) = e^{−h} − 1, "bh2"; as diffusers' `UniPCMultistepScheduler`): the
+  predictor UniP-p from the corrected x at t, with m_k = x̂₀(t_{−k}), r_k = (λ_{t_{−k}} − λ_t)/h and
+  D_k = (m_k − m_0)/r_k, k = 1 … p − 1::
+
+      x̃_s = (σ_s/σ_t) x − α_s φ m_0 − α_s B(h) Σ_{k<p} ρ^P_k D_k                                  (11)
+
+  then at the next step, with m_s = x̂₀(x̃_s, s) (the evaluation that step makes anyway), the
+  corrector UniC-p replaces x̃_s by the same sum with Σ_{k<p} ρ^C_k D_k + ρ^C_p (m_s − m_0): order p + 1
+  at no extra evaluation. ρ solves R ρ = b, R_{ik} = r_k^{i−1} (r_p = 1), b_i = i! ĥ φ_{i+1}(ĥ) / B(h),
+  ĥ = −h, φ_1(ĥ) = (e^ĥ − 1)/ĥ, φ_{i+1} = (φ_i − 1/i!)/ĥ: ρ^P over the first p − 1 rows and
+  columns (p = 2: ρ^P = ½), ρ^C over all p (p = 1: ρ^C = ½). The last x̃ (at t_{K−1}) is not
+  corrected: that would cost one more evaluation (the final denoise evaluates there, at x̃).
+
+  Order schedule (both): step j of S = (K − 1) + d (the final denoise is the last, order-1 step to
+  σ = 0, eq. 2) has order min(p, j + 1) (warm-up) and, near the end, min(p, S − j) — UniPC always,
+  DPM-Solver++ when S < 15 (diffusers' `lower_order_final`). A step to σ_s = 0 is x_s = α_s D₀.
+
+- EDM's stochastic sampler (Karras et al. 2022, Alg. 2) in x̃ = x/α and σ̃ = σ/α (the VE form of any
+  process, `sbm.core.schedules`), from x at t to s, with D(x̃; σ̃) = model.x0(α x̃, t(σ̃))::
+
+      γ = min(S_churn/K, √2 − 1) if S_tmin ≤ σ̃_t ≤ S_tmax else 0,   σ̂ = σ̃(t̂), t̂ = t(σ̃_t (1 + γ)) ∧ 1
+      x̂ = x̃ + √(σ̂² − σ̃_t²) S_noise z,   d = (x̂ − D(x̂; σ̂))/σ̂,   x̃_s = x̂ + (σ̃_s − σ̂) d       (12)
+      d′ = (x̃_s − D(x̃_s; σ̃_s))/σ̃_s,   x_s = α_s (x̂ + (σ̃_s − σ̂)(d + d′)/2)
+
+  t(σ̃) is `sbm.core.schedules.time_of_sigma` (DDPM: the nearest level, Karras's round_sigma);
+  t̂ is capped at t = 1, so the top level does not churn. S_churn = 0 is the deterministic Heun
+  method in σ̃ (their Alg. 1); a step to σ̃_s = 0 stays Euler (one evaluation). Karras's final
+  Euler step to σ = 0 is the final denoise.
+
 **From params**: `SAMPLERS` is the one registry, a `SamplerSpec` per `sampler.name` (the names
 of `sbm.config.params.SAMPLERS`): how to build the sampler from `SamplerParams`, its NFE
 (network evaluations of whole batches: each score/eps/x0 call is one) and the settings that
@@ -89,6 +138,7 @@ from tqdm.auto import tqdm
 
 from sbm.config.params import SamplerParams
 from sbm.core.model import pf_drift
+from sbm.core.schedules import SCHEDULES, time_of_sigma
 from sbm.core.tensor import bcast, per_example
 from sbm.errors import ConfigError
 
@@ -401,6 +451,201 @@ def consistency_sample(
                      generator=generator, progress=progress)
 
 
+# ---------------------------------------------------------------- multistep solvers in λ (eq. 10, 11) and EDM (eq. 12)
+
+#: DPM-Solver++ lowers its order at the final steps of a run of fewer steps than this (diffusers'
+#: `lower_order_final`); UniPC always does
+DPMPP_LOWER_ORDER_BELOW = 15
+
+
+@dataclass(frozen=True)
+class _Point:
+    """One evaluation of a multistep solver: λ = log(α/σ) at its time and x̂₀ there, (N, ...)."""
+
+    lam: float
+    x0: Tensor
+
+
+def _half_log_snr(alpha: float, sigma: float) -> float:
+    """λ = log(α/σ); +∞ at σ = 0."""
+    return math.log(alpha / sigma) if sigma > 0 else math.inf
+
+
+def _step_order(order: int, j: int, n_steps: int, lower_below: float) -> int:
+    """The order of step j (0-based) of n_steps: at most j + 1 (only j + 1 evaluations are known)
+    and, in a run of fewer than `lower_below` steps, at most n_steps − j (the final steps)."""
+    p = min(order, j + 1)
+    return min(p, n_steps - j) if n_steps < lower_below else p
+
+
+def _lambda_step(points: list[_Point], lam_s: float, t, s) -> float:
+    """h = λ_s − λ_t > 0 of the step t -> s, or a ValueError naming the two times."""
+    h = lam_s - points[-1].lam
+    if not h > 0:
+        raise ValueError(f"multistep solver: the step t = {float(t):.6g} -> s = {float(s):.6g} does not lower the "
+                         "noise (λ_s ≤ λ_t); the schedule must be strictly decreasing in σ/α (a DDPM grid of more "
+                         "points than its N steps repeats levels)")
+    return h
+
+
+def dpmpp_update(x: Tensor, points: list[_Point], h: float, a_s: float, s_s: float, s_t: float) -> Tensor:
+    """Eq. (10): one DPM-Solver++ step of order len(points) ∈ {1, 2, 3} from x at t (σ_t = s_t) to s
+    (α_s, σ_s), h = λ_s − λ_t; points: the last evaluations, oldest first, points[-1] at t. x (N, ...)."""
+    d0 = points[-1].x0
+    if s_s == 0:
+        return a_s * d0
+    phi = math.expm1(-h)
+    out = (s_s / s_t) * x - (a_s * phi) * d0
+    if len(points) == 1:
+        return out
+    r0 = (points[-1].lam - points[-2].lam) / h
+    d1_0 = (d0 - points[-2].x0) / r0
+    if len(points) == 2:
+        return out - (0.5 * a_s * phi) * d1_0
+    r1 = (points[-2].lam - points[-3].lam) / h
+    d1_1 = (points[-2].x0 - points[-3].x0) / r1
+    d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
+    d2 = (d1_0 - d1_1) / (r0 + r1)
+    return out + (a_s * (phi / h + 1)) * d1 - (a_s * ((phi + h) / h**2 - 0.5)) * d2
+
+
+def _unipc_rhos(h: float, rks: list[float], corrector: bool) -> np.ndarray:
+    """ρ^P (corrector False) or ρ^C of eq. (11) for the ratios r_1 … r_{p−1} = rks (p = len(rks) + 1)."""
+    p = len(rks) + 1
+    hh = -h
+    h_phi = math.expm1(hh) / hh - 1  # ĥ φ_2(ĥ)
+    b_h = math.expm1(hh)
+    r = np.array(rks + [1.0])
+    rows, b, factorial = [], [], 1
+    for i in range(1, p + 1):
+        rows.append(r ** (i - 1))
+        b.append(h_phi * factorial / b_h)
+        factorial *= i + 1
+        h_phi = h_phi / hh - 1 / factorial
+    big_r, b = np.stack(rows), np.array(b)
+    if corrector:
+        return np.array([0.5]) if p == 1 else np.linalg.solve(big_r, b)
+    if p == 1:
+        return np.zeros(0)
+    return np.array([0.5]) if p == 2 else np.linalg.solve(big_r[:-1, :-1], b[:-1])
+
+
+def unipc_update(x: Tensor, points: list[_Point], h: float, a_s: float, s_s: float, s_t: float,
+                 x0_s: Tensor | None = None) -> Tensor:
+    """Eq. (11): the UniP-p predictor from x at t (σ_t = s_t) to s (α_s, σ_s), p = len(points),
+    points[-1] at t, oldest first; with x0_s = x̂₀ at the predicted point (s), the UniC-p corrector
+    instead. h = λ_s − λ_t. x (N, ...)."""
+    m0 = points[-1].x0
+    if s_s == 0:
+        return a_s * m0
+    rks = [(q.lam - points[-1].lam) / h for q in reversed(points[:-1])]
+    diffs = [(q.x0 - m0) / r for q, r in zip(reversed(points[:-1]), rks)]
+    if x0_s is not None:
+        diffs.append(x0_s - m0)
+    phi = math.expm1(-h)
+    out = (s_s / s_t) * x - (a_s * phi) * m0
+    for rho, d in zip(_unipc_rhos(h, rks, x0_s is not None).tolist(), diffs):
+        out = out - (a_s * phi * rho) * d  # B(h) = φ (bh2)
+    return out
+
+
+def dpm_solver_pp(
+    model, x_T, schedule, *, order: int, denoise: bool = True, cond=None, callback=None, generator=None,
+    progress=False,
+) -> SampleOutput:
+    """DPM-Solver++(2M) / (3M) (eq. 10, `order` 2 / 3; 1 is DDIM) over the schedule, then optionally
+    eq. (2): K − 1 + d evaluations for a K-point schedule. Deterministic."""
+    points: list[_Point] = []
+    n_steps = len(schedule) - 1 + int(denoise)
+
+    def update(model, x, i, schedule, *, cond=None, generator=None):
+        if i == 0:
+            return x
+        t, s = schedule[i - 1], schedule[i]
+        (a_t, s_t), (a_s, s_s) = _marginals(model.process, t, s)
+        points.append(_Point(_half_log_snr(a_t, s_t), model.x0(x, per_example(t, x.shape[0], x.device), cond)))
+        del points[:-order]
+        h = _lambda_step(points, _half_log_snr(a_s, s_s), t, s)
+        p = _step_order(order, i - 1, n_steps, DPMPP_LOWER_ORDER_BELOW)
+        return dpmpp_update(x, points[-p:], h, a_s, s_s, s_t)
+
+    return run_loop(update, model, x_T, schedule, denoise=denoise, cond=cond, callback=callback,
+                    generator=generator, progress=progress)
+
+
+def unipc(
+    model, x_T, schedule, *, order: int = 2, denoise: bool = True, cond=None, callback=None, generator=None,
+    progress=False,
+) -> SampleOutput:
+    """UniPC (eq. 11, bh2) with the predictor of order `order` over the schedule, then optionally
+    eq. (2): K − 1 + d evaluations for a K-point schedule. Deterministic."""
+    points: list[_Point] = []
+    state: dict = {}  # the previous step's corrected start x, its σ, and its order
+    n_steps = len(schedule) - 1 + int(denoise)
+
+    def update(model, x, i, schedule, *, cond=None, generator=None):
+        if i == 0:
+            return x
+        t, s = schedule[i - 1], schedule[i]
+        (a_t, s_t), (a_s, s_s) = _marginals(model.process, t, s)
+        lam_t = _half_log_snr(a_t, s_t)
+        x0 = model.x0(x, per_example(t, x.shape[0], x.device), cond)
+        if points:  # UniC: correct the predicted x at t with its own evaluation
+            h = _lambda_step(points, lam_t, schedule[i - 2], t)
+            x = unipc_update(state["x"], points[-state["p"]:], h, a_t, s_t, state["sigma"], x0_s=x0)
+        points.append(_Point(lam_t, x0))
+        del points[:-order]
+        p = _step_order(order, i - 1, n_steps, math.inf)
+        state.update(x=x, sigma=s_t, p=p)
+        return unipc_update(x, points[-p:], _lambda_step(points, _half_log_snr(a_s, s_s), t, s), a_s, s_s, s_t)
+
+    return run_loop(update, model, x_T, schedule, denoise=denoise, cond=cond, callback=callback,
+                    generator=generator, progress=progress)
+
+
+def edm_update(model, x, i, schedule, *, churn: float, s_noise: float, s_tmin: float, s_tmax: float | None,
+               cond=None, generator=None) -> Tensor:
+    """Eq. (12) at level i > 0: the EDM step t_{i−1} -> t_i (level 0 keeps x_T); two evaluations
+    (one where σ̃(t_i) = 0). Noise is drawn only when the step churns (γ > 0)."""
+    if i == 0:
+        return x
+    process, n = model.process, x.shape[0]
+    t, s = schedule[i - 1], schedule[i]
+    (a_t, s_t), (a_s, s_s) = _marginals(process, t, s)
+    sig_t, sig_s = s_t / a_t, s_s / a_s
+    x_hat, t_hat, sig_hat, a_hat = x / a_t, t, sig_t, a_t
+    in_window = s_tmin <= sig_t and (s_tmax is None or sig_t <= s_tmax)
+    gamma = min(churn / len(schedule), math.sqrt(2) - 1) if in_window else 0.0
+    if gamma > 0:
+        sig_up = torch.tensor([sig_t * (1 + gamma)], dtype=torch.float64)
+        t_up = time_of_sigma(process, sig_up).clamp(max=1.0).to(t.dtype)[0]
+        ((a_up, s_up),) = _marginals(process, t_up)
+        if s_up / a_up > sig_t:
+            t_hat, sig_hat, a_hat = t_up, s_up / a_up, a_up
+            x_hat = x_hat + (math.sqrt(sig_hat**2 - sig_t**2) * s_noise) * _noise(x, generator)
+
+    def denoised(x_tilde, time, alpha):
+        return model.x0(alpha * x_tilde, per_example(time, n, x.device), cond)
+
+    d = (x_hat - denoised(x_hat, t_hat, a_hat)) / sig_hat
+    x_next = x_hat + (sig_s - sig_hat) * d
+    if sig_s > 0:
+        d_next = (x_next - denoised(x_next, s, a_s)) / sig_s
+        x_next = x_hat + (sig_s - sig_hat) * 0.5 * (d + d_next)
+    return a_s * x_next
+
+
+def edm(
+    model, x_T, schedule, *, churn: float = 0.0, s_noise: float = 1.0, s_tmin: float = 0.0,
+    s_tmax: float | None = None, denoise: bool = True, cond=None, callback=None, generator=None, progress=False,
+) -> SampleOutput:
+    """EDM's stochastic sampler (eq. 12; Karras et al. 2022, Alg. 2) over the schedule, then
+    optionally eq. (2): 2 (K − 1) + d evaluations for a K-point schedule."""
+    update = partial(edm_update, churn=churn, s_noise=s_noise, s_tmin=s_tmin, s_tmax=s_tmax)
+    return run_loop(update, model, x_T, schedule, denoise=denoise, cond=cond, callback=callback,
+                    generator=generator, progress=progress)
+
+
 # ---------------------------------------------------------------- from params: the registry
 
 #: pc predictors by `sampler.predictor`
@@ -440,13 +685,18 @@ def _budget(cfg: SamplerParams, nfe: int) -> int:
     return max(nfe - int(cfg.denoise), 1)
 
 
-def _stepping(step_of: Callable[[SamplerParams], StepFn], per_step: int = 1) -> SamplerSpec:
-    """A step rule over the schedule (`integrate`), `per_step` evaluations a step: K − 1 steps."""
+def _per_step(build: Callable[[SamplerParams], SampleFn], per_step: int = 1) -> SamplerSpec:
+    """A sampler that makes K − 1 steps over the schedule, `per_step` evaluations each (+ the denoise)."""
     return SamplerSpec(
-        build=lambda c: partial(integrate, step_of(c), denoise=c.denoise),
+        build=build,
         nfe=lambda c, native: per_step * (_levels(c, native) - 1) + int(c.denoise),
         for_budget=lambda c, nfe, native: replace(c, steps=max(_budget(c, nfe) // per_step, 1) + 1),
     )
+
+
+def _stepping(step_of: Callable[[SamplerParams], StepFn], per_step: int = 1) -> SamplerSpec:
+    """A step rule over the schedule (`integrate`), `per_step` evaluations a step: K − 1 steps."""
+    return _per_step(lambda c: partial(integrate, step_of(c), denoise=c.denoise), per_step)
 
 
 def _corrector(cfg: SamplerParams) -> UpdateFn | None:
@@ -490,8 +740,10 @@ def _annealed_for_budget(cfg: SamplerParams, nfe: int, native_levels: int) -> Sa
 #: sampler name -> its rules. NFE for a K-point schedule, d = 1 with the final denoise (else 0),
 #: and the settings `for_budget` picks for a budget B (b = max(B − d, 1)):
 #:
-#:   euler_maruyama, ddpm, ddim, ode_euler, consistency   (K − 1) + d          steps = b + 1
-#:   ode_heun                                             2 (K − 1) + d        steps = max(⌊b/2⌋, 1) + 1
+#:   euler_maruyama, ddpm, ddim, ode_euler, consistency,
+#:   dpmpp_2m, dpmpp_3m, unipc                            (K − 1) + d          steps = b + 1
+#:   ode_heun, edm                                        2 (K − 1) + d        steps = max(⌊b/2⌋, 1) + 1
+#:                                      (edm: a step to σ = 0, at a process.t_min with σ(t_min) = 0, is one)
 #:   pc   (K − 1)·p + K·c + d, p = [predictor], c = corrector_steps·[corrector]
 #:                                                                             steps = max(⌊(b + p)/(p + c)⌋, 2)
 #:   annealed_langevin                                    K · steps_per_level + d
@@ -525,13 +777,19 @@ SAMPLERS: dict[str, SamplerSpec] = {
         for_budget=lambda c, nfe, native: c,
     ),
     "consistency": _stepping(lambda c: consistency_step),
+    "dpmpp_2m": _per_step(lambda c: partial(dpm_solver_pp, order=2, denoise=c.denoise)),
+    "dpmpp_3m": _per_step(lambda c: partial(dpm_solver_pp, order=3, denoise=c.denoise)),
+    "unipc": _per_step(lambda c: partial(unipc, order=c.order, denoise=c.denoise)),
+    "edm": _per_step(lambda c: partial(edm, churn=c.churn, s_noise=c.s_noise, s_tmin=c.s_tmin, s_tmax=c.s_tmax,
+                                       denoise=c.denoise), per_step=2),
 }
 
 
 def schedule_for(cfg: SamplerParams, process) -> Tensor:
-    """The decreasing times 1 -> t_min the sampler visits: `sampler.steps` of them, or the
-    process's native grid when it is null (ncsn: its L levels, ddpm: its N steps, SDEs: 1000)."""
-    return process.grid(cfg.steps)
+    """The decreasing times 1 -> t_min the sampler visits, (K,): the grid `sampler.schedule` of
+    `sbm.core.schedules` (uniform: the process's own) with K = `sampler.steps`, or when that is null
+    the length of the process's native grid (ncsn: its L levels, ddpm: its N steps, SDEs: 1000)."""
+    return SCHEDULES[cfg.schedule](process, cfg.steps)
 
 
 def sampler_spec(name: str) -> SamplerSpec:

@@ -2,16 +2,22 @@
 
 The ODE NLL of a pixel or vector model (`sbm.core.likelihood`, with the exact NLL of the
 mixture where it is known), and the latent model's bound on −log p(x) (`sbm.latent.vae`
-eqs. 5–7) with log p(z) from the ODE. Quantised data is dequantised first (`sbm.core.units`).
+eqs. 5–7) with log p(z) from the ODE: for quantised data both dequantise uniformly first
+(`sbm.core.units`), which their details state ("dequantization": "uniform"). For a ddpm or vp
+model also the variational bound (`sbm.core.vlb`), whose decoder is discrete on quantised data:
+its bits/dim need no dequantisation.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 
 from sbm.core.likelihood import dataset_nll
-from sbm.core.units import bin_width, dequantize
+from sbm.core.units import bin_width, bits_per_dim, dequantize
+from sbm.core.vlb import bound_kind, variational_bound
 from sbm.latent.vae import latent_nll_bound
 
 
@@ -36,7 +42,7 @@ def nll_metrics(model, test: Tensor, meta: dict, cfg, seed: int, gmm=None,
         **{k: getattr(cfg, k) for k in ("divergence", "probe", "n_probes", "rtol", "atol", "batch_size")},
         "n": summary["n"], "batches": summary["nll_batches"], "dequantized": n_levels is not None,
         "bin_width": bin_width(n_levels, data_range) if n_levels is not None else None,
-        **flat,
+        **({"dequantization": "uniform"} if n_levels is not None else {}), **flat,
     }}
     return flat, detail
 
@@ -69,6 +75,57 @@ def latent_nll_metrics(model, vae, test: Tensor, meta: dict, cfg, seed: int, bou
     detail = {"likelihood": {
         **{k: getattr(cfg, k) for k in ("divergence", "probe", "n_probes", "rtol", "atol", "batch_size")},
         "n": len(points), "bound": True, "bound_samples": bound_samples, "dequantized": n_levels is not None,
-        "bin_width": bin_width(n_levels, rng) if n_levels is not None else None, **flat,
+        "bin_width": bin_width(n_levels, rng) if n_levels is not None else None,
+        **({"dequantization": "uniform"} if n_levels is not None else {}), **flat,
     }}
+    return flat, detail
+
+
+def has_vlb(model) -> bool:
+    """Whether the model's process has a variational bound (`sbm.core.vlb.BOUNDS`: ddpm, vp)."""
+    return bound_kind(model.process) is not None
+
+
+def vlb_metrics(model, test: Tensor, meta: dict, cfg, seed: int, progress: bool = True) -> tuple[dict, dict]:
+    """The variational bound (sbm.core.vlb) of a ddpm / vp model on the first cfg.n_points test points in
+    batches of cfg.batch_size (`likelihood` params: vlb_t_samples, 0 = every t; vlb_variance), noise from
+    its own generator seeded by `seed` -> (flat: vlb_nll and its standard error vlb_nll_se in nats per
+    example, with quantised data (meta n_levels) vlb_bpd ± vlb_bpd_se of the discrete data (discretised
+    decoder, no dequantisation), the prior / reconstruction / diffusion terms, vlb_nfe per batch;
+    detail: how). The standard error of the mean is sqrt(Σ se_i²)/n: the Monte Carlo error on these
+    test points."""
+    from tqdm import tqdm
+
+    points = test[: cfg.n_points]
+    n_levels = meta.get("n_levels")
+    rng = tuple(meta.get("data_range") or [-1.0, 1.0])
+    kind = bound_kind(model.process)
+    t_samples = cfg.vlb_t_samples or None
+    g = torch.Generator().manual_seed(seed)
+    starts = list(range(0, len(points), cfg.batch_size))
+    results = []
+    with tqdm(total=len(starts), desc=f"evaluate: variational bound ({kind})", disable=not progress) as bar:
+        for b, start in enumerate(starts):
+            def cb(nfe, b=b):
+                bar.set_postfix_str(f"batch {b + 1}/{len(starts)}, nfe {nfe}", refresh=False)
+
+            results.append(variational_bound(model, points[start:start + cfg.batch_size], t_samples=t_samples,
+                                             variance=cfg.vlb_variance, n_levels=n_levels, data_range=rng,
+                                             generator=g, callback=cb if progress else None))
+            bar.update(1)
+    cat = {k: torch.cat([getattr(r, k) for r in results]) for k in ("nll", "se", "prior", "recon", "diffusion")}
+    n, dim = len(points), points[0].numel()
+    nll, se = float(cat["nll"].mean()), float(cat["se"].pow(2).sum().sqrt() / n)
+    flat = {"vlb_nll": nll, "vlb_nll_se": se}
+    if n_levels is not None:  # −log P of the discrete data: bits/dim without the log Δ of eq. (5)
+        flat["vlb_bpd"] = float(bits_per_dim(torch.tensor([nll], dtype=torch.float64), dim)[0])
+        flat["vlb_bpd_se"] = se / (dim * math.log(2))
+    flat.update(vlb_prior=float(cat["prior"].mean()), vlb_recon=float(cat["recon"].mean()),
+                vlb_diffusion=float(cat["diffusion"].mean()),
+                vlb_nfe=sum(r.nfe for r in results) / len(results))
+    detail = {"bound": kind, **({"variance": cfg.vlb_variance} if kind == "ddpm" else {}),
+              "t_samples": cfg.vlb_t_samples,
+              "decoder": "discretised_gaussian" if n_levels is not None else "gaussian",
+              **({"dequantization": "none"} if n_levels is not None else {}),
+              "n": n, "batches": len(results), **flat}
     return flat, detail

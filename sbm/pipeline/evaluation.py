@@ -8,8 +8,9 @@ samples vs test on the evaluator's calibrated features (or Inception's, params e
 each next to its floor (train vs test), the evaluator's test accuracy and the class TV of the
 samples against the training frequencies. Distances (sbm.eval.distances.distance_report):
 SW₂ and MMD² of samples vs test next to the real-data floor. Likelihood
-(sbm.eval.likelihood): the probability-flow ODE NLL (bits/dim for quantised data) of a pixel
-model, the upper bound through the autoencoder of a latent model. Gaussian mixture
+(sbm.eval.likelihood): the probability-flow ODE NLL (bits/dim for quantised data, uniformly
+dequantised) of a pixel model, the upper bound through the autoencoder of a latent model; for a
+pixel-space ddpm or vp model also its variational bound (sbm.core.vlb) ± its standard error. Gaussian mixture
 (sbm.eval.truth.gmm_metrics): score error per level, recovered weights, true log-densities and
 the exact NLL.
 """
@@ -26,7 +27,7 @@ from sbm.config.params import Params
 from sbm.core.gmm import GaussianMixture
 from sbm.eval.distances import distance_report
 from sbm.eval.evaluator import load_evaluator_dir
-from sbm.eval.likelihood import latent_nll_metrics, nll_metrics
+from sbm.eval.likelihood import has_vlb, latent_nll_metrics, nll_metrics, vlb_metrics
 from sbm.eval.quality import QualityMeter, evaluator_metrics
 from sbm.eval.truth import gmm_metrics
 from sbm.latent.space import check_space
@@ -42,6 +43,7 @@ from sbm.pipeline.outputs.evaluation import (
     evaluator_part,
     likelihood_part,
     mixture_part,
+    vlb_part,
 )
 from sbm.pipeline.plots import placeholder, plot_class_histogram
 from sbm.pipeline.prepared import load_meta, load_split
@@ -116,11 +118,16 @@ def evaluate(params: Params, *, data_dir, space_dir, evaluator_dir, model_path, 
                                  progress=progress)
     else:
         lik = nll_metrics(model, test_x, meta, params.likelihood, params.seed, gmm, progress=progress)
+    vlb = None
+    if vae is None and has_vlb(model):  # a pixel-space ddpm / vp model: its variational bound too
+        vlb_flat, vlb_detail = vlb_metrics(model, test_x, meta, params.likelihood, params.seed, progress=progress)
+        vlb = vlb_part(vlb_flat)
+        lik = (lik[0], {**lik[1], "likelihood": {**lik[1]["likelihood"], "vlb": vlb_detail}})
     likelihood, lik_detail = likelihood_part(*lik)
     bound = likelihood if isinstance(likelihood, LatentBound) else None
     metrics = EvalMetrics(n_samples=len(samples), n_eval=dist.n, swd=dist.swd, swd_floor=dist.swd_floor,
                           swd_ratio=dist.swd_ratio, mmd=dist.mmd, mmd_floor=dist.mmd_floor, evaluator=scores,
-                          mixture=mixture, likelihood=None if bound else likelihood, bound=bound)
+                          mixture=mixture, likelihood=None if bound else likelihood, bound=bound, vlb=vlb)
     shape = meta.get("shape")
     detail = EvalDetail(
         data=DataInfo(name=meta.get("name"), shape=tuple(shape) if shape is not None else None,
@@ -163,4 +170,9 @@ def summary_line(m: EvalMetrics) -> str:
         else:
             msg += f", NLL {ode.nll:.3f} nats" + (f" (exact {ode.nll_exact:.3f})" if ode.nll_exact is not None else "")
         nfe = ode.nll_nfe
-    return msg + f" ({nfe:.0f} NFE)"
+    msg += f" ({nfe:.0f} NFE)"
+    if m.vlb is not None:
+        v = m.vlb
+        msg += (f", variational bound ≤ {v.vlb_bpd:.3f} ± {v.vlb_bpd_se:.3f} bits/dim" if v.vlb_bpd is not None
+                else f", variational bound ≤ {v.vlb_nll:.3f} ± {v.vlb_nll_se:.3f} nats")
+    return msg

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from sbm.pipeline.records import LEVEL, KeyFamily, Record, family, inline, key, opt
 
@@ -70,6 +71,24 @@ class LatentBound(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class VariationalBound(Record):
+    """The variational bound on −log p(x) of a pixel-space ddpm or vp model (sbm.eval.likelihood.vlb_metrics,
+    sbm.core.vlb): nats per example, its Monte Carlo standard error, and the prior / reconstruction /
+    diffusion terms (nats); bits/dim for quantised data, of the discrete data itself (a discretised
+    decoder: no dequantisation). vlb_nfe: model evaluations per batch."""
+
+    _MARKERS = ("vlb_nll",)
+    vlb_nll: float
+    vlb_nll_se: float
+    vlb_bpd: float | None = opt()
+    vlb_bpd_se: float | None = opt()
+    vlb_prior: float
+    vlb_recon: float
+    vlb_diffusion: float
+    vlb_nfe: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvalMetrics(Record):
     """reports/metrics.json (stage evaluate): flat scalars for `dvc metrics show` / `dvc exp show`."""
 
@@ -84,6 +103,7 @@ class EvalMetrics(Record):
     mixture: MixtureScores | None = inline(optional=True)  # Gaussian-mixture data
     likelihood: OdeLikelihood | None = inline(optional=True)  # pixel-space models
     bound: LatentBound | None = inline(optional=True)  # latent models
+    vlb: VariationalBound | None = inline(optional=True)  # pixel-space ddpm / vp models
 
     def __post_init__(self):
         if (self.likelihood is None) == (self.bound is None):
@@ -164,9 +184,29 @@ class MixtureDetail(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class VlbDetail(Record):
+    """How the variational bound was computed (sbm.core.vlb): bound "ddpm" (Ho et al. 2020 eq. 5) or
+    "continuous" (Song et al. 2021 Thm 1); variance: the ddpm reverse variance (posterior | beta);
+    t_samples: draws of t per example (0: every t, two passes); decoder: discretised_gaussian
+    (quantised data) | gaussian; dequantization: "none" where bits/dim are given (the decoder is
+    discrete), absent for continuous data."""
+
+    bound: Literal["ddpm", "continuous"]
+    variance: str | None = opt()
+    t_samples: int
+    decoder: Literal["discretised_gaussian", "gaussian"]
+    dequantization: str | None = opt()
+    n: int
+    batches: int
+    figures: VariationalBound = inline()
+
+
+@dataclass(frozen=True, kw_only=True)
 class LikelihoodDetail(Record):
     """The likelihood settings and results (ODE: `ode`, with `batches`; latent bound: `bound`,
-    with `bound_samples`)."""
+    with `bound_samples`); dequantization: how the bits/dim above were made ("uniform": u ~ U[0, Δ)^D,
+    sbm.core.units eq. 4–5; absent for continuous data); vlb: the variational bound of a ddpm / vp
+    model."""
 
     divergence: str
     probe: str
@@ -180,8 +220,10 @@ class LikelihoodDetail(Record):
     bound_samples: int | None = opt()  # latent bound: K
     dequantized: bool
     bin_width: float | None
+    dequantization: str | None = opt()
     ode: OdeLikelihood | None = inline(optional=True)
     bound: LatentBound | None = inline(optional=True)
+    vlb: VlbDetail | None = opt()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,6 +248,11 @@ def mixture_part(flat: Mapping, detail: Mapping) -> tuple[MixtureScores, Mixture
     """The typed (flat, detail) of sbm.eval.truth.gmm_metrics."""
     return (MixtureScores.from_json(dict(flat), file="gmm_metrics"),
             MixtureDetail.from_json(dict(detail), file="gmm_metrics detail"))
+
+
+def vlb_part(flat: Mapping) -> VariationalBound:
+    """The typed flat scalars of sbm.eval.likelihood.vlb_metrics."""
+    return VariationalBound.from_json(dict(flat), file="vlb metrics")
 
 
 def likelihood_part(flat: Mapping, detail: Mapping) -> tuple[OdeLikelihood | LatentBound, LikelihoodDetail]:
