@@ -18,8 +18,10 @@ from sbm.io import load_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The default (digits, latent space) at a few steps per stage.
+# The default digits in latent space (the default is pixel: the test switches to it at the end) at a few
+# steps per stage.
 TINY = {
+    "score": {"space": "latent"},
     "model": {"unet": {"channels": [16, 32], "layers_per_block": 1, "attention": [False, True]}},
     "train": {"steps": 30, "batch_size": 64, "checkpoint_every": 15, "log_every": 10},
     "vae": {"channels": [16, 32], "steps": 20, "batch_size": 64},
