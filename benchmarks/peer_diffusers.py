@@ -73,6 +73,7 @@ sys.path.insert(0, str(ROOT))
 
 from sbm.config.params import load_params, read_yaml, to_dict
 from sbm.core.tensor import finite_rows
+from sbm.eval import spread
 from sbm.eval.evaluator import EVALUATOR_FILE, NO_EVALUATOR_FILE
 from sbm.eval.quality import QualityMeter
 from sbm.eval.sweep import draw, settings_for_nfe
@@ -321,13 +322,11 @@ def finite_or_none(obj):
     return obj
 
 
-def mean_sd(values: list[float]) -> tuple[float, float | None]:
-    """Mean and sample sd (n − 1; None for one value) of finite values; (nan, None) if none is finite."""
-    v = [float(x) for x in values if x is not None and math.isfinite(x)]
-    if not v:
-        return math.nan, None
-    m = sum(v) / len(v)
-    return m, (math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else None)
+def mean_sd(values: list[float | None]) -> tuple[float, float | None]:
+    """`sbm.eval.spread.mean_sd` (sd with n − 1; None for one value) of the finite values, so a seed whose
+    samples scored NaN (non-finite samples) or lacks the metric (None) drops out; (nan, None) if none is finite."""
+    finite = [float(x) for x in values if x is not None and math.isfinite(x)]
+    return spread.mean_sd(finite) if finite else (math.nan, None)
 
 
 def _significant(x: float, digits: int) -> str:
@@ -343,7 +342,9 @@ def fmt_mean_sd(mean: float, sd: float | None) -> str:
 
 
 def summarise(per_seed: list[dict[str, float]]) -> dict[str, dict]:
-    """{metric: {values, mean, sd}} over the seeds' metric dicts (keys: the first dict's)."""
+    """{metric: {values, mean, sd}} over the seeds' metric dicts (keys: the first dict's), mean and sd by
+    `mean_sd` (finite values only). Not `sbm.eval.spread.summary`: peer.json keeps "sd": null for one
+    seed and the raw values (None where a seed lacks the metric), which that leaves out or refuses."""
     out = {}
     for k in per_seed[0]:
         m, s = mean_sd([d.get(k, math.nan) for d in per_seed])
@@ -547,7 +548,7 @@ def main(argv: list[str] | None = None) -> dict:
     except USER_ERRORS as err:
         fail(" ".join(str(err).split()))
     budget, reports = budget_of(args)
-    seeds = [params.seed + i for i in range(args.seeds or (1 if args.quick else 3))]
+    seeds = list(spread.seed_range(params.seed, args.seeds or (1 if args.quick else 3)))
     ddpm_steps = args.ddpm_steps or (50 if args.quick else DDPM_STEPS)
     pixel_steps = args.pixel_steps or (200 if args.quick else params.train.steps)
 

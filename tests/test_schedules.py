@@ -1,4 +1,4 @@
-"""The time grids of `sbm.core.schedules` and their σ̃ -> t inverses, for the VE, VP, sub-VP and DDPM
+"""The time grids of `sbm.core.schedules` and the processes' σ̃ -> t inverses they use, for the VE, VP, sub-VP and DDPM
 processes (and the NCSN ladder): end points, strict monotonicity, the Karras formula, equal
 log-SNR steps, exact round trips, and `sampler.schedule` picking them in `schedule_for`."""
 
@@ -18,7 +18,6 @@ from sbm.core.schedules import (
     log_snr,
     logsnr,
     sigma_tilde,
-    time_of_sigma,
     uniform,
 )
 from sbm.errors import ConfigError
@@ -116,21 +115,24 @@ def test_ddpm_grids_use_distinct_levels_up_to_all_n(name, process):
         SCHEDULES[name](process, process.n + 1)
 
 
-@pytest.mark.parametrize("pname", ["ve", "vp", "subvp"])
-def test_time_of_sigma_inverts_sigma_tilde(pname):
-    """t -> σ̃(t) -> t on 2001 times in [t_min, 1] (and beyond 1, where the closed forms still hold)."""
+@pytest.mark.parametrize("pname", CONTINUOUS)
+def test_the_unclipped_inverse_inverts_sigma_tilde(pname):
+    """t -> σ̃(t) -> t on 2001 times in [t_min, 1] (and beyond 1, where the closed forms still hold) with
+    clip=False, what the grids use; the NCSN ladder's is the VE time between its levels."""
     process = CONTINUOUS[pname]
     t = torch.linspace(max(process.t_min, 1e-4), 1.5, 2001, dtype=torch.float64)
-    torch.testing.assert_close(time_of_sigma(process, sigma_tilde(process, t)), t, rtol=1e-10, atol=1e-12)
+    back = process.t_from_sigma_tilde(sigma_tilde(process, t), clip=False)
+    torch.testing.assert_close(back, t, rtol=1e-10, atol=1e-12)
 
 
-def test_ddpm_time_of_sigma_is_the_nearest_level_in_log_sigma():
+def test_ddpm_inverse_is_the_nearest_level_in_log_sigma_clipped_or_not():
     levels = DDPM.time(torch.arange(DDPM.n))
-    assert torch.equal(time_of_sigma(DDPM, sigma_tilde(DDPM, levels)).float(), levels)
+    for clip in (True, False):
+        assert torch.equal(DDPM.t_from_sigma_tilde(sigma_tilde(DDPM, levels), clip=clip).float(), levels)
     # a σ̃ between levels k and k+1 goes to the one nearer in log σ̃
     lo, hi = sigma_tilde(DDPM, DDPM.time(torch.tensor([40, 41]))).tolist()
     mid = math.sqrt(lo * hi)
-    got = DDPM.index(time_of_sigma(DDPM, torch.tensor([mid * 0.99, mid * 1.01])))
+    got = DDPM.index(DDPM.t_from_sigma_tilde(torch.tensor([mid * 0.99, mid * 1.01], dtype=torch.float64), clip=False))
     assert got.tolist() == [40, 41]
 
 

@@ -17,7 +17,21 @@ Karras et al. (2022), and its inverse (`sigma_tilde`, `t_from_sigma_tilde`)::
     σ̃(t) = σ(t) / α(t),   log-SNR λ(t) = log(α²/σ²) = −2 log σ̃(t)                      (3)
 
 σ̃ increases with t, so EDM's log-normal training levels ln σ̃ ~ N(P_mean, P_std²)
-(`lognormal_t`) map onto any process's t.
+(`lognormal_t`) map onto any process's t. The inverse t = σ̃⁻¹(σ̃) is one closed form per
+process, the only copy in the package (the karras / log-SNR grids of `sbm.core.schedules`, EDM's
+churn in `sbm.core.samplers` and the λ draws of `sbm.core.vlb` all call it)::
+
+    VE, NCSN ladder   σ̃ = σ_min (σ_max/σ_min)^t             t = log(σ̃/σ_min) / log(σ_max/σ_min)
+    VP                σ̃² = e^{B(t)} − 1                     B = log(1 + σ̃²)
+    sub-VP            σ̃ = e^{B/2} − e^{−B/2} = 2 sinh(B/2)   B = 2 asinh(σ̃/2)                  (4)
+    (VP, sub-VP)      B(t) = β_min t + ½ (β_max − β_min) t²  t = 2B / (β_min + √(β_min² + 2 (β_max − β_min) B))
+    DDPM              σ̃_i = √((1 − ᾱ_i)/ᾱ_i)                t = t_i, the level i nearest in log σ̃
+
+With ``clip=True`` (the default: training times, `lognormal_t`) t is clipped to [t_min, 1] and
+the NCSN ladder returns its training level nearest to t; with ``clip=False`` it is the closed form
+itself (t > 1 above σ̃(1), t < t_min below σ̃(t_min)), for the ladder the VE time between levels
+(the ladder is the VE SDE there, and the network is conditioned on t ∈ [0, 1]). DDPM's marginal
+exists only at its N levels, so it returns the nearest level either way.
 
 - `NCSNLadder` — the geometric σ ladder of NCSN (Song & Ermon 2019): α = 1 and
   σ(t) = σ_min (σ_max/σ_min)^t on the L levels t_i = i/(L−1), so σ_L = σ_min at t = 0
@@ -78,10 +92,11 @@ class NoiseProcess(ABC):
         return t
 
     @abstractmethod
-    def t_from_sigma_tilde(self, sigma_tilde: Tensor) -> Tensor:
-        """The inverse of `sigma_tilde` (eq. 3): the t ∈ [t_min, 1] with σ̃(t) = sigma_tilde, (N,) -> (N,).
-        A level outside [σ̃(t_min), σ̃(1)] is clipped to the nearer end; a discrete process
-        returns its level nearest in log σ̃."""
+    def t_from_sigma_tilde(self, sigma_tilde: Tensor, *, clip: bool = True) -> Tensor:
+        """The inverse of `sigma_tilde` (eq. 3, closed forms eq. 4): the t with σ̃(t) = sigma_tilde, (N,) -> (N,)
+        in sigma_tilde's dtype. clip: a level outside [σ̃(t_min), σ̃(1)] goes to the nearer end and a
+        process trained on discrete levels returns the level nearest in log σ̃; clip=False: the
+        closed form, unclipped (DDPM: still the nearest of its levels, the only times it has)."""
 
     def sigma_tilde(self, t: Tensor) -> Tensor:
         """σ̃(t) = σ(t)/α(t) of eq. (3), the noise level of x_t/α = x₀ + σ̃ ε; t: (N,) -> (N,)."""
@@ -126,6 +141,10 @@ class ContinuousProcess(NoiseProcess):
     def grid(self, n=None):
         return torch.linspace(1.0, self.t_min, 1000 if n is None else n)
 
+    def _clip(self, t: Tensor, clip: bool) -> Tensor:
+        """t clamped to [t_min, 1] if `clip` (`t_from_sigma_tilde`), else t itself."""
+        return t.clamp(self.t_min, 1.0) if clip else t
+
 
 class VESDE(ContinuousProcess):
     """Variance exploding SDE (Song et al. 2021, eq. 30): α = 1,
@@ -146,10 +165,10 @@ class VESDE(ContinuousProcess):
         g = self.sigma(t) * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min))
         return torch.zeros_like(x), g
 
-    def t_from_sigma_tilde(self, sigma_tilde):
-        """α = 1, so σ̃ = σ and t = ln(σ̃/σ_min) / ln(σ_max/σ_min), clipped to [t_min, 1]."""
+    def t_from_sigma_tilde(self, sigma_tilde, *, clip=True):
+        """α = 1, so σ̃ = σ and t = ln(σ̃/σ_min) / ln(σ_max/σ_min) (eq. 4), clipped to [t_min, 1] if `clip`."""
         t = torch.log(sigma_tilde / self.sigma_min) / math.log(self.sigma_max / self.sigma_min)
-        return t.clamp(self.t_min, 1.0)
+        return self._clip(t, clip)
 
     def prior_std(self):
         return self.sigma_max
@@ -176,9 +195,13 @@ class NCSNLadder(VESDE):
         idx = torch.randint(0, self.n_levels, (n,), generator=generator)
         return self.levels_t()[idx].to(device)
 
-    def t_from_sigma_tilde(self, sigma_tilde):
-        """The level t_i nearest to the VE inverse (log σ is affine in t, so nearest in log σ)."""
-        t = super().t_from_sigma_tilde(sigma_tilde)
+    def t_from_sigma_tilde(self, sigma_tilde, *, clip=True):
+        """clip: the level t_i nearest to the VE inverse (log σ is affine in t, so nearest in log σ),
+        as the ladder trains only there; clip=False: the VE inverse itself, unclipped (between levels
+        the ladder is the VE SDE — the karras / log-SNR grids and EDM's churn keep their points distinct)."""
+        t = super().t_from_sigma_tilde(sigma_tilde, clip=clip)
+        if not clip:
+            return t
         idx = (t.double() * (self.n_levels - 1)).round().long()
         return self.levels_t().to(t.device)[idx].to(sigma_tilde.dtype)
 
@@ -222,10 +245,10 @@ class VPSDE(ContinuousProcess):
         2b / (β_min + √(β_min² + 2(β_max − β_min) b)) (no cancellation at small b); (N,) -> (N,)."""
         return 2 * b / (self.beta_min + (self.beta_min**2 + 2 * (self.beta_max - self.beta_min) * b).sqrt())
 
-    def t_from_sigma_tilde(self, sigma_tilde):
-        """σ̃² = (1 − e^(−B))/e^(−B) = e^B − 1 (log-SNR λ = −log(e^B − 1)), so B = log(1 + σ̃²);
-        t from B by `t_from_integral`, clipped to [t_min, 1]."""
-        return self.t_from_integral(torch.log1p(sigma_tilde**2)).clamp(self.t_min, 1.0)
+    def t_from_sigma_tilde(self, sigma_tilde, *, clip=True):
+        """σ̃² = (1 − e^(−B))/e^(−B) = e^B − 1 (log-SNR λ = −log(e^B − 1)), so B = log(1 + σ̃²) (eq. 4);
+        t from B by `t_from_integral`, clipped to [t_min, 1] if `clip`."""
+        return self._clip(self.t_from_integral(torch.log1p(sigma_tilde**2)), clip)
 
     def prior_std(self):
         return 1.0
@@ -246,9 +269,10 @@ class SubVPSDE(VPSDE):
         beta = self.beta(t)
         return -0.5 * bcast(beta, x) * x, (beta * -torch.expm1(-2 * self.integral(t))).sqrt()
 
-    def t_from_sigma_tilde(self, sigma_tilde):
-        """σ̃ = (1 − e^(−B)) e^(B/2) = 2 sinh(B/2), so B = 2 asinh(σ̃/2); t from B, clipped to [t_min, 1]."""
-        return self.t_from_integral(2 * torch.asinh(sigma_tilde / 2)).clamp(self.t_min, 1.0)
+    def t_from_sigma_tilde(self, sigma_tilde, *, clip=True):
+        """σ̃ = (1 − e^(−B)) e^(B/2) = 2 sinh(B/2), so B = 2 asinh(σ̃/2) (eq. 4); t from B, clipped to
+        [t_min, 1] if `clip`."""
+        return self._clip(self.t_from_integral(2 * torch.asinh(sigma_tilde / 2)), clip)
 
     def to_config(self):
         return {**super().to_config(), "name": "subvp"}
@@ -301,8 +325,9 @@ class DDPMSchedule(NoiseProcess):
     def sample_t(self, n, *, generator=None, device=None):
         return self.time(torch.randint(0, self.n, (n,), generator=generator)).to(device)
 
-    def t_from_sigma_tilde(self, sigma_tilde):
-        """The step t_i whose σ̃_i = √((1 − ᾱ_i)/ᾱ_i) (increasing in i) is nearest to σ̃ in log σ̃."""
+    def t_from_sigma_tilde(self, sigma_tilde, *, clip=True):
+        """The step t_i whose σ̃_i = √((1 − ᾱ_i)/ᾱ_i) (increasing in i) is nearest to σ̃ in log σ̃ (eq. 4),
+        clip or not: the marginal exists only at the N levels."""
         ab = self.alphas_cumprod.to(sigma_tilde.device)
         table = 0.5 * torch.log((1 - ab) / ab)  # log σ̃_i, (N,) increasing
         q = torch.log(sigma_tilde.double())

@@ -112,7 +112,8 @@ With h = λ_s − λ_t > 0 and φ = e^{−h} − 1:
       x̂ = x̃ + √(σ̂² − σ̃_t²) S_noise z,   d = (x̂ − D(x̂; σ̂))/σ̂,   x̃_s = x̂ + (σ̃_s − σ̂) d       (12)
       d′ = (x̃_s − D(x̃_s; σ̃_s))/σ̃_s,   x_s = α_s (x̂ + (σ̃_s − σ̂)(d + d′)/2)
 
-  t(σ̃) is `sbm.core.schedules.time_of_sigma` (DDPM: the nearest level, Karras's round_sigma);
+  t(σ̃) is the process's unclipped inverse `t_from_sigma_tilde(σ̃, clip=False)` (`sbm.core.processes`
+  eq. 4; DDPM: the nearest level, Karras's round_sigma; the NCSN ladder: the VE time between levels);
   t̂ is capped at t = 1, so the top level does not churn. S_churn = 0 is the deterministic Heun
   method in σ̃ (their Alg. 1); a step to σ̃_s = 0 stays Euler (one evaluation). Karras's final
   Euler step to σ = 0 is the final denoise.
@@ -138,7 +139,7 @@ from tqdm.auto import tqdm
 
 from sbm.config.params import SamplerParams
 from sbm.core.model import pf_drift
-from sbm.core.schedules import SCHEDULES, time_of_sigma
+from sbm.core.schedules import SCHEDULES
 from sbm.core.tensor import bcast, per_example
 from sbm.errors import ConfigError
 
@@ -549,13 +550,29 @@ def unipc_update(x: Tensor, points: list[_Point], h: float, a_s: float, s_s: flo
     return out
 
 
-def dpm_solver_pp(
-    model, x_T, schedule, *, order: int, denoise: bool = True, cond=None, callback=None, generator=None,
-    progress=False,
-) -> SampleOutput:
-    """DPM-Solver++(2M) / (3M) (eq. 10, `order` 2 / 3; 1 is DDIM) over the schedule, then optionally
-    eq. (2): K − 1 + d evaluations for a K-point schedule. Deterministic."""
-    points: list[_Point] = []
+@dataclass(frozen=True)
+class _Step:
+    """What both multistep solvers know at the start of step j (0-based) t = t_j -> s = t_{j+1} of a
+    K-point schedule: the marginals (α, σ) and λ = log(α/σ) at t and s, x̂₀ = model.x0(x, t) (N, ...)
+    — the step's one evaluation — and n_steps = (K − 1) + d, the run's steps with the final denoise."""
+
+    j: int
+    t: Tensor
+    s: Tensor
+    a_t: float
+    s_t: float
+    a_s: float
+    s_s: float
+    lam_t: float
+    lam_s: float
+    x0: Tensor
+    n_steps: int
+
+
+def run_multistep(rule: Callable[[Tensor, _Step], Tensor], model, x_T, schedule, *, denoise: bool, cond=None,
+                  callback=None, generator=None, progress=False) -> SampleOutput:
+    """The loop of the multistep solvers of eq. (10) and (11): at level i > 0 (level 0 keeps x_T),
+    ``rule(x, step) -> x`` with the `_Step` t_{i−1} -> t_i; then optionally eq. (2)."""
     n_steps = len(schedule) - 1 + int(denoise)
 
     def update(model, x, i, schedule, *, cond=None, generator=None):
@@ -563,14 +580,36 @@ def dpm_solver_pp(
             return x
         t, s = schedule[i - 1], schedule[i]
         (a_t, s_t), (a_s, s_s) = _marginals(model.process, t, s)
-        points.append(_Point(_half_log_snr(a_t, s_t), model.x0(x, per_example(t, x.shape[0], x.device), cond)))
-        del points[:-order]
-        h = _lambda_step(points, _half_log_snr(a_s, s_s), t, s)
-        p = _step_order(order, i - 1, n_steps, DPMPP_LOWER_ORDER_BELOW)
-        return dpmpp_update(x, points[-p:], h, a_s, s_s, s_t)
+        x0 = model.x0(x, per_example(t, x.shape[0], x.device), cond)
+        return rule(x, _Step(i - 1, t, s, a_t, s_t, a_s, s_s, _half_log_snr(a_t, s_t), _half_log_snr(a_s, s_s),
+                             x0, n_steps))
 
     return run_loop(update, model, x_T, schedule, denoise=denoise, cond=cond, callback=callback,
                     generator=generator, progress=progress)
+
+
+def _remember(points: list[_Point], point: _Point, order: int) -> None:
+    """Append `point` to the evaluations, keeping the last `order` (oldest first)."""
+    points.append(point)
+    del points[:-order]
+
+
+def dpm_solver_pp(
+    model, x_T, schedule, *, order: int, denoise: bool = True, cond=None, callback=None, generator=None,
+    progress=False,
+) -> SampleOutput:
+    """DPM-Solver++(2M) / (3M) (eq. 10, `order` 2 / 3; 1 is DDIM) over the schedule, then optionally
+    eq. (2): K − 1 + d evaluations for a K-point schedule. Deterministic."""
+    points: list[_Point] = []
+
+    def rule(x, st: _Step):
+        _remember(points, _Point(st.lam_t, st.x0), order)
+        h = _lambda_step(points, st.lam_s, st.t, st.s)
+        p = _step_order(order, st.j, st.n_steps, DPMPP_LOWER_ORDER_BELOW)
+        return dpmpp_update(x, points[-p:], h, st.a_s, st.s_s, st.s_t)
+
+    return run_multistep(rule, model, x_T, schedule, denoise=denoise, cond=cond, callback=callback,
+                         generator=generator, progress=progress)
 
 
 def unipc(
@@ -581,26 +620,18 @@ def unipc(
     eq. (2): K − 1 + d evaluations for a K-point schedule. Deterministic."""
     points: list[_Point] = []
     state: dict = {}  # the previous step's corrected start x, its σ, and its order
-    n_steps = len(schedule) - 1 + int(denoise)
 
-    def update(model, x, i, schedule, *, cond=None, generator=None):
-        if i == 0:
-            return x
-        t, s = schedule[i - 1], schedule[i]
-        (a_t, s_t), (a_s, s_s) = _marginals(model.process, t, s)
-        lam_t = _half_log_snr(a_t, s_t)
-        x0 = model.x0(x, per_example(t, x.shape[0], x.device), cond)
+    def rule(x, st: _Step):
         if points:  # UniC: correct the predicted x at t with its own evaluation
-            h = _lambda_step(points, lam_t, schedule[i - 2], t)
-            x = unipc_update(state["x"], points[-state["p"]:], h, a_t, s_t, state["sigma"], x0_s=x0)
-        points.append(_Point(lam_t, x0))
-        del points[:-order]
-        p = _step_order(order, i - 1, n_steps, math.inf)
-        state.update(x=x, sigma=s_t, p=p)
-        return unipc_update(x, points[-p:], _lambda_step(points, _half_log_snr(a_s, s_s), t, s), a_s, s_s, s_t)
+            h = _lambda_step(points, st.lam_t, schedule[st.j - 1], st.t)
+            x = unipc_update(state["x"], points[-state["p"]:], h, st.a_t, st.s_t, state["sigma"], x0_s=st.x0)
+        _remember(points, _Point(st.lam_t, st.x0), order)
+        p = _step_order(order, st.j, st.n_steps, math.inf)
+        state.update(x=x, sigma=st.s_t, p=p)
+        return unipc_update(x, points[-p:], _lambda_step(points, st.lam_s, st.t, st.s), st.a_s, st.s_s, st.s_t)
 
-    return run_loop(update, model, x_T, schedule, denoise=denoise, cond=cond, callback=callback,
-                    generator=generator, progress=progress)
+    return run_multistep(rule, model, x_T, schedule, denoise=denoise, cond=cond, callback=callback,
+                         generator=generator, progress=progress)
 
 
 def edm_update(model, x, i, schedule, *, churn: float, s_noise: float, s_tmin: float, s_tmax: float | None,
@@ -618,7 +649,7 @@ def edm_update(model, x, i, schedule, *, churn: float, s_noise: float, s_tmin: f
     gamma = min(churn / len(schedule), math.sqrt(2) - 1) if in_window else 0.0
     if gamma > 0:
         sig_up = torch.tensor([sig_t * (1 + gamma)], dtype=torch.float64)
-        t_up = time_of_sigma(process, sig_up).clamp(max=1.0).to(t.dtype)[0]
+        t_up = process.t_from_sigma_tilde(sig_up, clip=False).clamp(max=1.0).to(t.dtype)[0]
         ((a_up, s_up),) = _marginals(process, t_up)
         if s_up / a_up > sig_t:
             t_hat, sig_hat, a_hat = t_up, s_up / a_up, a_up

@@ -16,21 +16,20 @@ the process's native grid):
 
       σ̃_i = (σ̃_max^{1/ρ} + i/(K−1) (σ̃_min^{1/ρ} − σ̃_max^{1/ρ}))^ρ,   i = 0 … K−1             (2)
 
-  with σ̃_max = σ̃(1), σ̃_min = σ̃(t_min), and t_i = σ̃⁻¹(σ̃_i).
+  with σ̃_max = σ̃(1), σ̃_min = σ̃(t_min), and t_i = σ̃⁻¹(σ̃_i) (the process's inverse, below).
 - ``logsnr``: equal steps in λ (Lu et al. 2022, DPM-Solver's "logSNR" spacing)::
 
       λ_i = λ(1) + i/(K−1) (λ(t_min) − λ(1)),   t_i = σ̃⁻¹(e^{−λ_i / 2})                       (3)
 
 Each grid is float32 (as `process.grid`), starts at exactly t = 1 and ends at exactly t_min.
 
-The inverse t = σ̃⁻¹(σ̃) (`time_of_sigma`), one closed form per process (dispatched on the
-process's class, as the formula belongs to its marginal)::
-
-    VE, NCSN ladder   σ̃ = σ_min (σ_max/σ_min)^t          t = log(σ̃/σ_min) / log(σ_max/σ_min)
-    VP                σ̃² = e^{B(t)} − 1                  B = log(1 + σ̃²)
-    sub-VP            σ̃ = e^{B/2} − e^{−B/2} = 2 sinh(B/2)  B = 2 asinh(σ̃/2)                 (4)
-    (VP, sub-VP)      B(t) = β_min t + ½ (β_max − β_min) t²  t = 2B / (β_min + √(β_min² + 2 (β_max − β_min) B))
-    DDPM              σ̃_k = √((1 − ᾱ_k)/ᾱ_k)              t = (k + 1)/N, k the index nearest in log σ̃
+The inverse t = σ̃⁻¹(σ̃) is the process's own closed form, ``process.t_from_sigma_tilde(σ̃,
+clip=False)`` (`sbm.core.processes` eq. 4), unclipped: the end points are set to exactly 1 and
+t_min afterwards. For the NCSN ladder that is the VE time, not its nearest level: the karras and
+log-SNR grids of a ladder are continuous like VE's (as its ``uniform`` grid of K ≠ L points is),
+so K may exceed L and every point stays distinct; a ladder network trained on its L levels is then
+evaluated between them, at the t its conditioning interpolates (affine in log σ). DDPM's inverse
+is its nearest level (its marginal exists nowhere else).
 
 A DDPM grid of K ≤ N points has distinct indices: where two grid points round to the same
 index, the lower ones are moved down one index at a time (`distinct_levels`), so that every
@@ -46,7 +45,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from sbm.core.processes import VESDE, VPSDE, DDPMSchedule, NoiseProcess, SubVPSDE
+from sbm.core.processes import DDPMSchedule, NoiseProcess
 from sbm.errors import ConfigError
 
 #: Karras et al. (2022)'s ρ in eq. (2)
@@ -55,8 +54,7 @@ RHO = 7.0
 
 def sigma_tilde(process: NoiseProcess, t: Tensor) -> Tensor:
     """σ̃(t) = σ(t)/α(t) of eq. (1) in float64; t (N,) -> (N,)."""
-    a, s = process.marginal(torch.as_tensor(t).double().reshape(-1))
-    return s / a
+    return process.sigma_tilde(torch.as_tensor(t).double().reshape(-1))
 
 
 def log_snr(process: NoiseProcess, t: Tensor) -> Tensor:
@@ -64,51 +62,7 @@ def log_snr(process: NoiseProcess, t: Tensor) -> Tensor:
     return -2 * torch.log(sigma_tilde(process, t))
 
 
-# ---------------------------------------------------------------- the inverse σ̃ -> t, eq. (4)
-
-
-@singledispatch
-def time_of_sigma(process: NoiseProcess, sigma: Tensor) -> Tensor:
-    """t = σ̃⁻¹(σ̃) of eq. (4), float64; sigma (N,) -> (N,). Not clamped to [t_min, 1]: a σ̃ above
-    σ̃(1) gives t > 1 (DDPM: the nearest of its N levels, so always within them)."""
-    raise TypeError(f"time_of_sigma: no σ̃ -> t inverse for a {type(process).__name__} process")
-
-
-@time_of_sigma.register
-def _(process: VESDE, sigma: Tensor) -> Tensor:
-    sigma = torch.as_tensor(sigma, dtype=torch.float64)
-    return torch.log(sigma / process.sigma_min) / math.log(process.sigma_max / process.sigma_min)
-
-
-def _time_of_integral(process: VPSDE, b: Tensor) -> Tensor:
-    """The root t ≥ 0 of B(t) = β_min t + ½ (β_max − β_min) t² = b, in the cancellation-free form of eq. (4)."""
-    slope = process.beta_max - process.beta_min
-    return 2 * b / (process.beta_min + torch.sqrt(process.beta_min**2 + 2 * slope * b))
-
-
-@time_of_sigma.register
-def _(process: VPSDE, sigma: Tensor) -> Tensor:
-    sigma = torch.as_tensor(sigma, dtype=torch.float64)
-    return _time_of_integral(process, torch.log1p(sigma**2))
-
-
-@time_of_sigma.register
-def _(process: SubVPSDE, sigma: Tensor) -> Tensor:
-    sigma = torch.as_tensor(sigma, dtype=torch.float64)
-    return _time_of_integral(process, 2 * torch.asinh(sigma / 2))
-
-
-def _ddpm_log_sigmas(process: DDPMSchedule) -> Tensor:
-    """log σ̃_k of every DDPM level k = 0 … N−1, float64, increasing."""
-    ab = process.alphas_cumprod
-    return 0.5 * (torch.log1p(-ab) - torch.log(ab))
-
-
-@time_of_sigma.register
-def _(process: DDPMSchedule, sigma: Tensor) -> Tensor:
-    log_sigma = torch.log(torch.as_tensor(sigma, dtype=torch.float64).reshape(-1))
-    k = (_ddpm_log_sigmas(process)[None, :] - log_sigma[:, None]).abs().argmin(1)
-    return process.time(k).double()
+# ---------------------------------------------------------------- distinct levels
 
 
 @singledispatch
@@ -146,9 +100,9 @@ def _levels(process: NoiseProcess, n: int | None) -> int:
 
 
 def _from_sigmas(process: NoiseProcess, sigmas: Tensor) -> Tensor:
-    """The grid of times at the decreasing σ̃ values `sigmas` (K,): eq. (4), the end points set to
-    exactly 1 and t_min, distinct levels; float32."""
-    t = time_of_sigma(process, sigmas)
+    """The grid of times at the decreasing σ̃ values `sigmas` (K,) float64: the process's unclipped
+    inverse (`sbm.core.processes` eq. 4), the end points set to exactly 1 and t_min, distinct levels; float32."""
+    t = process.t_from_sigma_tilde(sigmas, clip=False)
     t[0], t[-1] = 1.0, process.t_min
     return distinct_levels(process, t).float()
 

@@ -77,7 +77,8 @@ make KL(q(x_1 | x₀) ‖ π). With λ = log(α²/σ²), dλ/dt = −g²/σ² an
     −log p_θ(x₀) ≤ KL(q(x_1 | x₀) ‖ π) + E_q[−log p(x₀ | y)] + ½ ∫_{λ(1)}^{λ(t_min)} E‖ε − ε_θ(x_t, t)‖² dλ   (8)
 
 — the continuous VDM loss of Kingma et al. 2021 (prior + reconstruction + diffusion). The
-integral is estimated with λ ~ U[λ(1), λ(t_min)] (t(λ) by bisection): ½(λ(t_min) − λ(1))
+integral is estimated with λ ~ U[λ(1), λ(t_min)] (t(λ) in closed form, the process's inverse of
+σ̃ = e^{−λ/2}, `sbm.core.processes` eq. 4): ½(λ(t_min) − λ(1))
 ‖ε − ε_θ‖² per draw, bounded where ε_θ is (uniform t has a 1/t integrand near t_min). The decoder
 p(x₀ | y) has mean x̂₀(y) = model.x0(y, t_min) and standard deviation σ(t_min)/α(t_min) (that of
 y/α − x₀), discretised for quantised data as above. `continuous_vlb` takes K ≥ 2 draws of
@@ -94,6 +95,7 @@ import torch
 from torch import Tensor
 
 from sbm.core.model import model_dtype_device
+from sbm.core.schedules import log_snr  # λ(t) = log(α²/σ²) = −2 log σ̃(t), float64 (N,), decreasing in t
 from sbm.core.tensor import bcast
 from sbm.core.units import bin_width
 
@@ -316,21 +318,10 @@ def ddpm_vlb(model, x0: Tensor, *, variance: str = "posterior", t_samples: int |
 # --------------------------------------------------------------------------- continuous time
 
 
-def log_snr(process, t: Tensor) -> Tensor:
-    """λ(t) = log(α(t)²/σ(t)²), float64, shaped like t; decreasing in t."""
-    a, s = process.marginal(t.double())
-    return 2 * (torch.log(a.double()) - torch.log(s.double()))
-
-
-def time_of_log_snr(process, lam: Tensor, iters: int = 64) -> Tensor:
-    """t ∈ [t_min, 1] with λ(t) = lam, (N,) float64, by bisection on the decreasing λ(t)."""
-    lo = torch.full_like(lam, float(process.t_min), dtype=torch.float64)
-    hi = torch.ones_like(lo)
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        above = log_snr(process, mid) > lam
-        lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
-    return (lo + hi) / 2
+def time_of_log_snr(process, lam: Tensor) -> Tensor:
+    """t ∈ [t_min, 1] with λ(t) = lam, (N,) float64: λ = −2 log σ̃, so t is the process's closed-form
+    inverse `t_from_sigma_tilde` at σ̃ = e^{−λ/2} (`sbm.core.processes` eq. 4), clipped to [t_min, 1]."""
+    return process.t_from_sigma_tilde(torch.exp(-0.5 * lam.double()))
 
 
 def log_snr_range(process) -> tuple[float, float]:
