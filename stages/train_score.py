@@ -1,10 +1,12 @@
 """DVC stage `train_score`: fit the noise-conditional score model on the prepared data.
 
-Reads params (seed, loss, objective, process, model, train, score), data/prepared and the
-space directory data/latent (sbm.latent.vae): with score.space = latent the model is trained on
+Reads params (seed, loss, objective, process, model, train, score, monitor), data/prepared and
+the space directory data/latent (sbm.latent.vae): with score.space = latent the model is trained on
 the VAE's scaled training latents z·s, with pixel on the training split itself. Writes the EMA
 model to data/models/score.safetensors, resumable state to data/checkpoints/score
-(persisted by DVC), the loss curve through dvclive and reports/train_score.json.
+(persisted by DVC), the loss curve through dvclive and reports/train_score.json. At every
+checkpoint the EMA model's samples are pictured and, with the evaluator of data/models/evaluator,
+their small-n FID/KID logged through dvclive too (params `monitor`, sbm.pipeline.monitoring).
 
 Started by `train.launcher` (dvc.yaml: `${train.launcher} stages/train_score.py`): `python`
 runs one process; `accelerate launch --multi_gpu --num_processes N --main_process_port 0`
@@ -20,6 +22,7 @@ from sbm.core.processes import build_process
 from sbm.latent.space import check_space
 from sbm.models.score import save_model
 from sbm.nets.score import build_net
+from sbm.pipeline.monitoring import build_monitor
 from sbm.pipeline.outputs.training import ScoreTraining
 from sbm.pipeline.spaces import training_set
 from sbm.pipeline.stage import run_stage, stage_parser
@@ -27,9 +30,9 @@ from sbm.pipeline.training import data_fingerprint, fit, n_params
 
 
 def main() -> None:
-    args = stage_parser(__doc__, data="data/prepared", space="data/latent", out="data/models/score.safetensors",
-                        checkpoints="data/checkpoints/score", live="reports/live/train_score",
-                        metrics="reports/train_score.json").parse_args()
+    args = stage_parser(__doc__, data="data/prepared", space="data/latent", evaluator="data/models/evaluator",
+                        out="data/models/score.safetensors", checkpoints="data/checkpoints/score",
+                        live="reports/live/train_score", metrics="reports/train_score.json").parse_args()
 
     params = load_params(args.params)
     space = check_space(args.space, params.score.space)
@@ -41,7 +44,8 @@ def main() -> None:
     loss_fn = build_loss(params.loss, params.objective, meta["dim"])  # refuses esm in high dim, before work
     fp_config = {"loss": params.loss, "objective": to_dict(params.objective), "model": model.to_config(),
                  "data": data_fingerprint(meta), "space": space}
-    done = fit(model, loss_fn, x, params.train, args, seed=params.seed, fingerprint=fp_config)
+    monitor = build_monitor(params, data=args.data, space=args.space, evaluator=args.evaluator)
+    done = fit(model, loss_fn, x, params.train, args, seed=params.seed, fingerprint=fp_config, monitor=monitor)
     if done is None:
         return
     ema_model, result = done

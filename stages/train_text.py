@@ -14,7 +14,11 @@ The prompts of `text.prompts` and the unseen phrasings of `text.unseen_templates
 against the encoder (length, emptiness) before training. Trained under the shared loop with
 `text.steps/batch_size/lr` and the other `train` settings; writes data/models/text.safetensors
 (a frozen encoder is stored by name only), resumable state in data/checkpoints/text, the loss
-curve through dvclive and reports/train_text.json.
+curve through dvclive and reports/train_text.json. At every checkpoint the EMA model draws
+conditional samples (w = 1, no guidance: text.weight is a sampling setting) from class prompts
+(every digit in turn, the templates in turn), pictured and, with the evaluator of
+data/models/evaluator, measured (small-n FID/KID and the evaluator's accuracy on the prompted
+digits) through dvclive (params `monitor`, sbm.pipeline.monitoring).
 """
 
 import torch
@@ -27,27 +31,30 @@ from sbm.core.processes import build_process
 from sbm.latent.space import check_space
 from sbm.models.score import save_model
 from sbm.nets.score import build_net
+from sbm.pipeline.monitoring import build_monitor
 from sbm.pipeline.outputs.training import TextTraining
 from sbm.pipeline.skips import skip_training
 from sbm.pipeline.spaces import training_set
 from sbm.pipeline.stage import run_stage, stage_parser
 from sbm.pipeline.training import data_fingerprint, fit, n_params
 from sbm.text.captions import all_captions
-from sbm.text.conditioning import caption_loss
+from sbm.text.conditioning import caption_loss, class_prompts
 from sbm.text.encoders import build_text_encoder
 from sbm.text.net import TextConditionalNet
 from sbm.train.loop import loop_params
+from sbm.train.monitor import images_dir
 
 
 def main() -> None:
-    args = stage_parser(__doc__, data="data/prepared", space="data/latent", out="data/models/text.safetensors",
-                        checkpoints="data/checkpoints/text", live="reports/live/train_text",
-                        metrics="reports/train_text.json").parse_args()
+    args = stage_parser(__doc__, data="data/prepared", space="data/latent", evaluator="data/models/evaluator",
+                        out="data/models/text.safetensors", checkpoints="data/checkpoints/text",
+                        live="reports/live/train_text", metrics="reports/train_text.json").parse_args()
     params = load_params(args.params)
     cfg = params.text
     space = check_space(args.space, params.score.space)
     x, y, meta = training_set(args.data, args.space, params.score.space, "train")
     if y is None:
+        images_dir(args.live)  # declared with the curves
         return skip_training("train_text", f"data {meta['name']!r} has no class labels, from which the captions "
                              "are built", out=args.out, metrics=args.metrics, checkpoints=args.checkpoints,
                              live=args.live)
@@ -67,8 +74,15 @@ def main() -> None:
     fp_config = {"loss": params.loss, "objective": to_dict(params.objective), "model": model.to_config(),
                  "text": {k: v for k, v in to_dict(cfg).items() if k in ("templates", "p_uncond")},
                  "data": data_fingerprint(meta), "space": space}
+    n_classes = int(y.max()) + 1
+
+    def prompts(n: int):  # the monitor's conditions: digit i mod K, template i mod T
+        labels = torch.arange(n) % n_classes
+        return encoder.token_ids(class_prompts(labels, cfg.templates)), labels
+
+    monitor = build_monitor(params, data=args.data, space=args.space, evaluator=args.evaluator, condition=prompts)
     done = fit(model, loss_fn, x, loop_params(params.train, cfg), args, seed=params.seed, fingerprint=fp_config,
-               cond=y)
+               cond=y, monitor=monitor)
     if done is None:
         return
     ema_model, result = done

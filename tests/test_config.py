@@ -85,6 +85,17 @@ def test_every_key_in_params_yaml_is_commented():
         ({"text": {"guidance_weights": [1.0, -2.0]}}, r"text\.guidance_weights = \[1\.0, -2\.0\]: need at least one"),
         ({"text": {"scratch": {"dim": 30, "heads": 4}}}, r"text\.scratch\.dim = 30: must be divisible by"),
         ({"text": {"encoder": " "}}, r"text\.encoder = ' ': give minilm, scratch"),
+        ({"likelihood": {"dequant_samples": 8}},
+         r"likelihood\.dequant_samples = 8 with likelihood\.dequantization = 'uniform': uniform dequantisation"),
+        ({"likelihood": {"dequantization": "iw"}},
+         r"likelihood\.dequantization = 'iw': unknown value; allowed: uniform, importance"),
+        ({"likelihood": {"dequantization": "importance", "dequant_samples": 0}},
+         r"likelihood\.dequant_samples = 0: must be >= 1"),
+        ({"monitor": {"sampler": "consistency"}}, r"monitor\.sampler = 'consistency': samples only a consistency"),
+        ({"monitor": {"sampler": "heun"}}, r"monitor\.sampler = 'heun': unknown value; allowed: langevin"),
+        ({"monitor": {"n_quality": 5}}, r"monitor\.n_quality = 5: must be 0 \(no FID\) or >= 16"),
+        ({"monitor": {"nfe": 0}}, r"monitor\.nfe = 0: must be >= 1"),
+        ({"monitor": {"enabled": "yes"}}, r"monitor\.enabled = 'yes': expected true or false"),
     ],
 )
 def test_bad_params_fail_with_key_value_and_allowed(data, match):

@@ -254,12 +254,17 @@ STAGE_PARAMS = {
     # checkpoints (every 100) fall inside logging windows (every 30): the resumed run must
     # still report the uninterrupted run's loss
     "train": {"steps": 600, "batch_size": 128, "warmup_steps": 20, "checkpoint_every": 100, "log_every": 30},
+    # the stage's monitor runs too (no evaluator here: a scatter of the samples per checkpoint), and
+    # the killed-and-resumed model must still equal the uninterrupted one bitwise
+    "monitor": {"n_grid": 64},
 }
 
 
 def _stage_cmd(work: Path, data_dir: Path) -> list[str]:
     return [sys.executable, str(ROOT / "stages" / "train_score.py"), "--params", str(work / "params.yaml"),
-            "--data", str(data_dir), "--space", str(data_dir.parent / "space"), "--out", str(work / "score.safetensors"), "--checkpoints", str(work / "ckpt"),
+            "--data", str(data_dir), "--space", str(data_dir.parent / "space"),
+            "--evaluator", str(data_dir.parent / "evaluator"), "--out", str(work / "score.safetensors"),
+            "--checkpoints", str(work / "ckpt"),
             "--live", str(work / "live"), "--metrics", str(work / "train_score.json")]
 
 
@@ -280,6 +285,8 @@ def test_stage_killed_after_a_checkpoint_resumes_to_the_uninterrupted_model(tmp_
     data_dir = tmp_path / "prepared"
     meta = data.prepare(parse_params(STAGE_PARAMS).data, STAGE_PARAMS["seed"], data_dir)
     write_space(tmp_path / "space", meta["shape"])  # pixel space: train on the data
+    (tmp_path / "evaluator").mkdir()  # as train_evaluator writes it for data it does not measure
+    io.write_json(tmp_path / "evaluator" / "none.json", {"reason": "not measured in this test"})
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     for work in (killed, clean):
         work.mkdir()
@@ -308,6 +315,8 @@ def test_stage_killed_after_a_checkpoint_resumes_to_the_uninterrupted_model(tmp_
     b, _ = load_model(clean / "score.safetensors")
     for (k, va), vb in zip(a.net.state_dict().items(), b.net.state_dict().values()):
         assert torch.equal(va, vb), k  # bitwise: every step's batch and noise are functions of (seed, step)
+    pictures = {w: sorted(p.name for p in (w / "live/plots/images/samples").iterdir()) for w in (killed, clean)}
+    assert pictures[killed] == pictures[clean] == [f"{s:06d}.png" for s in range(100, 601, 100)]
     assert resumed["final_loss"] == pytest.approx(uninterrupted["final_loss"], rel=1e-12)
 
     # once more: nothing left to train; the report still names the finished run

@@ -112,6 +112,8 @@ SAMPLERS = (
     "langevin", "annealed_langevin", "euler_maruyama", "pc", "ddpm", "ddim", "ode_euler", "ode_heun", "ode_adaptive",
     "consistency", "dpmpp_2m", "dpmpp_3m", "unipc", "edm",
 )
+#: monitor.n_quality: the fewest samples whose small-n FID/KID the training monitor logs (0 = none)
+MIN_QUALITY_SAMPLES = 16
 #: sampler.schedule: the time grid of the grid-based samplers (`sbm.core.schedules.SCHEDULES`)
 SCHEDULES = ("uniform", "karras", "logsnr")
 
@@ -297,6 +299,29 @@ class TrainParams(Section):
 
 
 @dataclass(frozen=True)
+class MonitorParams(Section):
+    """What the training stages show at each checkpoint (`sbm.train.monitor`, through dvclive): samples
+    of the EMA model drawn with `sampler` at about `nfe` network evaluations, a picture of `n_grid` of
+    them, and the small-n FID, KID, precision and recall of `n_quality` of them on the evaluator's
+    features (data without labels has no evaluator: pictures only). A separate section, not `train`
+    keys: what is shown never changes what is trained (nor a checkpoint's fingerprint)."""
+
+    enabled: bool = True
+    sampler: Literal[SAMPLERS] = "dpmpp_2m"
+    nfe: int = _f(10, ge=1)
+    n_grid: int = _f(64, ge=0)
+    n_quality: int = _f(128, ge=0)
+
+    def validate(self, key: str) -> None:
+        if self.sampler == "consistency":
+            raise ConfigError(f"{key}.sampler = 'consistency': samples only a consistency model (a distill "
+                              "student); the training stages' models need a score sampler, e.g. dpmpp_2m")
+        if 0 < self.n_quality < MIN_QUALITY_SAMPLES:
+            raise ConfigError(f"{key}.n_quality = {self.n_quality}: must be 0 (no FID) or >= "
+                              f"{MIN_QUALITY_SAMPLES} (FID, KID and precision/recall of fewer samples say nothing)")
+
+
+@dataclass(frozen=True)
 class SamplerParams(Section):
     name: Literal[SAMPLERS] = "annealed_langevin"
     n_samples: int = _f(5000, ge=1)
@@ -329,11 +354,21 @@ class SamplerParams(Section):
                               "[s_tmin, s_tmax] is empty")
 
 
+#: likelihood.dequant_samples null under dequantization = importance: this many draws per point
+DEFAULT_DEQUANT_SAMPLES = 4
+
+
 @dataclass(frozen=True)
 class LikelihoodParams(Section):
     """The probability-flow ODE likelihood, and for pixel-space ddpm / vp models the variational
     bound (sbm.core.vlb): vlb_t_samples draws of t per example (0: every t of ddpm, two passes),
-    vlb_variance the ddpm reverse variance (posterior β̃_t, the ddpm sampler's; or beta β_t)."""
+    vlb_variance the ddpm reverse variance (posterior β̃_t, the ddpm sampler's; or beta β_t).
+
+    Quantised data are dequantised before the ODE (sbm.core.units): `dequantization` uniform, one
+    draw u ~ U[0, Δ)^D per point (the Jensen bound, eqs. 4–5); importance, `dequant_samples` = K
+    draws per point (null: 4) and also the importance-weighted bound (eqs. 6–7), at K ODE solves
+    per point. Uniform takes one draw: dequant_samples must then be null (or 1). Continuous data
+    are not dequantised and ignore both."""
 
     divergence: Literal["exact", "hutchinson"] = "exact"
     probe: Literal["rademacher", "gaussian"] = "rademacher"
@@ -344,11 +379,25 @@ class LikelihoodParams(Section):
     batch_size: int = _f(1000, ge=1)
     vlb_t_samples: int = _f(100, ge=0)
     vlb_variance: Literal["posterior", "beta"] = "posterior"
+    dequantization: Literal["uniform", "importance"] = "uniform"
+    dequant_samples: Optional[int] = _f(None, ge=1)
+
+    @property
+    def dequant_k(self) -> int:
+        """K, the dequantisation draws per quantised test point: 1 for uniform, else dequant_samples (null: 4)."""
+        if self.dequantization == "uniform":
+            return 1
+        return DEFAULT_DEQUANT_SAMPLES if self.dequant_samples is None else self.dequant_samples
 
     def validate(self, key: str) -> None:
         if self.vlb_t_samples == 1:
             raise ConfigError(f"{key}.vlb_t_samples = 1: need 0 (every t) or >= 2 (its standard error needs "
                               "two draws per example)")
+        if self.dequantization == "uniform" and self.dequant_samples not in (None, 1):
+            raise ConfigError(f"{key}.dequant_samples = {self.dequant_samples} with {key}.dequantization = "
+                              f"'uniform': uniform dequantisation takes one draw per point; set {key}."
+                              f"dequantization = importance for K = {self.dequant_samples} draws, or "
+                              f"{key}.dequant_samples = null")
 
 
 @dataclass(frozen=True)
@@ -617,6 +666,7 @@ class Params(Section):
     process: ProcessParams = _f(None)
     model: ModelParams = _f(None)
     train: TrainParams = _f(None)
+    monitor: MonitorParams = _f(None)
     sampler: SamplerParams = _f(None)
     likelihood: LikelihoodParams = _f(None)
     eval: EvalParams = _f(None)

@@ -88,6 +88,37 @@ def plot_samples(samples: Tensor, path: str | Path, *, reference: Tensor | None 
     plt.close(fig)
 
 
+def samples_picture(samples: Tensor, *, pixels: int = 32):
+    """One picture of `samples` for a training monitor (dvclive `log_image`), cheap enough for every
+    checkpoint: images (N, C, H, W) (or flat square (N, D)) in [-1, 1] tiled ⌈√N⌉ to a row with a
+    one-pixel border, each image enlarged to about `pixels` wide (grey drawn dark on white, like
+    `plot_samples`) -> an (H', W', 3) uint8 array; 2-D points -> a scatter (a matplotlib figure);
+    anything else -> None (no picture)."""
+    x = samples.detach().float().cpu()
+    imgs = _as_images(x)
+    if imgs is None:
+        if x.flatten(1).shape[1] != 2:
+            return None
+        fig, ax = plt.subplots(figsize=(3, 3))
+        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.5)
+        ax.set_aspect("equal")
+        fig.tight_layout()
+        return fig
+    n, c, h, w = imgs.shape
+    scale = max(1, pixels // max(h, w))
+    v = (imgs.clamp(-1, 1) + 1) / 2  # [0, 1]
+    v = (1 - v).expand(n, 3, h, w) if c == 1 else v  # grey: dark strokes on white
+    v = v.repeat_interleave(scale, 2).repeat_interleave(scale, 3)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    hs, ws = h * scale + 1, w * scale + 1
+    grid = torch.full((3, rows * hs + 1, cols * ws + 1), 0.5)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        grid[:, 1 + r * hs : (r + 1) * hs, 1 + k * ws : (k + 1) * ws] = v[i]
+    return (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+
+
 def plot_class_histogram(counts: list[int], path: str | Path, *, reference: list[float] | None = None,
                          title: str = "") -> None:
     """Bar chart of how many samples the evaluator puts in each class, with the expected

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from sbm.config.params import TrainParams
 from sbm.train.loop import TrainResult, train
+from sbm.train.monitor import Monitor, images_dir
 
 #: the prepared data's meta entries that identify the data a model was trained on
 DATA_KEYS = ("name", "shape", "n_train", "sigma_max", "seed")
@@ -25,13 +26,23 @@ def data_fingerprint(meta: dict, keys=DATA_KEYS) -> dict:
 
 
 def fit(model: nn.Module, loss_fn: Callable[..., Tensor], x: Tensor, loop: TrainParams, args, *, seed: int,
-        fingerprint: dict, cond: Tensor | None = None) -> tuple[nn.Module, TrainResult] | None:
+        fingerprint: dict, cond: Tensor | None = None,
+        monitor: Monitor | None = None) -> tuple[nn.Module, TrainResult] | None:
     """Train a copy of `model` on x (N, ...) (and cond (N, ...)) with `loop`, checkpoints in
     args.checkpoints and the curve in args.live -> (EMA model, result) on the main process,
-    None on the others."""
+    None on the others. monitor: shown at every checkpoint (`sbm.train.monitor`, built by
+    `sbm.pipeline.monitoring.build_monitor`); with one, args.live/plots/images exists afterwards
+    even when nothing was shown (a stage that monitors declares it as a DVC plot)."""
+    shown = monitor if monitor is not None and monitor.active else None
     ema, result = train(model, loss_fn, x, loop, seed=seed, ckpt_dir=args.checkpoints, live_dir=args.live,
-                        config_for_fingerprint=fingerprint, cond=cond)
-    return (ema, result) if result.is_main_process else None
+                        config_for_fingerprint=fingerprint, cond=cond, on_checkpoint=shown)
+    if not result.is_main_process:
+        return None
+    if monitor is not None:
+        images_dir(args.live)
+        if shown is not None:
+            print(f"monitor: {shown.seconds:.1f}s showing samples at the checkpoints")
+    return ema, result
 
 
 def n_params(model: nn.Module) -> int:

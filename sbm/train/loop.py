@@ -33,6 +33,13 @@ Scale-out (the same code under `python` or `accelerate launch --multi_gpu --num_
   and checkpoint steps; a non-finite value there stops training, naming the first bad step,
   before any checkpoint of the damaged weights is written.
 - Checkpoints, dvclive and the progress bar belong to the main process only.
+
+Monitoring: `on_checkpoint(model, step, live)` (e.g. `sbm.train.monitor.Monitor`) is called on the
+main process after checkpoint `step` is written, with a model holding the EMA weights (a copy: the
+training state is not touched) and the dvclive `Live`; torch's global RNG states are saved and
+restored around it, so training after it is bit-identical with and without it. On resume it is
+called once more at the resumed step (it skips what it has already logged), which covers a run
+killed between a checkpoint and its hook. Its time is not counted as training time.
 """
 
 from __future__ import annotations
@@ -286,8 +293,13 @@ def _has_rows(tsv: Path) -> bool:
 
 def _truncate_live(live_dir: Path, step: int) -> None:
     """Drop dvclive rows logged after `step` (a run killed after its last checkpoint logged
-    them), so the resumed run's curve continues without duplicates."""
-    for tsv in (live_dir / "plots" / "metrics").glob("*.tsv"):
+    them), in every TSV under plots/metrics (sub-folders included), and the per-step images
+    (plots/images/**/<step>.png) of later steps, so the resumed run's curves continue without
+    duplicates."""
+    for image in (live_dir / "plots" / "images").rglob("*"):
+        if image.is_file() and image.stem.isdigit() and int(image.stem) > step:
+            image.unlink()
+    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
         lines = tsv.read_text().splitlines()
         if not lines:
             continue
@@ -324,12 +336,14 @@ class Trainer:
     moved to the training device, saved in every checkpoint and restored on resume (they are
     not trained by the optimizer); `after_step(net, step)` is called after each optimizer step
     and EMA update with the unwrapped trained network and the step index k (0-based), on every
-    process, before the step's checkpoint is written."""
+    process, before the step's checkpoint is written. `on_checkpoint(model, step, live)`: see the
+    module docstring (called only when there is a live directory)."""
 
     def __init__(self, cfg: TrainParams, *, seed: int, ckpt_dir: str | Path, live_dir: str | Path | None = None,
                  config_for_fingerprint: dict | None = None, progress: bool = True,
                  extra_state: dict[str, nn.Module] | None = None,
-                 after_step: Callable[[nn.Module, int], None] | None = None):
+                 after_step: Callable[[nn.Module, int], None] | None = None,
+                 on_checkpoint: Callable[[nn.Module, int, object], None] | None = None):
         self.cfg, self.seed = cfg, seed
         self.ckpt_dir = Path(ckpt_dir)
         self.live_dir = None if live_dir is None else Path(live_dir)
@@ -338,6 +352,7 @@ class Trainer:
         if any("." in name for name in self.extra_state):
             raise ValueError(f"extra_state names {sorted(self.extra_state)}: must not contain '.'")
         self.after_step = after_step
+        self.on_checkpoint = on_checkpoint
 
     def fingerprint(self, n: int) -> str:
         """What a checkpoint must match to be resumed: the user's configuration, seed, data size,
@@ -393,6 +408,17 @@ class Trainer:
             live.next_step()
         return live
 
+    def _show(self, model: nn.Module, ema: EMA, step: int, live, device: torch.device) -> float:
+        """`on_checkpoint` at `step` on a copy of `model` holding the EMA weights (on `device`,
+        in eval mode), torch's RNG states restored after it -> the seconds it took."""
+        t0 = time.perf_counter()
+        shown = copy.deepcopy(model).to(device)
+        ema.copy_to(shown.net)
+        shown.eval()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            self.on_checkpoint(shown, step, live)
+        return time.perf_counter() - t0
+
     def fit(self, model: nn.Module, loss_fn: Callable[..., Tensor], data: Tensor,
             cond: Tensor | None = None) -> tuple[nn.Module, TrainResult]:
         """Train a copy of `model` on `data` (N, ...) (and `cond` (N, ...), sliced with the batches).
@@ -437,6 +463,9 @@ class Trainer:
         batches = _Batches(len(data), B, self.seed, data.device)
         scale = W * A / B  # see module docstring: per-micro-batch sum × W·A/B → global batch mean
         live = self._open_live(accel, done)
+        show = self.on_checkpoint is not None and live is not None
+        if show and done.step > 0:  # the resumed checkpoint's, if a kill came before its hook
+            self._show(model, ema, done.step, live, device)
 
         def flush(pending: list[Tensor], upto: int) -> None:
             """Reduce the pending per-step loss sums over processes into the window (host floats)."""
@@ -512,6 +541,8 @@ class Trainer:
                     save_state(self.ckpt_dir, done.step, core, ema, opt, fp, extra, self.extra_state)
                 accel.wait_for_everyone()  # the file exists for every process from here on
                 done.last_ckpt = str(_ckpt_path(self.ckpt_dir, done.step))
+                if show:
+                    t0 += self._show(model, ema, done.step, live, device)  # not training time
         bar.close()
         if live is not None:
             live.end()
@@ -527,10 +558,11 @@ class Trainer:
 def train(model: nn.Module, loss_fn: Callable[..., Tensor], data: Tensor, cfg: TrainParams, *, seed: int,
           ckpt_dir: str | Path, live_dir: str | Path | None = None, config_for_fingerprint: dict | None = None,
           cond: Tensor | None = None, progress: bool = True, extra_state: dict[str, nn.Module] | None = None,
-          after_step: Callable[[nn.Module, int], None] | None = None) -> tuple[nn.Module, TrainResult]:
+          after_step: Callable[[nn.Module, int], None] | None = None,
+          on_checkpoint: Callable[[nn.Module, int, object], None] | None = None) -> tuple[nn.Module, TrainResult]:
     """`Trainer(cfg, ...).fit(model, loss_fn, data, cond)`: a copy of `model` trained on `data`
     (N, ...), holding the EMA weights, and the TrainResult; `model` is not changed."""
     trainer = Trainer(cfg, seed=seed, ckpt_dir=ckpt_dir, live_dir=live_dir,
                       config_for_fingerprint=config_for_fingerprint, progress=progress,
-                      extra_state=extra_state, after_step=after_step)
+                      extra_state=extra_state, after_step=after_step, on_checkpoint=on_checkpoint)
     return trainer.fit(model, loss_fn, data, cond)

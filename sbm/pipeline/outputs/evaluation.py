@@ -48,11 +48,15 @@ class MixtureScores(Record):
 @dataclass(frozen=True, kw_only=True)
 class OdeLikelihood(Record):
     """The probability-flow ODE NLL (sbm.eval.likelihood.nll_metrics): nll (nats) or, for quantised
-    data, bpd; with the mixture's exact NLL where the density is known."""
+    data, bpd (uniform dequantisation, the Jensen bound of sbm.core.units eq. 5; averaged over the K
+    draws under importance dequantisation) and with importance dequantisation bpd_iw (the
+    importance-weighted bound, units eq. 7, same draws: ≤ bpd); with the mixture's exact NLL where
+    the density is known."""
 
     _MARKERS = ("nll", "bpd")
     nll: float | None = opt()
     bpd: float | None = opt()
+    bpd_iw: float | None = opt()
     nll_nfe: float
     nll_exact: float | None = opt()
     nll_gap: float | None = opt()
@@ -60,11 +64,16 @@ class OdeLikelihood(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class LatentBound(Record):
-    """A latent model's upper bound on −log p(x) (sbm.eval.likelihood.latent_nll_metrics)."""
+    """A latent model's upper bound on −log p(x) (sbm.eval.likelihood.latent_nll_metrics): the ELBO and
+    the IWAE over z (averaged over the K dequantisations), and with importance dequantisation
+    bpd_bound_iw / nll_bound_iw, importance-weighted over the K dequantisations and the latent draws
+    together (≤ bpd_bound_iwae)."""
 
     bpd_bound: float
     bpd_bound_iwae: float
+    bpd_bound_iw: float | None = opt()
     nll_bound: float
+    nll_bound_iw: float | None = opt()
     bound_rec: float
     bound_kl: float
     nll_nfe: float
@@ -205,7 +214,8 @@ class VlbDetail(Record):
 class LikelihoodDetail(Record):
     """The likelihood settings and results (ODE: `ode`, with `batches`; latent bound: `bound`,
     with `bound_samples`); dequantization: how the bits/dim above were made ("uniform": u ~ U[0, Δ)^D,
-    sbm.core.units eq. 4–5; absent for continuous data); vlb: the variational bound of a ddpm / vp
+    sbm.core.units eqs. 4–5; "importance (K = …)": K such draws per point, eqs. 6–7 next to 4–5, with
+    dequant_samples = K; absent for continuous data); vlb: the variational bound of a ddpm / vp
     model."""
 
     divergence: str
@@ -221,6 +231,7 @@ class LikelihoodDetail(Record):
     dequantized: bool
     bin_width: float | None
     dequantization: str | None = opt()
+    dequant_samples: int | None = opt()  # importance dequantisation: K
     ode: OdeLikelihood | None = inline(optional=True)
     bound: LatentBound | None = inline(optional=True)
     vlb: VlbDetail | None = opt()
