@@ -268,10 +268,11 @@ def sample_sbm(model, space: Measured, base, nfe: int, n: int, *, seed: int) -> 
 
 
 def pixel_params(params_path: Path, steps: int, out: Path) -> Path:
-    """params_path with score.space = pixel and train.steps = steps, written to out."""
+    """params_path with score.space = pixel, train.steps = steps and the training monitor off, written to out."""
     raw = read_yaml(params_path)
     raw["score"]["space"] = "pixel"
     raw["train"]["steps"] = int(steps)
+    raw.setdefault("monitor", {})["enabled"] = False  # the training wall-clock alone: no pictures, no small-n FID
     out.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
     load_params(out)  # validated before any work
     return out

@@ -138,14 +138,15 @@ def test_json_holds_no_nan(peer):
 # --------------------------------------------------------------------------- the pixel variant's params
 
 
-def test_pixel_params_change_only_the_space_and_the_steps(peer, tmp_path):
+def test_pixel_params_change_only_the_space_the_steps_and_the_monitor(peer, tmp_path):
     base = load_params(ROOT / "params.yaml")
     pixel = load_params(peer.pixel_params(ROOT / "params.yaml", 7, tmp_path / "params.yaml"))
-    assert pixel.score.space == "pixel" and pixel.train.steps == 7
+    assert pixel.score.space == "pixel" and pixel.train.steps == 7 and not pixel.monitor.enabled
     a, b = to_dict(base), to_dict(pixel)
     for d in (a, b):
         d["score"].pop("space")
         d["train"].pop("steps")
+        d["monitor"].pop("enabled")
     assert a == b
 
 
