@@ -2,7 +2,6 @@
 budget read from the pipeline's reports, mean ± sd and the table, the inputs check, the pixel
 variant's params, and the peer's sampling loop against an exact ε (nothing is trained here)."""
 
-import importlib.util
 import itertools
 import json
 import math
@@ -18,11 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def peer():
-    spec = importlib.util.spec_from_file_location("peer_diffusers", ROOT / "benchmarks" / "peer_diffusers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def peer(benchmark_script):
+    return benchmark_script("peer_diffusers")
 
 
 # --------------------------------------------------------------------------- lr schedule

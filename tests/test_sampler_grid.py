@@ -3,7 +3,6 @@ portable, and a missing input stops it with the path named."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,11 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def grid():
-    spec = importlib.util.spec_from_file_location("sampler_grid", ROOT / "benchmarks" / "sampler_grid.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def grid(benchmark_script):
+    return benchmark_script("sampler_grid")
 
 
 def test_lists_are_parsed_and_an_unknown_schedule_is_refused(grid, capsys):
