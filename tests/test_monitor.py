@@ -3,6 +3,9 @@ quality are logged through dvclive (the files dvc.yaml declares), a resumed run 
 curves exactly, and showing them never changes what is trained."""
 
 import json
+import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -219,9 +222,47 @@ def test_on_device_predicts_where_the_model_is_and_returns_where_x_is(digits):
     assert wrapped.process is model.process
 
 
-def test_under_several_processes_samples_are_pictured_not_measured(digits, monkeypatch):
-    """Only the main process runs the monitor, and torchmetrics' FID/KID would all-gather over the
-    process group (a hang), so a multi-process run (WORLD_SIZE, set by accelerate) only pictures."""
+def _measure_on_rank_0(rank: int, init_file: str, out: str) -> None:
+    """One of two gloo processes: rank 0 builds the monitor and measures, rank 1 waits at a barrier
+    after it (as the other training processes do while the main process runs the monitor)."""
+    import torch.distributed as dist
+
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank))
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    if rank == 0:
+        from sbm.eval.quality import frechet_distance, kernel_distance
+
+        real, fake = torch.randn(64, 8, generator=torch.Generator().manual_seed(0)), torch.randn(64, 8)
+        Path(out).write_text(json.dumps({"fid": frechet_distance(real, fake),
+                                         "kid": kernel_distance(real, fake, subsets=5, subset_size=32)}))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_fid_and_kid_are_measured_by_one_process_of_a_group(tmp_path):
+    """Only the main process runs the monitor: FID/KID must not synchronise over the process group
+    (torchmetrics' default all-gather would wait for the other processes forever)."""
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "measured.json"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_measure_on_rank_0, args=(r, str(tmp_path / "init"), str(out))) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    hung = [p.pid for p in procs if p.is_alive()]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    assert not hung, "FID/KID waited for the other process (synchronised compute)"
+    assert all(p.exitcode == 0 for p in procs)
+    got = json.loads(out.read_text())
+    assert got["fid"] > 0 and math.isfinite(got["kid"])
+
+
+def test_under_several_processes_the_monitor_still_measures(digits, monkeypatch):
+    """WORLD_SIZE > 1 (set by accelerate): the main process pictures *and* measures."""
     monkeypatch.setenv("WORLD_SIZE", "2")
     monitor = _monitor(digits)
-    assert monitor.active and monitor.n_grid == 16 and monitor.measure is None and monitor.n_quality == 0
+    assert monitor.active and monitor.n_grid == 16 and monitor.measure is not None and monitor.n_quality > 0

@@ -176,7 +176,9 @@ def frechet_distance(real: Tensor, fake: Tensor) -> float:
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     _check_pair(real, fake, "FID")
-    metric = FrechetInceptionDistance(feature=_Given(real.shape[1]), reset_real_features=True)
+    # sync_on_compute=False: the sets given are the whole sets; inside a process group (a training
+    # stage's monitor runs on the main process only) a synchronised compute would wait for the others
+    metric = FrechetInceptionDistance(feature=_Given(real.shape[1]), reset_real_features=True, sync_on_compute=False)
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
     return float(metric.compute())
@@ -193,7 +195,7 @@ def kernel_distance(real: Tensor, fake: Tensor, *, subsets: int = 100, subset_si
     with warnings.catch_warnings():  # "will save all extracted features": that is what it is given
         warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
         metric = KernelInceptionDistance(feature=_Given(real.shape[1]), subsets=int(subsets), subset_size=size,
-                                         reset_real_features=True)
+                                         reset_real_features=True, sync_on_compute=False)  # as FID's
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
     with torch.random.fork_rng(devices=[]):

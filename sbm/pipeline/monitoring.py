@@ -17,7 +17,6 @@ is always the classifier (not params `evaluator.feature`): cheap, and calibrated
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,11 +56,6 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _processes() -> int:
-    """How many processes train together (WORLD_SIZE, set by `accelerate launch`; 1 under plain python)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def _pictured(shape) -> bool:
     """Whether `samples_picture` draws data of example shape `shape`: 2-D points (a scatter) or images."""
     return [int(d) for d in shape] == [2] or isinstance(samples_picture(torch.zeros(1, *shape)), np.ndarray)
@@ -91,13 +85,7 @@ def build_monitor(params: Params, *, data, space, evaluator, condition: Conditio
         return measured.decode(z)
 
     measure, floor = None, {}
-    if measured.evaluator is not None and m.n_quality and _processes() > 1:
-        # torchmetrics' FID/KID all-gather their states over the process group when computed, and only
-        # the main process runs the monitor: measuring there would wait for the others forever
-        if os.environ.get("RANK", "0") == "0":
-            print(f"monitor: {_processes()} training processes: samples are pictured but not measured (the "
-                  "FID/KID of sbm.eval.quality would synchronise across processes)")
-    elif measured.evaluator is not None and m.n_quality:
+    if measured.evaluator is not None and m.n_quality:  # FID/KID never synchronise: the main process alone measures
         meter = QualityMeter.for_evaluator(measured.evaluator, measured.test, params.evaluator, seed=params.seed)
         floor = meter.floor(measured.train, min(m.n_quality, len(measured.train)))
 
