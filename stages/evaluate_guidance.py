@@ -2,7 +2,8 @@
 
 For every scale s in guidance.classifier_scales the unconditional score model is wrapped as
 score + s·∇ₓ log p(y | x_t, t) (sbm.core.guidance.ClassifierGuidance, with the noise-conditional
-classifier of train_classifier) and sampled with params `sampler` for guidance.n_per_class
+classifier of train_classifier) and sampled with params eval.conditional_sampler at about
+eval.conditional_nfe network evaluations (null: params `sampler`) for guidance.n_per_class
 samples of every class y; latent samples are decoded. Per scale: the evaluator's accuracy on
 the samples (the fraction it assigns to the class they were generated for, overall and per
 class), FID, KID and precision/recall of all the conditional samples against the test split
@@ -21,7 +22,7 @@ from sbm import io
 from sbm.config.params import load_params
 from sbm.core.guidance import ClassifierGuidance
 from sbm.eval.spread import seed_range
-from sbm.eval.sweep import sample_quality
+from sbm.eval.sweep import conditional_sampler_params, sample_quality
 from sbm.models.classifier import load_classifier
 from sbm.models.score import load_model
 from sbm.pipeline.measured import load_measured, no_evaluator, skip_evaluation
@@ -46,16 +47,18 @@ def main() -> None:
     k = classifier.n_classes
     y = torch.arange(k).repeat_interleave(cfg.n_per_class)  # (K · n,) the class each sample is drawn for
     meter, seeds = d.meter(params.evaluator, params.seed), seed_range(params.seed, params.eval.seeds)
+    sampler = conditional_sampler_params(params.sampler, params.eval.conditional_sampler, params.eval.conditional_nfe,
+                                         model)
     rows = []
     for s in cfg.classifier_scales:
-        q = sample_quality(ClassifierGuidance(model, classifier, s), params.sampler, len(y), d.shape, labels=y, cond=y,
+        q = sample_quality(ClassifierGuidance(model, classifier, s), sampler, len(y), d.shape, labels=y, cond=y,
                            evaluator=d.evaluator, meter=meter, reference=d.train, seeds=seeds, decode=d.decode,
                            progress=True)
         row = GuidanceRow(scale=s, scores=SampleScores.from_json(q, file="sample_quality"))
         rows.append(row)
         print(f"evaluate_guidance: classifier scale {s:g}: accuracy {row.accuracy:.3f}, FID {row.fid:.3f} "
               f"(floor {row.fid_floor:.3f}), NFE {row.nfe}")
-    detail = GuidanceDetail(n_per_class=cfg.n_per_class, sampler=params.sampler.name, seeds=seeds, rows=tuple(rows))
+    detail = GuidanceDetail(n_per_class=cfg.n_per_class, sampler=sampler.name, seeds=seeds, rows=tuple(rows))
     detail.metrics().write(args.metrics)
     detail.write(args.detail)
     plot_guidance(rows, args.plot)

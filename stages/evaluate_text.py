@@ -3,7 +3,8 @@
 The text-conditional model of train_text is wrapped as ε̃ = ε_u + w(ε_c − ε_u)
 (sbm.text.conditioning.cfg; ε_u from the empty prompt) for every w in text.guidance_weights
 (w = 0: the model's unconditional branch; w = 1: the plain conditional model) and sampled with
-params `sampler`: text.n_per_class samples of every digit, each drawn for a caption of one of
+params eval.conditional_sampler at about eval.conditional_nfe network evaluations (null: params
+`sampler`): text.n_per_class samples of every digit, each drawn for a caption of one of
 the training templates (text.templates, taken in turn). Per w: the evaluator's accuracy (the
 fraction it assigns to the digit named in the prompt, overall and per class), FID, KID and
 precision/recall of the samples against the test split next to their floor (as many training
@@ -28,7 +29,7 @@ from sbm import io
 from sbm.config.params import load_params
 from sbm.config.prompts import CLASS_NAMES
 from sbm.eval.spread import seed_range
-from sbm.eval.sweep import sample_quality
+from sbm.eval.sweep import conditional_sampler_params, sample_quality
 from sbm.pipeline.measured import load_measured, no_evaluator, skip_evaluation
 from sbm.pipeline.outputs.conditional import CfgRow, SampleScores, TextDetail, UnseenRow
 from sbm.pipeline.prepared import load_split
@@ -54,7 +55,9 @@ def main() -> None:
     seen = prompt_ids(model, class_prompts(y, cfg.templates))  # checked before any sampling
     unseen = {t: prompt_ids(model, class_prompts(y, [t])) for t in cfg.unseen_templates}
     meter, seeds = d.meter(params.evaluator, params.seed), seed_range(params.seed, params.eval.seeds)
-    quality = partial(sample_quality, cfg=params.sampler, n=len(y), shape=d.shape, labels=y, evaluator=d.evaluator,
+    sampler = conditional_sampler_params(params.sampler, params.eval.conditional_sampler, params.eval.conditional_nfe,
+                                         model)
+    quality = partial(sample_quality, cfg=sampler, n=len(y), shape=d.shape, labels=y, evaluator=d.evaluator,
                       meter=meter, reference=d.train, seeds=seeds, decode=d.decode, progress=True)
 
     def measure(w: float, cond) -> SampleScores:
@@ -71,7 +74,7 @@ def main() -> None:
         row = UnseenRow(scale=cfg.weight, template=template, scores=measure(cfg.weight, ids))
         unseen_rows.append(row)
         print(f"evaluate_text: unseen phrasing {template!r} at w = {cfg.weight:g}: accuracy {row.accuracy:.3f}")
-    detail = TextDetail(n_per_class=cfg.n_per_class, sampler=params.sampler.name, encoder=cfg.encoder,
+    detail = TextDetail(n_per_class=cfg.n_per_class, sampler=sampler.name, encoder=cfg.encoder,
                         weight=cfg.weight, seeds=seeds, rows=tuple(rows), unseen=tuple(unseen_rows))
     detail.metrics().write(args.metrics)
     detail.write(args.detail)

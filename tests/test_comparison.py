@@ -14,7 +14,14 @@ from sbm.core.samplers import SAMPLERS
 from sbm.eval.distances import distance_report
 from sbm.eval.quality import QualityMeter, embed
 from sbm.eval.spread import seed_range
-from sbm.eval.sweep import compare_samplers, draw, over_seeds, sample_quality, settings_for_nfe
+from sbm.eval.sweep import (
+    compare_samplers,
+    conditional_sampler_params,
+    draw,
+    over_seeds,
+    sample_quality,
+    settings_for_nfe,
+)
 from sbm.pipeline.plots import _log_tick
 
 
@@ -30,6 +37,17 @@ def test_settings_for_nfe_meet_the_budget(mixture, name, budget):
     # Heun and EDM spend 2 per step and pc 1 + corrector_steps: a budget can be missed by one step's cost
     slack = {"ode_heun": 1, "edm": 1, "pc": 1, "annealed_langevin": 9}.get(name, 0)
     assert budget - slack <= nfe <= budget, (name, budget, nfe)
+
+
+def test_conditional_sampler_params_is_the_sampler_or_a_budgeted_one():
+    process = VPSDE(0.1, 20.0, 1e-3)
+    model = AnalyticScoreModel(lambda x, t: -x, process)
+    base = SamplerParams(name="euler_maruyama", steps=50, n_samples=7, eta=0.3)
+    assert conditional_sampler_params(base, None, 10, model) is base  # null: params sampler as it is
+    cfg = conditional_sampler_params(base, "dpmpp_2m", 10, model)
+    assert cfg == settings_for_nfe(base, "dpmpp_2m", 10, len(process.grid()))
+    assert cfg.name == "dpmpp_2m" and SAMPLERS["dpmpp_2m"].nfe(cfg, len(process.grid())) == 10
+    assert (cfg.n_samples, cfg.eta) == (7, 0.3)  # the other settings are params sampler's
 
 
 def test_compare_samplers_rows(mixture):

@@ -215,6 +215,8 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     # per-seed values, "_sd" their sd (n − 1); the draws differ, so do their FIDs
     gd = json.loads((d / "reports/guidance_detail.json").read_text())
     assert gd["seeds"] == [0, 1, 2]
+    # drawn with eval.conditional_sampler at eval.conditional_nfe (defaults), not params sampler
+    assert gd["sampler"] == "dpmpp_2m" and {row["nfe"] for row in gd["rows"]} == {10}
     for row in gd["rows"]:
         s = f"{row['scale']:g}"
         for metric, key in (("fid", "fid"), ("accuracy", "acc")):

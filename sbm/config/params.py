@@ -103,7 +103,7 @@ LOSSES = ("dsm", "eps", "esm", "ssm", "ssm_vr")
 #: objective.weighting: the per-level weight of the multi-level losses (`sbm.core.losses.relative_weight`)
 LOSS_WEIGHTINGS = ("sigma2", "likelihood", "edm", "min_snr")
 #: objective.t_sampling: how the multi-level losses draw their levels (`sbm.core.losses.sample_levels`)
-T_SAMPLINGS = ("uniform", "lognormal")
+T_SAMPLINGS = ("uniform", "lognormal", "importance")
 #: model.prediction: what the network outputs (`sbm.core.model`, eqs. 1, 4, 5)
 PREDICTIONS = ("eps", "score", "x0", "v", "edm")
 DATASETS = ("gmm", "swiss_roll", "moons", "checkerboard", "digits", "hf")
@@ -195,7 +195,8 @@ class DataParams(Section):
 class ObjectiveParams(Section):
     """The score-matching objectives (`sbm.core.losses`): ssm's projections, esm's dimension cap, and
     how the multi-level losses weigh (`weighting`, `snr_gamma` of min_snr) and draw (`t_sampling`;
-    lognormal: ln σ̃ ~ N(p_mean, p_std²), Karras et al. 2022) their levels."""
+    lognormal: ln σ̃ ~ N(p_mean, p_std²), Karras et al. 2022; importance: q(t) ∝ g²/σ², reweighted to
+    the uniform objective, Song et al. 2021b) their levels."""
 
     projection: Literal["rademacher", "gaussian"] = "rademacher"
     n_projections: int = _f(1, ge=1)
@@ -404,7 +405,10 @@ class LikelihoodParams(Section):
 class EvalParams(Section):
     """Sample-quality settings: distances of stage evaluate, the sampler comparison, and `seeds`, the
     number of sampling seeds (seed, seed + 1, …) every run of the comparison tables is drawn with
-    (compare_samplers, evaluate_guidance, evaluate_text, evaluate_distill: mean ± sd over them)."""
+    (compare_samplers, evaluate_guidance, evaluate_text, evaluate_distill: mean ± sd over them).
+    conditional_sampler/conditional_nfe: the sampler of evaluate_guidance and evaluate_text, at about
+    that many network evaluations per sample (`conditional_sampler_params`; null: params `sampler` as
+    it is, e.g. the headline's 50-step Euler–Maruyama, five times the cost of DPM-Solver++(2M) at 10)."""
 
     n_points: int = _f(2000, ge=2)
     n_projections: int = _f(256, ge=1)
@@ -413,8 +417,13 @@ class EvalParams(Section):
     compare_nfe: list[int] = _f([10, 20, 50, 100])
     compare_points: int = _f(2000, ge=2)
     seeds: int = _f(3, ge=1)
+    conditional_sampler: Optional[Literal[SAMPLERS]] = None
+    conditional_nfe: int = _f(10, ge=1)
 
     def validate(self, key: str) -> None:
+        if self.conditional_sampler == "consistency":
+            raise ConfigError(f"{key}.conditional_sampler = 'consistency': samples only a consistency model (a "
+                              "distill student); guidance samples a score model, e.g. dpmpp_2m (null: params sampler)")
         for i, name in enumerate(self.compare_samplers):
             if name not in SAMPLERS:
                 raise ConfigError(f"{key}.compare_samplers[{i}] = {name!r}: unknown sampler; allowed: "

@@ -150,6 +150,16 @@ def settings_for_nfe(base: SamplerParams, name: str, nfe: int, native_levels: in
     return sampler_spec(name).for_budget(dataclasses.replace(base, name=name), nfe, native_levels)
 
 
+def conditional_sampler_params(base: SamplerParams, name: str | None, nfe: int, model) -> SamplerParams:
+    """The sampler settings of the conditional evaluations (params eval.conditional_sampler and
+    conditional_nfe): `base` (params `sampler`) as it is when name is None, else `base` with
+    sampler `name` at about `nfe` network evaluations per sample on `model`'s process
+    (`settings_for_nfe`)."""
+    if name is None:
+        return base
+    return settings_for_nfe(base, name, nfe, len(model.process.grid()))
+
+
 def compare_samplers(
     model, base: SamplerParams, names: list[str], budgets: list[int], *, test: Tensor, reference: Tensor,
     n: int, n_projections: int = 256, data_range=None, seed: int = 0, seeds: Sequence[int] | None = None,
