@@ -3,6 +3,8 @@
   sample    draw samples from a trained score model into a PNG (and optionally a tensor file);
             with --prompt, from the text-conditional model under classifier-free guidance
   compare   write reports/compare.md: the DVC experiments' params and metrics side by side
+  ci-report write reports/ci.md (+ reports/ci/*.png): CI's experiments as a table, `dvc metrics diff`,
+            their training curves and sample grids side by side
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sbm.errors import ConfigError
 from sbm.eval.sweep import draw
 from sbm.latent.space import VAE_FILE
 from sbm.latent.vae import decode_samples, load_vae
+from sbm.pipeline.ci_report import write_ci_report
 from sbm.pipeline.experiments import write_report
 from sbm.pipeline.plots import image_grid, plot_samples
 from sbm.pipeline.stage import USER_ERRORS
@@ -116,6 +119,11 @@ def _compare(args) -> None:
     print(text if args.print else f"wrote {args.out}")
 
 
+def _ci_report(args) -> None:
+    write_ci_report(args.out, args.exp or None, args.base, args.repo)
+    print(f"wrote {args.out}")
+
+
 def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(prog="sbm", description="score-based generative modelling pipeline")
@@ -149,6 +157,15 @@ def main(argv: list[str] | None = None) -> None:
     cmp.add_argument("--repo", default=None, help="DVC repository (default: the current one)")
     cmp.add_argument("--print", action="store_true", help="also print the report")
     cmp.set_defaults(run=_compare)
+
+    ci = sub.add_parser("ci-report", help="the CI report: experiments, metrics diff, curves and samples")
+    ci.add_argument("--out", default="reports/ci.md", help="markdown file; its pictures go in the folder of the "
+                    "same name without .md (reports/ci/)")
+    ci.add_argument("--exp", action="append", default=None,
+                    help="an experiment to show (repeat; default: every experiment of the current commit)")
+    ci.add_argument("--base", default="HEAD~1", help="the commit of `dvc metrics diff` (default HEAD~1)")
+    ci.add_argument("--repo", default=None, help="DVC repository (default: the current one)")
+    ci.set_defaults(run=_ci_report)
 
     args = ap.parse_args(argv)
     try:

@@ -76,8 +76,17 @@ def _row(name: str, rev: str, data: dict) -> dict:
     return row
 
 
+def finished(group: dict) -> bool:
+    """Whether an experiment of `dvc exp show --json` has finished: run in the workspace (no executor)
+    or by the queue with success. A queued, running or failed one (`dvc exp run --queue`) has no
+    metrics of its own yet: its data are the workspace's or the stash's."""
+    executor = group.get("executor")
+    return not executor or executor.get("state") == "success"
+
+
 def collect(repo: str | None = None) -> pd.DataFrame:
-    """One row per baseline commit, workspace and experiment (`dvc exp show --json`)."""
+    """One row per baseline commit, workspace and finished experiment (`dvc exp show --json`; queued
+    experiments once they have succeeded, like any other)."""
     out = subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, check=True, capture_output=True,
                          text=True).stdout
     rows = []
@@ -86,6 +95,8 @@ def collect(repo: str | None = None) -> pd.DataFrame:
             name = base.get("name") or (base["rev"] if base["rev"] == "workspace" else base["rev"][:7])
             rows.append(_row(name, base["rev"][:9], base["data"]))
         for group in base.get("experiments") or []:
+            if not finished(group):
+                continue
             for rev in group.get("revs") or []:
                 if rev.get("data"):
                     rows.append(_row(rev.get("name") or group.get("name") or rev["rev"], rev["rev"][:7],
