@@ -18,7 +18,21 @@ min(SNR, γ) that the ε-MSE puts on ‖x̂₀ − x₀‖² (SNR·‖x̂₀ −
 
 Levels (`objective.t_sampling`): uniform — the process's own `sample_t` (t ~ U[t_min, 1]; ncsn and
 ddpm: a uniform level); lognormal — EDM's ln σ̃ ~ N(P_mean, P_std²) mapped to t
-(`sbm.core.processes.lognormal_t`). The training loop reduces.
+(`sbm.core.processes.lognormal_t`); importance — t drawn with density q(t) ∝ g(t)²/σ(t)² and each
+example reweighted by u/q (u = 1/(1 − t_min), the uniform density), so that the objective's
+expectation is the uniform one's, eq. (8) (`importance_t`). With weighting likelihood the weight
+λ/σ² × u/q is a constant: the importance-sampled likelihood-weighted DSM of Song et al. (2021b,
+"Maximum likelihood training of score-based diffusion models"), whose variance is far lower than
+uniform t's on VP/sub-VP, where g²/σ² ≈ 1/t spans four decades. Since g² = dσ²/dt − 2σ² d log α/dt
+(the variance rate of the linear SDE), g²/σ² = d log σ̃²/dt for every process, so q is uniform in
+log σ̃ (in log-SNR; Kingma et al. 2021)::
+
+    log σ̃ ~ U[log σ̃(t_min), log σ̃(1)],  t = σ̃⁻¹(σ̃),  u/q = Z / ((1 − t_min) g²/σ²),  Z = log(σ̃(1)²/σ̃(t_min)²)   (8)
+
+On VE g²/σ² = 2 log(σ_max/σ_min) is constant, so q is uniform and likelihood = 2 log(σ_max/σ_min) ×
+sigma2. (8) is exact on the continuous processes (ve, vp, subvp); ncsn and ddpm map the draw to the
+nearest level, as lognormal does, which only approximates their uniform level distribution.
+The training loop reduces.
 
 - dsm (Vincent 2011), per level::          ½ σ² ‖s_θ(x̃, t) + (x̃ − α x₀)/σ²‖² = ½ ‖σ s_θ + ε‖²     (1)
 - eps (Ho et al. 2020)::                  ‖ε − ε_θ(x̃, t)‖²,  ε_θ = −σ s_θ   (= 2 × (1))         (2)
@@ -110,12 +124,39 @@ DEFAULT_OBJECTIVE = ObjectiveParams()
 def sample_levels(process, n: int, cfg: ObjectiveParams = DEFAULT_OBJECTIVE, *,
                   generator: torch.Generator | None = None, device=None) -> Tensor:
     """Training times (n,) drawn as `cfg.t_sampling` says: uniform = `process.sample_t`;
-    lognormal = ln σ̃ ~ N(cfg.p_mean, cfg.p_std²) mapped to t (`sbm.core.processes.lognormal_t`)."""
+    lognormal = ln σ̃ ~ N(cfg.p_mean, cfg.p_std²) mapped to t (`sbm.core.processes.lognormal_t`);
+    importance = q(t) ∝ g²/σ² of eq. (8) (`importance_t`; `level_weight` applies its weight u/q)."""
     if cfg.t_sampling == "uniform":
         return process.sample_t(n, generator=generator, device=device)
     if cfg.t_sampling == "lognormal":
         return lognormal_t(process, n, cfg.p_mean, cfg.p_std, generator=generator, device=device)
+    if cfg.t_sampling == "importance":
+        return importance_t(process, n, generator=generator, device=device)
     raise ConfigError(f"objective.t_sampling = {cfg.t_sampling!r}: allowed {', '.join(T_SAMPLINGS)}")
+
+
+def _log_sigma_tilde_range(process) -> tuple[float, float]:
+    """(log σ̃(t_min), log σ̃(1)) in float64: the support of eq. (8)'s log σ̃."""
+    t = torch.tensor([process.t_min, 1.0], dtype=torch.float64)
+    lo, hi = process.sigma_tilde(t).log().tolist()
+    return lo, hi
+
+
+def importance_t(process, n: int, *, generator: torch.Generator | None = None, device=None) -> Tensor:
+    """n training times (n,) with density q(t) ∝ g(t)²/σ(t)² on [t_min, 1], eq. (8): log σ̃ uniform
+    between log σ̃(t_min) and log σ̃(1), mapped to t by `process.t_from_sigma_tilde` (clipped; ncsn and
+    ddpm: the nearest level). In the default dtype."""
+    lo, hi = _log_sigma_tilde_range(process)
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    t = process.t_from_sigma_tilde(torch.exp(lo + (hi - lo) * u))
+    return t.to(device=device, dtype=torch.get_default_dtype())
+
+
+def importance_weight(process, t: Tensor) -> Tensor:
+    """u(t)/q(t) = Z / ((1 − t_min) g²/σ²) of eq. (8) at t (N,) -> (N,): the factor that makes an
+    average over `importance_t` draws estimate the average over t ~ U[t_min, 1]."""
+    lo, hi = _log_sigma_tilde_range(process)
+    return 2 * (hi - lo) / ((1 - process.t_min) * relative_weight(process, t, "likelihood"))
 
 
 def _noised(model, x0: Tensor, cfg: ObjectiveParams):
@@ -147,9 +188,11 @@ def relative_weight(process, t: Tensor, weighting: str, *, snr_gamma: float = 5.
 
 
 def level_weight(model, t: Tensor, cfg: ObjectiveParams = DEFAULT_OBJECTIVE) -> Tensor:
-    """`relative_weight` of `cfg.weighting` at t (N,) for `model` (its process; edm: its data_std)."""
-    return relative_weight(model.process, t, cfg.weighting, snr_gamma=cfg.snr_gamma,
-                           data_std=getattr(model, "data_std", None))
+    """`relative_weight` of `cfg.weighting` at t (N,) for `model` (its process; edm: its data_std),
+    times `importance_weight` when the levels were drawn by t_sampling importance (eq. 8)."""
+    w = relative_weight(model.process, t, cfg.weighting, snr_gamma=cfg.snr_gamma,
+                        data_std=getattr(model, "data_std", None))
+    return w * importance_weight(model.process, t) if cfg.t_sampling == "importance" else w
 
 
 def dsm_loss(model, x0: Tensor, cond=None, *, cfg: ObjectiveParams = DEFAULT_OBJECTIVE) -> Tensor:
