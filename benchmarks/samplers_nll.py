@@ -1,6 +1,7 @@
 """Samplers at matched NFE, and the probability-flow ODE likelihood against the exact one.
 
-On the default Gaussian mixture (params `data`), with the score model the pipeline trains
+On the Gaussian mixture of params `data.gmm` (prepared as data.name gmm whatever params name), with
+the score model the pipeline trains
 (params `loss`, `objective`, `process`, `model`, `train`; the calls of stages/train_score.py):
 
 1. NLL of the test split along the probability-flow ODE (`sbm.core.likelihood.dataset_nll`, exact
@@ -459,6 +460,7 @@ def main(argv: list[str] | None = None) -> dict:
     steps_train = args.steps_train or (min(params.train.steps, 1000) if args.quick else params.train.steps)
     params = dataclasses.replace(
         params, seed=params.seed if args.seed is None else args.seed,
+        data=dataclasses.replace(params.data, name="gmm"),  # the density must be known: params data.gmm
         process=dataclasses.replace(params.process, name=args.process or params.process.name),
         train=dataclasses.replace(params.train, steps=steps_train, checkpoint_every=steps_train))
     names = args.samplers.split(",") if args.samplers else [s for s in SAMPLERS if s != "langevin"]

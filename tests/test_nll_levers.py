@@ -137,3 +137,15 @@ def test_nll_levers_refuses_unknown_names(bench, tmp_path):
         bench.main(["--nll-levers", "--levers", "vx", "--out", str(tmp_path / "x.json")])
     with pytest.raises(SystemExit, match="--mixtures: unknown"):
         bench.main(["--nll-levers", "--mixtures", "moons", "--out", str(tmp_path / "x.json")])
+
+
+def test_the_plain_mode_runs_on_the_mixture_whatever_params_data_names(bench, tmp_path):
+    """params.yaml's data is the digits; the samplers/NLL mode needs a known density, so it prepares
+    params data.gmm (the gap to the exact NLL is only defined there)."""
+    out = tmp_path / "plain.json"
+    report = bench.main(["--quick", "--samplers", "ddim", "--steps-train", "50", "--n", "200",
+                         "--nll-points", "20", "--data", str(tmp_path / "none"), "--out", str(out)])
+    assert json.loads(out.read_text())["nll"]["n"] == 20
+    nll = report["nll"]
+    assert math.isfinite(nll["gap"]) and nll["nll_exact"] == pytest.approx(nll["nll"] - nll["gap"], abs=1e-9)
+    assert {r["sampler"] for r in report["rows"]} == {"ddim"}
