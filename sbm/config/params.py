@@ -408,7 +408,7 @@ class EvalParams(Section):
     (compare_samplers, evaluate_guidance, evaluate_text, evaluate_distill: mean ± sd over them).
     conditional_sampler/conditional_nfe: the sampler of evaluate_guidance and evaluate_text, at about
     that many network evaluations per sample (`conditional_sampler_params`; null: params `sampler` as
-    it is, e.g. the headline's 50-step Euler–Maruyama, five times the cost of DPM-Solver++(2M) at 10)."""
+    it is: with a 50-step Euler–Maruyama there, five times the cost of DPM-Solver++(2M) at 10)."""
 
     n_points: int = _f(2000, ge=2)
     n_projections: int = _f(256, ge=1)
