@@ -1,6 +1,7 @@
 """The training loop: real short trainings reach the exact score; resume is exact (also after
 kill -9 of the stage); shards and micro-batches partition each batch; failures are clear."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -126,6 +127,73 @@ def test_fingerprints_compare_floats_to_four_significant_digits():
     assert fingerprint(base) == fingerprint(jitter)
     for changed in ({**base, "sigma_max": 12.4}, {**base, "lr": 1.1e-3}, {**base, "name": "ssm"}):
         assert fingerprint(changed) != fingerprint(base)
+
+
+def test_learning_rate_schedules_warm_up_then_hold_or_decay_to_their_floor():
+    """Eq. 2: the same linear warm-up; constant holds lr; cosine falls monotonically from lr right
+    after the warm-up to lr·lr_min_ratio at `steps`, halfway (lr(1 + r)/2) at the midpoint."""
+    from sbm.train.loop import learning_rate
+
+    const = _train_params(steps=1000, lr=2e-3, warmup_steps=100)
+    cos = _train_params(steps=1000, lr=2e-3, warmup_steps=100, lr_schedule="cosine", lr_min_ratio=0.1)
+    for k in range(100):
+        assert learning_rate(k, const) == learning_rate(k, cos) == pytest.approx(2e-3 * (k + 1) / 100)
+    assert all(learning_rate(k, const) == 2e-3 for k in range(99, 1000))
+    assert learning_rate(100, cos) == pytest.approx(2e-3)
+    assert learning_rate(550, cos) == pytest.approx(2e-3 * 0.55)
+    assert learning_rate(1000, cos) == pytest.approx(2e-4)
+    decay = [learning_rate(k, cos) for k in range(100, 1001)]
+    assert all(a > b for a, b in zip(decay, decay[1:]))
+    assert learning_rate(999, _train_params(steps=1000, warmup_steps=0, lr_schedule="cosine")) > 0
+    assert learning_rate(0, _train_params(steps=10, warmup_steps=0, lr=1e-3)) == 1e-3  # no warm-up: lr at once
+
+
+def test_the_loop_applies_the_cosine_schedule_and_resumes_on_it(mixture, tmp_path):
+    """The logged lr curve is eq. 2 step by step (the warm-up's climb included); a cosine run stopped at a checkpoint resumes to the
+    uninterrupted weights; extending a cosine run (another `steps`, another schedule) retrains, while
+    a constant run resumes onto more steps as before."""
+    import pandas as pd
+
+    from sbm.train.loop import learning_rate
+
+    x, _ = mixture.sample(2000, generator=torch.Generator().manual_seed(0))
+    cfg = _train_params(steps=60, checkpoint_every=20, warmup_steps=10, log_every=1, lr_schedule="cosine",
+                        lr_min_ratio=0.0)
+    full, _ = train(_model(x), _loss(), x, cfg, seed=3, ckpt_dir=tmp_path / "a", live_dir=tmp_path / "live",
+                    progress=False)
+    logged = pd.read_csv(tmp_path / "live" / "plots" / "metrics" / "lr.tsv", sep="\t")
+    # the curve's step counts the steps done: its value at step s is that of 0-based step s − 1
+    assert logged["lr"].tolist() == pytest.approx([learning_rate(int(k) - 1, cfg) for k in logged["step"]])
+    assert logged["lr"].iloc[-1] < 0.01 * cfg.lr
+    train(_model(x), _loss(), x, cfg, seed=3, ckpt_dir=tmp_path / "b", progress=False)
+    (tmp_path / "b" / "step_00000060.safetensors").unlink()  # as if killed before the last checkpoint
+    resumed, result = train(_model(x), _loss(), x, cfg, seed=3, ckpt_dir=tmp_path / "b", progress=False)
+    assert result.resumed_from == 40
+    for (k, a), b in zip(full.net.state_dict().items(), resumed.net.state_dict().values()):
+        assert torch.equal(a, b), k
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, longer = train(_model(x), _loss(), x, dataclasses.replace(cfg, steps=80), seed=3,
+                          ckpt_dir=tmp_path / "b", progress=False)
+    assert longer.resumed_from == 0
+    const = dataclasses.replace(cfg, lr_schedule="constant")
+    train(_model(x), _loss(), x, const, seed=3, ckpt_dir=tmp_path / "c", progress=False)
+    _, more = train(_model(x), _loss(), x, dataclasses.replace(const, steps=80), seed=3, ckpt_dir=tmp_path / "c",
+                    progress=False)
+    assert more.resumed_from == 60
+
+
+def test_a_constant_schedule_keeps_the_fingerprint_of_checkpoints_written_before_schedules():
+    """lr_schedule constant (the default) leaves the fingerprint as it was before the setting existed,
+    so those checkpoints still resume; a cosine schedule changes it."""
+    from sbm.train.loop import LOOP_VERSION, Trainer, fingerprint
+
+    cfg = _train_params()
+    before = {k: v for k, v in vars(cfg).items()
+              if k not in ("steps", "checkpoint_every", "log_every", "launcher", "lr_schedule", "lr_min_ratio")}
+    old = fingerprint({"config": None, "seed": 0, "n": 10, "loop": LOOP_VERSION, "train": before})
+    assert Trainer(cfg, seed=0, ckpt_dir=".").fingerprint(10) == old
+    assert Trainer(dataclasses.replace(cfg, lr_schedule="cosine"), seed=0, ckpt_dir=".").fingerprint(10) != old
 
 
 def test_truncated_checkpoint_falls_back_to_the_previous_good_one(mixture, tmp_path):

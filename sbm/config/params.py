@@ -290,6 +290,8 @@ class TrainParams(Section):
     lr: float = _f(2e-3, gt=0.0)
     weight_decay: float = _f(0.0, ge=0.0)
     warmup_steps: int = _f(100, ge=0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_min_ratio: float = _f(0.0, ge=0.0, le=1.0)
     grad_clip: float = _f(1.0, ge=0.0)
     ema_decay: float = _f(0.999, ge=0.0, lt=1.0)
     checkpoint_every: int = _f(1000, ge=1)

@@ -2,10 +2,20 @@
 
 `Trainer(cfg, seed=..., ckpt_dir=...).fit(model, loss_fn, data, cond)` (or `train(...)`) trains
 a copy of `model` — what it was given is never changed — and returns the EMA copy. It
-minimises mean(loss_fn(model, x_batch, cond_batch)) with AdamW (linear warm-up to `lr`),
-gradient clipping, and an exponential moving average of the weights (Polyak averaging)::
+minimises mean(loss_fn(model, x_batch, cond_batch)) with AdamW (linear warm-up to `lr`, then
+constant or cosine-decayed: `learning_rate`, eq. 2), gradient clipping, and an exponential moving average of the weights (Polyak averaging)::
 
     θ_ema ← d θ_ema + (1 − d) θ,   d = min(ema_decay, (1 + k)/(10 + k)) at step k      (1)
+
+The learning rate of step k (0-based) with W = warmup_steps, S = steps, r = lr_min_ratio::
+
+    η_k = lr · (k + 1)/W                                        k < W   (warm-up)
+    η_k = lr                                                    k ≥ W, lr_schedule constant
+    η_k = lr · (r + (1 − r) · ½ (1 + cos(π (k − W)/(S − W))))   k ≥ W, lr_schedule cosine  (2)
+
+(cosine: Loshchilov & Hutter 2017, SGDR, one cycle without restarts; it reaches lr·r at k = S).
+A cosine schedule depends on S, so then `steps` is part of the resume fingerprint: a run
+extended to more steps restarts rather than resuming on a schedule a fresh run would not take.
 
 Batches are drawn without replacement from a per-epoch permutation seeded by (seed, epoch),
 so step k's *global* batch (`batch_indices`) is a pure function of (seed, k) and training
@@ -68,6 +78,30 @@ from sbm.errors import TrainingError
 LOOP_VERSION = 2
 # train.* keys that may change between a run and its resume (budget, bookkeeping, launcher).
 _NOT_FINGERPRINTED = ("steps", "checkpoint_every", "log_every", "launcher")
+
+
+def learning_rate(step: int, cfg: TrainParams) -> float:
+    """η_k of eq. 2 for (0-based) optimizer step `step` of params `train` `cfg`."""
+    lr, warm = cfg.lr, max(cfg.warmup_steps, 1)
+    if step < cfg.warmup_steps:
+        return lr * (step + 1) / warm
+    if cfg.lr_schedule == "constant":
+        return lr
+    span = max(cfg.steps - cfg.warmup_steps, 1)
+    frac = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+    return lr * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def _fingerprinted_loop(cfg: TrainParams) -> dict:
+    """The loop settings a checkpoint must match (module docstring): all but the budget and the
+    bookkeeping; with a constant schedule its settings are left out (so checkpoints written before the
+    schedule existed still resume), with a cosine one the step count is in (eq. 2 depends on it)."""
+    out = {k: v for k, v in vars(cfg).items() if k not in _NOT_FINGERPRINTED}
+    if cfg.lr_schedule == "constant":
+        del out["lr_schedule"], out["lr_min_ratio"]
+    else:
+        out["steps"] = cfg.steps
+    return out
 _DEVICE_DATA_BYTES = 1 << 30  # training data up to this size is moved to the accelerator once
 
 
@@ -358,7 +392,7 @@ class Trainer:
         """What a checkpoint must match to be resumed: the user's configuration, seed, data size,
         loop version and the loop settings other than the budget and bookkeeping."""
         fp_obj = {"config": self.config_for_fingerprint, "seed": self.seed, "n": n, "loop": LOOP_VERSION,
-                  "train": {k: v for k, v in vars(self.cfg).items() if k not in _NOT_FINGERPRINTED}}
+                  "train": _fingerprinted_loop(self.cfg)}
         if self.extra_state:  # only then, so the fingerprints of runs without extra state are unchanged
             fp_obj["extra_state"] = sorted(self.extra_state)
         return fingerprint(fp_obj)
@@ -491,7 +525,7 @@ class Trainer:
         bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="training",
                    disable=not (self.progress and accel.is_local_main_process))
         for step in bar:
-            lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+            lr = learning_rate(step, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
             _seed_generators(step_seed(self.seed, step, rank), device)
