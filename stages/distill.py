@@ -20,13 +20,27 @@ teacher's weights (and the guidance settings), so a new teacher retrains every r
 data/models/student.safetensors (sample it with `python -m sbm sample --checkpoint … --sampler
 ddim --steps <distill.steps + 1>`, `--sampler consistency` for a consistency model, and
 `--prompt …` for a text student) and reports/distill.json.
+
+Each round's loss curve goes through dvclive to reports/live/distill/<round> (round_<student steps>,
+or consistency), continued on resume. At each of its checkpoints the round's EMA student is shown
+sampled its own way (params `monitor`, sbm.pipeline.monitoring): `distill.method`'s sampler
+(ddim, η = 0 | consistency) at the round's student steps, a text student from class prompts
+(as train_text's monitor, w = 1); a picture (plots/images/samples/<step>.png) and, with the
+evaluator of data/models/evaluator, the small-n FID/KID (plots/metrics/quality/*.tsv). dvc.yaml
+declares reports/live/distill whole as the plot (the round names depend on params), so the rounds'
+dvclive summaries (metrics.json, not plot data) are removed when the stage ends: the rounds' final
+losses are in reports/distill.json.
 """
+
+from pathlib import Path
 
 import torch
 
-from sbm.config.params import load_params, to_dict
+from sbm.config.params import SamplerParams, load_params, to_dict
+from sbm.config.prompts import CLASS_NAMES
 from sbm.distill.students import STUDENT_SAMPLERS, distill, load_teacher, save_student
 from sbm.latent.space import check_space
+from sbm.pipeline.monitoring import build_monitor
 from sbm.pipeline.outputs.training import DistillRound, DistillTraining
 from sbm.pipeline.spaces import training_set
 from sbm.pipeline.stage import run_stage, stage_parser
@@ -34,7 +48,8 @@ from sbm.pipeline.stage import run_stage, stage_parser
 
 def main() -> None:
     args = stage_parser(__doc__, data="data/prepared", space="data/latent", model="data/models/score.safetensors",
-                        text_model="data/models/text.safetensors", out="data/models/student.safetensors",
+                        text_model="data/models/text.safetensors", evaluator="data/models/evaluator",
+                        out="data/models/student.safetensors",
                         checkpoints="data/checkpoints/distill", live="reports/live/distill",
                         metrics="reports/distill.json").parse_args()
     params = load_params(args.params)
@@ -43,10 +58,24 @@ def main() -> None:
     teacher = load_teacher(cfg.teacher, args.model, args.text_model, text)
     x, y, _ = training_set(args.data, args.space, params.score.space, "train")
     cond, wrap_loss = teacher.conditioning(y, args.data)
+    condition = teacher.monitor_condition(min(int(y.max()) + 1, len(CLASS_NAMES))) if y is not None else None
+    shown = []
+
+    def monitor(student_steps: int):  # a round's student, sampled only its own way (as evaluate_distill does)
+        sampler = SamplerParams(name=STUDENT_SAMPLERS[cfg.method], steps=student_steps + 1, eta=0.0)
+        m = build_monitor(params, data=args.data, space=args.space, evaluator=args.evaluator, condition=condition,
+                          sampler=sampler)
+        shown.append(m)
+        return m if m.active else None
+
     torch.manual_seed(params.seed)
     student, rounds = distill(teacher.model, x, cfg, params.train, seed=params.seed, ckpt_dir=args.checkpoints,
                               cond=cond, wrap_loss=wrap_loss, live_dir=args.live,
-                              config_for_fingerprint=teacher.fingerprint())
+                              config_for_fingerprint=teacher.fingerprint(), monitor=monitor)
+    for summary in Path(args.live).glob("*/metrics.json"):  # not plot data in the declared plot directory
+        summary.unlink(missing_ok=True)  # every process may get here
+    if any(m.active for m in shown):
+        print(f"monitor: {sum(m.seconds for m in shown):.1f}s showing the students at the checkpoints")
     guidance = teacher.guidance
     extra = {k: teacher.meta.get(k) for k in ("data_shape", "data_range", "space", "space_dir", "templates")
              if k in teacher.meta}

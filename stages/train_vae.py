@@ -6,10 +6,15 @@ in data/checkpoints/vae, dvclive curve), compute the latent scale s = 1/std of t
 latents, encode both splits (one z ~ q(z|x) each, times s) and write the space directory
 data/latent (space.json, vae.safetensors, latents.safetensors). Metrics (test split):
 reconstruction MSE and PSNR of decode(μ(x)), mean KL(q(z|x) ‖ N(0, I)) in nats, the scale;
-reports/reconstructions.png shows test images above their reconstructions.
+reports/reconstructions.png shows test images above their reconstructions. At every checkpoint
+the EMA autoencoder's reconstructions of fixed training examples are pictured below them
+(plots/images/samples/<step>.png) and, with the evaluator of data/models/evaluator, their small-n
+FID/KID against the test split logged (plots/metrics/quality/*.tsv; floor: the same real examples):
+the ceiling of a latent model against step (params `monitor`, sbm.pipeline.monitoring).
 
 pixel: no autoencoder; data/latent holds only space.json (the score model trains on the
-data), the picture shows test data only and the dvclive curve has no rows (its header only).
+data), the picture shows test data only, the dvclive curve has no rows (its header only) and
+plots/images is empty.
 """
 
 import shutil
@@ -20,16 +25,19 @@ import torch
 from sbm.config.params import load_params, to_dict
 from sbm.latent.space import SPACE_FILE
 from sbm.latent.vae import build_vae, encode_dataset, latent_scale, reconstruction_metrics, vae_loss, write_space
+from sbm.pipeline.monitoring import build_reconstruction_monitor
 from sbm.pipeline.outputs.training import PixelSpace, VaeTraining
 from sbm.pipeline.plots import image_grid, plot_samples
 from sbm.pipeline.prepared import load_meta, load_split
 from sbm.pipeline.stage import run_stage, stage_parser
 from sbm.pipeline.training import data_fingerprint, fit, n_params
 from sbm.train.loop import loop_params
+from sbm.train.monitor import images_dir
 
 
 def main() -> None:
-    args = stage_parser(__doc__, data="data/prepared", out="data/latent", checkpoints="data/checkpoints/vae",
+    args = stage_parser(__doc__, data="data/prepared", evaluator="data/models/evaluator", out="data/latent",
+                        checkpoints="data/checkpoints/vae",
                         live="reports/live/train_vae", metrics="reports/train_vae.json",
                         plot="reports/reconstructions.png").parse_args()
     params = load_params(args.params)
@@ -42,6 +50,7 @@ def main() -> None:
         shutil.rmtree(Path(args.live), ignore_errors=True)
         curve.parent.mkdir(parents=True)
         curve.write_text("step\tloss\n")
+        images_dir(args.live)  # declared in dvc.yaml: no pictures, no VAE
         Path(args.checkpoints).mkdir(parents=True, exist_ok=True)  # declared (persisted) output; kept as is
         PixelSpace().write(args.metrics)
         plot_samples(test[:64] if len(meta["shape"]) == 3 else test, args.plot,
@@ -57,7 +66,8 @@ def main() -> None:
     vae = build_vae(params.vae, meta["shape"])
     cfg = loop_params(params.train, params.vae)
     fp_config = {"vae": vae.to_config(), "data": data_fingerprint(meta, ("name", "shape", "n_train", "seed"))}
-    done = fit(vae, vae_loss, x, cfg, args, seed=params.seed, fingerprint=fp_config)
+    monitor = build_reconstruction_monitor(params, data=args.data, evaluator=args.evaluator)
+    done = fit(vae, vae_loss, x, cfg, args, seed=params.seed, fingerprint=fp_config, monitor=monitor)
     if done is None:
         return
     ema_vae, result = done

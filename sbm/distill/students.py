@@ -104,6 +104,11 @@ Solver = Callable[..., Tensor]
 #: maps a distillation loss ``loss(model, x0, cond) -> (B,)`` to the objective trained, e.g.
 #: ``lambda loss: caption_loss(loss, encoder, templates, p_uncond)`` for a text-conditional teacher
 LossWrapper = Callable[[Callable[..., Tensor]], Callable[..., Tensor]]
+#: the loop's ``on_checkpoint(model, step, live)`` of a round (`sbm.train.loop`; e.g. a `sbm.train.monitor.Monitor`)
+OnCheckpoint = Callable[[nn.Module, int, object], None]
+#: ``monitor(student_steps) -> on_checkpoint`` of the round training a student that samples with that many
+#: steps (None: nothing shown): the rounds' students are shown sampled their own way
+RoundMonitor = Callable[[int], OnCheckpoint | None]
 
 # ---------------------------------------------------------------- helpers
 
@@ -409,14 +414,18 @@ def _loop_params(cfg: DistillParams, train_cfg: TrainParams | None) -> TrainPara
 
 
 def _run_round(student, loss, data: Tensor, loop: TrainParams, *, round_dir: Path, fp: str, sizes: tuple[int, int],
-               save, seed: int, cond, live_dir, progress: bool, extra_state=None, after_step=None):
+               save, seed: int, cond, live_dir, progress: bool, extra_state=None, after_step=None,
+               monitor: RoundMonitor | None = None):
     """Train (a copy of) `student` with `loss` in `round_dir` and save the result there atomically
     as student.safetensors. A finished or interrupted round resumes from the loop's step
-    checkpoints there (a finished one trains no step). -> (student with the loop's EMA weights, RoundInfo)."""
+    checkpoints there (a finished one trains no step). monitor: the round's `on_checkpoint` from
+    its student's steps (sizes[0]), shown in `live_dir` at every checkpoint (a resumed round
+    continues its curves). -> (student with the loop's EMA weights, RoundInfo)."""
     path = round_dir / "student.safetensors"
+    hook = monitor(sizes[0]) if monitor is not None and live_dir is not None else None
     model, result = train(student, loss, data, loop, seed=seed, ckpt_dir=round_dir, live_dir=live_dir, cond=cond,
                           config_for_fingerprint={"distill_round": fp}, progress=progress,
-                          extra_state=extra_state, after_step=after_step)
+                          extra_state=extra_state, after_step=after_step, on_checkpoint=hook)
     trained = result.resumed_from < result.steps
     if result.is_main_process and (trained or not path.is_file()):
         save(path, model, {"distill": io.json_safe({"fingerprint": fp, "student_steps": sizes[0],
@@ -443,8 +452,8 @@ def _live(live_dir, name: str):
 def progressive_distillation(teacher, data: Tensor, cfg: DistillParams, train_cfg: TrainParams | None = None, *,
                              seed: int, ckpt_dir, student: ScoreModel | None = None, cond: Tensor | None = None,
                              wrap_loss: LossWrapper | None = None, live_dir=None,
-                             config_for_fingerprint: dict | None = None,
-                             progress: bool = True) -> tuple[ScoreModel, list[RoundInfo]]:
+                             config_for_fingerprint: dict | None = None, progress: bool = True,
+                             monitor: RoundMonitor | None = None) -> tuple[ScoreModel, list[RoundInfo]]:
     """Progressive distillation (Salimans & Ho 2022, Alg. 2) from `teacher` (taking
     cfg.teacher_steps DDIM steps) down to a student taking cfg.steps, halving each round.
 
@@ -457,7 +466,8 @@ def progressive_distillation(teacher, data: Tensor, cfg: DistillParams, train_cf
     batch size, lr and EMA; seed + r), checkpointed in ckpt_dir/round_<NNNN> (NNNN: the student's
     steps). The finished round is saved there atomically (student.safetensors, `save_model`) and
     a later call reloads it instead of training; an interrupted round resumes from its step
-    checkpoints. Its EMA student is the next round's teacher.
+    checkpoints. Its EMA student is the next round's teacher. Round r's curves go to
+    live_dir/round_<NNNN>, with `monitor(NNNN)` shown at its checkpoints (`RoundMonitor`).
     -> (the final student (ScoreModel), one RoundInfo per round)."""
     if cfg.method != "progressive":
         raise ValueError(f"distill.method = {cfg.method!r}: progressive_distillation needs 'progressive'")
@@ -474,7 +484,7 @@ def progressive_distillation(teacher, data: Tensor, cfg: DistillParams, train_cf
         name = f"round_{n:04d}"
         init, info = _run_round(init, loss, data, loop, round_dir=Path(ckpt_dir) / name, fp=fp,
                                 sizes=(n, 2 * n), save=save_model, seed=seed + r, cond=cond,
-                                live_dir=_live(live_dir, name), progress=progress)
+                                live_dir=_live(live_dir, name), progress=progress, monitor=monitor)
         infos.append(info)
         teacher = init
     return init, infos
@@ -483,8 +493,8 @@ def progressive_distillation(teacher, data: Tensor, cfg: DistillParams, train_cf
 def consistency_distillation(teacher, data: Tensor, cfg: DistillParams, train_cfg: TrainParams | None = None, *,
                              seed: int, ckpt_dir, student: ConsistencyModel | None = None,
                              cond: Tensor | None = None, wrap_loss: LossWrapper | None = None, live_dir=None,
-                             config_for_fingerprint: dict | None = None,
-                             progress: bool = True) -> tuple[ConsistencyModel, list[RoundInfo]]:
+                             config_for_fingerprint: dict | None = None, progress: bool = True,
+                             monitor: RoundMonitor | None = None) -> tuple[ConsistencyModel, list[RoundInfo]]:
     """Consistency distillation (Song et al. 2023, Alg. 2) of `teacher` over process.grid(N + 1),
     N = cfg.teacher_steps, with teacher steps cfg.teacher_solver and target decay μ =
     cfg.target_decay, for cfg.steps_per_round steps of `sbm.train.loop.train` (settings, `cond` and
@@ -492,7 +502,8 @@ def consistency_distillation(teacher, data: Tensor, cfg: DistillParams, train_cf
     a copy of the teacher's trainable ScoreModel (its weights initialise F_θ, as in the paper). θ⁻ is kept in
     the step checkpoints (ckpt_dir/consistency), so resume is exact; the finished model is saved
     there atomically (student.safetensors, `save_consistency_model`) and reloaded by a later call.
-    Sample it with `sbm.core.samplers.consistency_sample` over process.grid(cfg.steps + 1).
+    Sample it with `sbm.core.samplers.consistency_sample` over process.grid(cfg.steps + 1). Curves
+    in live_dir/consistency, with `monitor(cfg.steps)` shown at the checkpoints.
     -> (the student (EMA weights), [RoundInfo])."""
     if cfg.method != "consistency":
         raise ValueError(f"distill.method = {cfg.method!r}: consistency_distillation needs 'consistency'")
@@ -508,7 +519,8 @@ def consistency_distillation(teacher, data: Tensor, cfg: DistillParams, train_cf
                              sizes=(cfg.steps, cfg.teacher_steps), save=save_consistency_model,
                              seed=seed, cond=cond,
                              live_dir=_live(live_dir, "consistency"), progress=progress,
-                             extra_state={"target": loss.target.net}, after_step=loss.update_target)
+                             extra_state={"target": loss.target.net}, after_step=loss.update_target,
+                             monitor=monitor)
     return model, [info]
 
 
@@ -563,6 +575,11 @@ class Teacher:
         """What teacher and student are compared on: None, unconditional samples."""
         return None
 
+    def monitor_condition(self, n_classes: int) -> Callable[[int], tuple[Tensor, Tensor]] | None:
+        """condition(n) -> (cond, labels) of n samples of the student shown during training (as
+        train_text's monitor: digit i mod K, template i mod T), or None: unconditional samples."""
+        return None
+
 
 @dataclass
 class TextTeacher(Teacher):
@@ -586,6 +603,13 @@ class TextTeacher(Teacher):
         training templates, so samples are scored by the evaluator's accuracy next to FID."""
         labels = torch.arange(n_classes).repeat_interleave(n_per_class)
         return labels, prompt_ids(self.base, class_prompts(labels, self.templates))  # checked before sampling
+
+    def monitor_condition(self, n_classes):
+        def prompts(n: int) -> tuple[Tensor, Tensor]:
+            labels = torch.arange(n) % n_classes
+            return prompt_ids(self.base, class_prompts(labels, self.templates)), labels
+
+        return prompts
 
     def fingerprint(self) -> dict:
         return {**super().fingerprint(), "guidance": {"weight": self.guidance, "templates": list(self.templates),
