@@ -27,8 +27,12 @@ seeds (mean ± sd), next to the floor: the same metrics of n real *training* exa
    `DDPMScheduler` at 1000 steps, x_T ~ N(0, I), output clamped to [-1, 1].
 2. **sbm latent** (params' default model): the pipeline's trained outputs (data/models/score.safetensors
    on the VAE's latents of data/latent), sampled with params' own sampler at NFE ≈ 10, 25, 50
-   (`sbm.eval.sweep.settings_for_nfe`, `draw`), decoded. Its training time: the same two
-   reports (VAE + score model).
+   (`sbm.eval.sweep.settings_for_nfe`, `draw`) and at its *default NFE*: params' `sampler`
+   settings as they are (dpmpp_2m at steps 20: 19 steps + the final denoise = 20 NFE;
+   `default_nfe`, the sampler's `SamplerSpec.nfe`), one row sorted in among the others (none
+   added when it is one of 10/25/50: that row is drawn with params' settings), marked
+   "(default)" in the table and `"default": true` in the JSON. Decoded. Its training time: the
+   same two reports (VAE + score model).
 3. **sbm pixel**: the same params with score.space = pixel, trained here by running
    stages/train_score.py itself on a pixel space directory in a temporary folder (params'
    train.steps, or `--pixel-steps`), or loaded with `--pixel-model`; sampled as 2.
@@ -41,8 +45,20 @@ model: on 2 CPU cores tens of minutes; the run prints the estimate from the 50-N
     python benchmarks/peer_diffusers.py --budget-seconds 600 --seeds 5 --pixel-model pixel.safetensors
 
 Everything runs on the CPU, with torch's default thread count (as the pipeline's stages) unless
-`--threads`. Prints one table; writes settings, budget, per-seed values, means, sds, floor and
-versions to --out (JSON).
+`--threads`. Prints one table, then the verdicts on issue #15's goals (`goals`; FID means over
+the seeds, sds shown, "sbm" = params' own model, 2.):
+
+1. sbm's default row (its default NFE) has a lower FID than the peer's best row of DDIM 10/25/50
+   and DDPM 1000 (the best one named);
+2. sbm at NFE 10 has an FID no higher than the peer's DDIM at 50;
+3. the default row's FID ≤ 1.3 × the floor's (this run, same n);
+4. the 4-step student ≤ 1.2 × its teacher, and 5. `make run` ≤ 15 min: listed, not measured here
+   (reports/distill_eval.json; the README's stage-time table).
+
+Each with the figures compared, their ratio and met: yes / no / — (a needed row missing or with
+no finite FID: --quick samples DDPM at 50 steps, so goal 1 is decided there only when the rows
+present already refute it). Writes settings, budget, per-seed values, means, sds, floor, the
+goals ("goals") and versions to --out (JSON).
 """
 
 from __future__ import annotations
@@ -76,6 +92,7 @@ from sbm.core.tensor import finite_rows
 from sbm.eval import spread
 from sbm.eval.evaluator import EVALUATOR_FILE, NO_EVALUATOR_FILE
 from sbm.eval.quality import QualityMeter
+from sbm.core.samplers import sampler_spec
 from sbm.eval.sweep import draw, settings_for_nfe
 from sbm.latent.space import SPACE_FILE
 from sbm.latent.vae import write_space
@@ -86,6 +103,9 @@ from sbm.pipeline.stage import USER_ERRORS
 
 NFES = (10, 25, 50)
 DDPM_STEPS = 1000
+PEER = "peer (diffusers)"
+#: goal 3: the default's FID at most this many times the floor's
+FLOOR_FACTOR = 1.3
 RUN_FIRST = "run `make run` (dvc repro) first"
 
 #: the peer's UNet2DModel (about 1.0 M parameters at 1×8×8; the library's defaults otherwise)
@@ -255,10 +275,28 @@ def sample_peer(unet, scheduler, steps: int, n: int, *, batch_size: int, seed: i
 # --------------------------------------------------------------------------- sbm
 
 
-def sample_sbm(model, space: Measured, base, nfe: int, n: int, *, seed: int) -> tuple[Tensor, int, float]:
+def default_nfe(cfg, native_levels: int) -> int | None:
+    """The NFE per batch of params' own sampler settings `cfg` (SamplerParams): the sampler's
+    `SamplerSpec.nfe` (`sbm.core.samplers.SAMPLERS`, the table `settings_for_nfe` inverts; e.g.
+    dpmpp_2m at `steps` K with the final denoise: K − 1 + 1). native_levels: len(process.grid()),
+    the schedule's length when `steps` is null. None where the solver picks it (ode_adaptive)."""
+    return sampler_spec(cfg.name).nfe(cfg, native_levels)
+
+
+def sbm_targets(base, native_levels: int, sbm_1000: bool) -> list[tuple[int | None, bool]]:
+    """The sbm rows' (target NFE, is params' default) pairs: NFES (and DDPM_STEPS with --sbm-1000)
+    and the default NFE (`default_nfe`), sorted, the default once (flagged where it is one of
+    them); a default without a fixed NFE (None) comes last."""
+    default = default_nfe(base, native_levels)
+    fixed = sorted(set(NFES + ((DDPM_STEPS,) if sbm_1000 else ())) | ({default} if default is not None else set()))
+    return [(nfe, nfe == default) for nfe in fixed] + ([(None, True)] if default is None else [])
+
+
+def sample_sbm(model, space: Measured, base, nfe: int | None, n: int, *, seed: int) -> tuple[Tensor, int, float]:
     """n samples of an sbm model with params' sampler `base` set to about `nfe` network
-    evaluations (settings_for_nfe), decoded to data space -> (x, actual NFE, sampling seconds)."""
-    cfg = settings_for_nfe(base, base.name, nfe, native_levels=len(model.process.grid()))
+    evaluations (settings_for_nfe), or `base` itself when nfe is None (params' default row),
+    decoded to data space -> (x, actual NFE, sampling seconds)."""
+    cfg = base if nfe is None else settings_for_nfe(base, base.name, nfe, native_levels=len(model.process.grid()))
     cfg = dataclasses.replace(cfg, batch_size=min(base.batch_size, n))
     z, actual, seconds = draw(model, cfg, n, space.shape, seed=seed,
                               data_range=space.meta.get("value_range") if space.vae is None else None)
@@ -371,9 +409,130 @@ def table(rows: list[dict], floor: dict[str, dict]) -> str:
 
     lines = [line("real train (floor)", "—", "—", floor, "—", "—", "—")]
     for r in rows:
-        lines.append(line(r["model"], r["sampler"], str(r["nfe"]), r["metrics"], f"{r['seconds_per_sample']:.2e}",
+        sampler = r["sampler"] + (" (default)" if r.get("default") else "")
+        lines.append(line(r["model"], sampler, str(r["nfe"]), r["metrics"], f"{r['seconds_per_sample']:.2e}",
                           f"{r['train_seconds']:.0f}" if r.get("train_seconds") is not None else "—",
                           r["parameters"]))
+    return pd.DataFrame(lines).to_markdown(index=False, disable_numparse=True)
+
+
+# --------------------------------------------------------------------------- issue #15's goals
+
+
+def _fid(row: dict | None) -> tuple[float, float | None]:
+    fid = (row or {}).get("metrics", {}).get("fid", {})
+    mean = fid.get("mean")
+    return (mean if mean is not None else math.nan), fid.get("sd")
+
+
+def _label(row: dict) -> str:
+    return (f"{row['model']} {row['sampler']}{' (default)' if row.get('default') else ''} "
+            f"NFE {row.get('target_nfe') if row.get('target_nfe') is not None else row['nfe']}")
+
+
+def _figure(label: str, row: dict | None) -> dict:
+    """One compared figure: FID mean and sd of a row (None where the row is missing or has no finite FID)."""
+    mean, sd = _fid(row)
+    return {"row": label, "fid_mean": mean if math.isfinite(mean) else None, "fid_sd": sd,
+            "missing": not math.isfinite(mean)}
+
+
+def _find(rows: list[dict], model: str, sampler: str | None = None, target: int | None = None,
+          default: bool | None = None) -> dict | None:
+    for r in rows:
+        if (r["model"] == model and (sampler is None or r["sampler"] == sampler)
+                and (target is None or r.get("target_nfe") == target)
+                and (default is None or bool(r.get("default")) == default)):
+            return r
+    return None
+
+
+def goals(rows: list[dict], floor: dict[str, dict], *, sbm_model: str, peer_model: str = PEER,
+          ddpm_steps: int = DDPM_STEPS, floor_factor: float = FLOOR_FACTOR) -> list[dict]:
+    """Issue #15's goals, from the table's rows and the floor's summary (pure): a dict per goal
+    {goal, description, compared: [{row, fid_mean, fid_sd, missing}], ratio (the first figure over
+    the second), threshold, met, note}. FID means over the seeds throughout. met is None where a
+    needed row is missing (or has no finite FID), except goal 1 when the rows present already
+    refute it (the default is no lower than one of them: the best can only be lower). Goals 4 and 5
+    are listed, not measured here (met None, measured False).
+
+    1. sbm_model's default row (params' sampler as it is) has a lower FID than the best of the
+       peer's rows DDIM at NFES and DDPM at ddpm_steps (the best one is named);
+    2. sbm_model at NFE 10 has an FID no higher than the peer's DDIM at 50;
+    3. the default row's FID ≤ floor_factor × the floor's FID (same run, same n)."""
+    out = []
+
+    def goal(number, description, compared, ratio, threshold, met, note=None):
+        out.append({"goal": number, "description": description, "compared": compared,
+                    "ratio": ratio if ratio is not None and math.isfinite(ratio) else None, "threshold": threshold,
+                    "met": met, "measured": True, "note": note})
+
+    default = _find(rows, sbm_model, default=True)
+    d_label = _label(default) if default else f"{sbm_model} (default)"
+    d_fid = _fid(default)[0]
+
+    # 1: the default against the peer's best row
+    named = [("ddim", nfe) for nfe in NFES] + [("ddpm", ddpm_steps)]
+    present = {(s, t): r for s, t in named if (r := _find(rows, peer_model, s, t)) and math.isfinite(_fid(r)[0])}
+    missing = [f"{peer_model} {s} NFE {t}" for s, t in named if (s, t) not in present]
+    best = min(present.values(), key=lambda r: _fid(r)[0]) if present else None
+    b_fid = _fid(best)[0]
+    if not (math.isfinite(d_fid) and best):
+        met1 = None
+    elif d_fid >= b_fid:
+        met1 = False
+    else:
+        met1 = None if missing else True
+    note = ("best peer row: " + _label(best) if best else "no peer row") + (
+        f"; missing: {', '.join(missing)}" if missing else "")
+    goal(1, "sbm default (params' model and sampler, default NFE) has a lower mean FID than the plain "
+            f"recipe's best row (DDIM {'/'.join(map(str, NFES))}, DDPM {ddpm_steps})",
+         [_figure(d_label, default), _figure(_label(best) if best else f"{peer_model} (best)", best)],
+         d_fid / b_fid if best and b_fid else None, "< 1", met1, note)
+
+    # 2: sbm at 10 NFE against DDIM 50
+    s10, ddim50 = _find(rows, sbm_model, target=10), _find(rows, peer_model, "ddim", 50)
+    a, b = _fid(s10)[0], _fid(ddim50)[0]
+    ok = math.isfinite(a) and math.isfinite(b)
+    goal(2, "sbm at NFE 10 has a mean FID no higher than the plain recipe's DDIM at 50",
+         [_figure(_label(s10) if s10 else f"{sbm_model} NFE 10", s10),
+          _figure(_label(ddim50) if ddim50 else f"{peer_model} ddim NFE 50", ddim50)],
+         a / b if ok and b else None, "≤ 1", (a <= b) if ok else None)
+
+    # 3: the default against the floor
+    f_mean, f_sd = floor.get("fid", {}).get("mean", math.nan), floor.get("fid", {}).get("sd")
+    f_mean = math.nan if f_mean is None else f_mean
+    ok = math.isfinite(d_fid) and math.isfinite(f_mean) and f_mean > 0
+    goal(3, f"sbm default's mean FID ≤ {floor_factor:g} × the floor's (real training examples, same n)",
+         [_figure(d_label, default),
+          {"row": "real train (floor)", "fid_mean": f_mean if math.isfinite(f_mean) else None, "fid_sd": f_sd,
+           "missing": not math.isfinite(f_mean)}],
+         d_fid / f_mean if ok else None, f"≤ {floor_factor:g}", (d_fid / f_mean <= floor_factor) if ok else None)
+
+    for number, description, where in (
+            (4, "the 4-step student's FID ≤ 1.2 × its teacher's", "reports/distill_eval.json"),
+            (5, "`make run` takes ≤ 15 min", "the README's stage-time table")):
+        out.append({"goal": number, "description": description, "compared": [], "ratio": None, "threshold": None,
+                    "met": None, "measured": False, "note": f"not measured here: see {where}"})
+    return out
+
+
+def goals_table(entries: list[dict]) -> str:
+    """The goals as a short markdown table: goal, description, the figures compared, ratio, met, note."""
+    def figures(g):
+        return " vs ".join(f"{c['row']}: {'missing' if c['missing'] else fmt_mean_sd(c['fid_mean'], c['fid_sd'])}"
+                           for c in g["compared"]) or "—"
+
+    def ratio(g):
+        if g["ratio"] is None:
+            return "—"
+        r = g["ratio"]
+        return (f"{r:.2f}" if abs(r) >= 0.1 else f"{r:.2g}") + (f" ({g['threshold']})" if g["threshold"] else "")
+
+    lines = [{"goal": str(g["goal"]), "description": g["description"], "FID (mean ± sd)": figures(g),
+              "ratio": ratio(g),
+              "met": {True: "yes", False: "no", None: "—"}[g["met"]] if g["measured"] else "not measured here",
+              "note": g["note"] or ""} for g in entries]
     return pd.DataFrame(lines).to_markdown(index=False, disable_numparse=True)
 
 
@@ -486,24 +645,27 @@ def pixel_entry(args: argparse.Namespace, params_path: Path, tmp: Path, steps: i
                      train_seconds=detail.get("train_seconds"), detail=detail)
 
 
-Run = tuple[str, str, int, Callable[..., tuple[Tensor, int, float]]]
+Run = tuple[str, str, int | None, bool, Callable[..., tuple[Tensor, int, float]]]
 
 
 def sampling_runs(models: dict[str, dict], base, n: int, batch: int, ddpm_steps: int, sbm_1000: bool) -> list[Run]:
-    """(model, sampler, target NFE, run(seed=...) -> (x, NFE, seconds)) for every row of the table."""
+    """(model, sampler, target NFE, is params' default, run(seed=...) -> (x, NFE, seconds)) for every
+    row of the table: the peer's DDIM at NFES and DDPM at ddpm_steps; each sbm model at `sbm_targets`,
+    its default row drawn with params' sampler settings as they are."""
     from diffusers import DDIMScheduler
 
     runs: list[Run] = []
     for name, m in models.items():
         if m["kind"] == "peer":
             ddpm = peer_scheduler()
-            runs += [(name, "ddim", nfe, partial(sample_peer, m["model"], DDIMScheduler.from_config(ddpm.config), nfe,
-                                                 n, batch_size=batch)) for nfe in NFES]
-            runs.append((name, "ddpm", ddpm_steps, partial(sample_peer, m["model"], ddpm, ddpm_steps, n,
-                                                           batch_size=batch)))
+            runs += [(name, "ddim", nfe, False, partial(sample_peer, m["model"], DDIMScheduler.from_config(ddpm.config),
+                                                        nfe, n, batch_size=batch)) for nfe in NFES]
+            runs.append((name, "ddpm", ddpm_steps, False, partial(sample_peer, m["model"], ddpm, ddpm_steps, n,
+                                                                  batch_size=batch)))
         else:
-            runs += [(name, base.name, nfe, partial(sample_sbm, m["model"], m["space"], base, nfe, n))
-                     for nfe in NFES + ((DDPM_STEPS,) if sbm_1000 else ())]
+            runs += [(name, base.name, nfe, default,
+                      partial(sample_sbm, m["model"], m["space"], base, None if default else nfe, n))
+                     for nfe, default in sbm_targets(base, len(m["model"].process.grid()), sbm_1000)]
     return runs
 
 
@@ -511,7 +673,7 @@ def measure(runs: list[Run], models: dict[str, dict], seeds: list[int], n: int,
             score: Callable[[Tensor], dict[str, float]], metrics: list[str]) -> list[dict]:
     """Each run at every seed, scored (a set with a non-finite sample scores NaN) -> the table's rows."""
     rows = []
-    for name, sampler, target, run in runs:
+    for name, sampler, target, default, run in runs:
         per_seed, seconds, bad, actual = [], [], [], 0
         for s in seeds:
             x, actual, sec = run(seed=s)
@@ -520,13 +682,15 @@ def measure(runs: list[Run], models: dict[str, dict], seeds: list[int], n: int,
             per_seed.append(score(x) if bool(finite.all()) else {k: math.nan for k in metrics})
             seconds.append(sec)
         m = models[name]
-        row = {"model": name, "sampler": sampler, "target_nfe": target, "nfe": actual, "seeds": seeds,
+        row = {"model": name, "sampler": sampler, "target_nfe": target, "default": default, "nfe": actual,
+               "seeds": seeds,
                "per_seed": per_seed, "metrics": summarise(per_seed), "non_finite": bad, "sampling_seconds": seconds,
                "seconds_per_sample": sum(seconds) / (len(seconds) * n), "train_seconds": m["train_seconds"],
                "parameters": f"{m['n_params']:,}" + (f" + {m['n_params_vae']:,} VAE" if m["n_params_vae"] else "")}
         rows.append(row)
         fid = row["metrics"].get("fid", {})
-        print(f"  {name:18s} {sampler:15s} NFE {actual:4d}: FID {fmt_mean_sd(fid.get('mean'), fid.get('sd'))} "
+        label = sampler + (" (default)" if default else "")
+        print(f"  {name:18s} {label:25s} NFE {actual:4d}: FID {fmt_mean_sd(fid.get('mean'), fid.get('sd'))} "
               f"({row['seconds_per_sample']:.2e} s/sample)" + (f", {sum(bad)} non-finite" if any(bad) else ""),
               flush=True)
     return rows
@@ -588,13 +752,15 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"peer: {peer_info['n_params']:,} parameters, {peer_info['steps']} steps in "
               f"{peer_info['train_seconds']:.1f} s ({peer_info['seconds_per_step'] * 1e3:.1f} ms/step), "
               f"final loss {peer_info['final_loss']:.4f}", flush=True)
-        models = {"peer (diffusers)": {"kind": "peer", "model": unet, "path": None,
+        models = {PEER: {"kind": "peer", "model": unet, "path": None,
                                        "train_seconds": peer_info["train_seconds"], "train_detail": peer_info,
                                        "n_params": peer_info["n_params"], "n_params_vae": None}, **models}
         runs = sampling_runs(models, params.sampler, n, batch, ddpm_steps, args.sbm_1000)
         rows = measure(runs, models, seeds, n, score, list(floor))
 
     text = table(rows, floor)
+    goal_list = goals(rows, floor, sbm_model=f"sbm {params.score.space}")
+    goal_text = goals_table(goal_list)
     notes = []
     for r in rows:
         if not args.sbm_1000 and models[r["model"]]["kind"] == "sbm" and r["target_nfe"] == max(NFES):
@@ -606,6 +772,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{len(seeds)} sampling seed(s); floor: {n} real training examples. Peer budget {budget['seconds']:.1f} s "
           f"({budget['source']}); {torch.get_num_threads()} thread(s); {seconds:.0f} s in all."
           + "".join(f"\n{x}" for x in notes))
+    print(f"\nIssue #15's goals (FID means over the seeds; 'missing': the row did not run here):\n\n{goal_text}")
 
     import diffusers
 
@@ -616,7 +783,9 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": torch.get_num_threads(), "device": "cpu", "quick": args.quick, "seconds": seconds,
         "settings": {**{k: portable(getattr(args, k)) for k in ("params", "data", "space", "model", "evaluator")},
                      "n": n, "n_test": len(space.test), "seeds": seeds,
-                     "nfe": list(NFES), "ddpm_steps": ddpm_steps, "sbm_1000": args.sbm_1000,
+                     "nfe": list(NFES), "default_nfe": default_nfe(params.sampler, len(model.process.grid())),
+                     "sbm_nfe": [t for t, _ in sbm_targets(params.sampler, len(model.process.grid()), args.sbm_1000)],
+                     "ddpm_steps": ddpm_steps, "sbm_1000": args.sbm_1000,
                      "pixel_steps": None if args.pixel_model else pixel_steps, "batch_size": batch,
                      "sampler": to_dict(params.sampler), "evaluator_params": to_dict(params.evaluator),
                      "peer_unet": PEER_UNET, "peer_recipe": RECIPE,
@@ -626,7 +795,7 @@ def main(argv: list[str] | None = None) -> dict:
         "models": {k: {"path": portable(v["path"]), "train_seconds": v["train_seconds"], "train": v["train_detail"],
                        "n_params": v["n_params"], "n_params_vae": v["n_params_vae"]} for k, v in models.items()},
         "floor": {"n": n, "per_seed": floor_runs, "metrics": floor},
-        "rows": rows, "notes": notes, "table": text,
+        "rows": rows, "notes": notes, "table": text, "goals": goal_list, "goals_table": goal_text,
     }
     out = Path(args.out)
     out.write_text(json.dumps(finite_or_none(report), indent=2, default=str, allow_nan=False) + "\n")

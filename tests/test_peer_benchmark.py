@@ -170,3 +170,169 @@ def test_peer_sampling_loop_recovers_gaussian_data_from_its_exact_eps(peer):
     y, nfe, _ = peer.sample_peer(ExactEps(), DDIMScheduler.from_config(ddpm.config), 25, 10, batch_size=10, seed=0)
     assert nfe == 25 and torch.equal(y, peer.sample_peer(ExactEps(), DDIMScheduler.from_config(ddpm.config), 25,
                                                          10, batch_size=10, seed=0)[0])
+
+
+# --------------------------------------------------------------------------- the default NFE and the sbm rows
+
+
+def test_default_nfe_of_params_own_sampler_is_20_for_dpmpp_2m_at_20_steps(peer):
+    from sbm.config.params import SamplerParams
+
+    assert peer.default_nfe(SamplerParams(name="dpmpp_2m", steps=20), 1000) == 20  # 19 steps + the denoise
+    assert peer.default_nfe(SamplerParams(name="dpmpp_2m", steps=20, denoise=False), 1000) == 19
+    own = load_params(ROOT / "params.yaml").sampler
+    if (own.name, own.steps, own.denoise) == ("dpmpp_2m", 20, True):  # params' default today
+        assert peer.default_nfe(own, 1000) == 20
+
+
+@pytest.mark.parametrize("name, settings, native, nfe", [
+    ("dpmpp_2m", {"steps": 20}, 1000, 20),
+    ("euler_maruyama", {"steps": 20}, 1000, 20),
+    ("euler_maruyama", {"steps": None}, 1000, 1000),  # null steps: the process's own grid
+    ("ode_heun", {"steps": 11}, 1000, 21),  # two evaluations a step
+    ("pc", {"steps": 20, "predictor": "reverse_diffusion", "corrector": "langevin", "corrector_steps": 1}, 1000, 40),
+    ("annealed_langevin", {"steps": None, "steps_per_level": 100}, 10, 1001),
+])
+def test_default_nfe_matches_the_samplers_table_and_round_trips_through_settings_for_nfe(peer, name, settings,
+                                                                                         native, nfe):
+    from sbm.config.params import SamplerParams
+    from sbm.core.samplers import SAMPLERS
+    from sbm.eval.sweep import settings_for_nfe
+
+    cfg = SamplerParams(name=name, **settings)
+    assert peer.default_nfe(cfg, native) == nfe == SAMPLERS[name].nfe(cfg, native)
+    # settings_for_nfe at the default NFE spends exactly that many evaluations
+    assert SAMPLERS[name].nfe(settings_for_nfe(cfg, name, nfe, native), native) == nfe
+
+
+def test_a_solver_picked_nfe_has_no_default_nfe(peer):
+    from sbm.config.params import SamplerParams
+
+    assert peer.default_nfe(SamplerParams(name="ode_adaptive"), 1000) is None
+    assert peer.sbm_targets(SamplerParams(name="ode_adaptive"), 1000, False) == [
+        (10, False), (25, False), (50, False), (None, True)]
+
+
+def test_sbm_targets_add_the_default_nfe_once_sorted(peer):
+    from sbm.config.params import SamplerParams
+
+    assert peer.sbm_targets(SamplerParams(name="dpmpp_2m", steps=20), 1000, False) == [
+        (10, False), (20, True), (25, False), (50, False)]
+    assert peer.sbm_targets(SamplerParams(name="dpmpp_2m", steps=25), 1000, False) == [
+        (10, False), (25, True), (50, False)]  # the default already one of NFES: flagged, not repeated
+    assert peer.sbm_targets(SamplerParams(name="dpmpp_2m", steps=20), 1000, True) == [
+        (10, False), (20, True), (25, False), (50, False), (1000, False)]
+
+
+def test_sampling_runs_hold_the_default_nfe_once_drawn_with_params_own_settings(peer):
+    from sbm.config.params import SamplerParams
+
+    model = SimpleNamespace(process=SimpleNamespace(grid=lambda: torch.linspace(1, 0, 1000)))
+    base = SamplerParams(name="dpmpp_2m", steps=20, batch_size=100)
+    runs = peer.sampling_runs({"sbm latent": {"kind": "sbm", "model": model, "space": None}}, base, 100, 100,
+                              1000, False)
+    assert [(r[0], r[1], r[2], r[3]) for r in runs] == [
+        ("sbm latent", "dpmpp_2m", 10, False), ("sbm latent", "dpmpp_2m", 20, True),
+        ("sbm latent", "dpmpp_2m", 25, False), ("sbm latent", "dpmpp_2m", 50, False)]
+    assert [r[2] for r in runs].count(20) == 1
+    assert runs[1][4].args[3] is None  # the default row: params' sampler as it is, not re-derived
+    assert [r[4].args[3] for r in runs if not r[3]] == [10, 25, 50]
+
+
+def test_the_table_marks_the_default_row(peer):
+    floor = peer.summarise([{"fid": 2.0}])
+    row = {"model": "sbm latent", "sampler": "dpmpp_2m", "nfe": 20, "default": True, "seconds_per_sample": 1e-3,
+           "train_seconds": None, "parameters": "1", "metrics": peer.summarise([{"fid": 3.0}])}
+    assert "| dpmpp_2m (default) |" in peer.table([row], floor).replace("  ", " ").replace("  ", " ")
+
+
+# --------------------------------------------------------------------------- issue #15's goals
+
+
+def _row(model, sampler, target, fids, default=False):
+    return {"model": model, "sampler": sampler, "target_nfe": target, "nfe": target, "default": default,
+            "metrics": {"fid": {"values": fids, **dict(zip(("mean", "sd"), _mean_sd(fids)))}}}
+
+
+def _mean_sd(values):
+    from sbm.eval import spread
+
+    return spread.mean_sd(values) if len(values) > 1 else (values[0], None)
+
+
+def _rows(peer, *, ddim=(9.0, 8.0, 7.0), ddpm=6.0, sbm=(6.5, 5.0, 4.5, 4.0), pixel=1.0):
+    """The peer's DDIM 10/25/50 and DDPM 1000; sbm latent at 10, 20 (default), 25, 50; an sbm pixel
+    row that beats everything (never the goals' model)."""
+    rows = [_row(peer.PEER, "ddim", n, [f - 0.5, f + 0.5]) for n, f in zip((10, 25, 50), ddim)]
+    if ddpm is not None:
+        rows.append(_row(peer.PEER, "ddpm", 1000, [ddpm - 0.5, ddpm + 0.5]))
+    rows += [_row("sbm latent", "dpmpp_2m", n, [f, f], default=n == 20) for n, f in zip((10, 20, 25, 50), sbm)]
+    rows += [_row("sbm pixel", "dpmpp_2m", n, [pixel, pixel], default=n == 20) for n in (10, 20, 25, 50)]
+    return rows
+
+
+def _goals(peer, rows, floor_fid=4.0):
+    floor = peer.summarise([{"fid": floor_fid}, {"fid": floor_fid}])
+    return {g["goal"]: g for g in peer.goals(rows, floor, sbm_model="sbm latent")}
+
+
+def test_goals_met(peer):
+    g = _goals(peer, _rows(peer, ddim=(9.0, 8.0, 7.0), ddpm=6.0, sbm=(6.5, 5.0, 4.5, 4.0)))
+    assert [g[k]["met"] for k in (1, 2, 3)] == [True, True, True]
+    assert g[1]["compared"][0] == {"row": "sbm latent dpmpp_2m (default) NFE 20", "fid_mean": 5.0, "fid_sd": 0.0,
+                                   "missing": False}
+    assert g[1]["compared"][1]["row"] == f"{peer.PEER} ddpm NFE 1000"  # the best peer row: DDPM here
+    assert g[1]["compared"][1]["fid_sd"] == pytest.approx(math.sqrt(0.5))
+    assert "best peer row: peer (diffusers) ddpm NFE 1000" in g[1]["note"]
+    assert g[1]["ratio"] == pytest.approx(5.0 / 6.0)
+    assert g[2]["ratio"] == pytest.approx(6.5 / 7.0) and g[2]["compared"][1]["row"] == f"{peer.PEER} ddim NFE 50"
+    assert g[3]["ratio"] == pytest.approx(5.0 / 4.0)  # ≤ 1.3
+    assert "mean" in g[1]["description"] and "mean" in g[2]["description"] and "mean" in g[3]["description"]
+
+
+def test_goals_not_met(peer):
+    g = _goals(peer, _rows(peer, ddim=(9.0, 8.0, 4.0), ddpm=6.0, sbm=(6.5, 5.0, 4.5, 4.0)), floor_fid=3.0)
+    assert [g[k]["met"] for k in (1, 2, 3)] == [False, False, False]
+    assert g[1]["compared"][1]["row"] == f"{peer.PEER} ddim NFE 50"  # the best peer row: DDIM 50 here
+    assert g[1]["ratio"] == pytest.approx(5.0 / 4.0)
+    assert g[3]["ratio"] == pytest.approx(5.0 / 3.0)
+
+
+def test_goal_2_is_met_at_equal_fid_and_goal_1_is_not(peer):
+    g = _goals(peer, _rows(peer, ddim=(9.0, 8.0, 6.5), ddpm=5.0, sbm=(6.5, 5.0, 4.5, 4.0)), floor_fid=5.0 / 1.3)
+    assert g[1]["met"] is False and g[2]["met"] is True and g[3]["met"] is True  # 5.0 / (5 / 1.3) = 1.3
+
+
+def test_goals_with_a_missing_row_are_not_decided(peer):
+    # --quick: DDPM runs at 50 steps, not the goal's 1000: goal 1 cannot be met, only refuted
+    rows = [r for r in _rows(peer) if r["sampler"] != "ddpm"] + [_row(peer.PEER, "ddpm", 50, [30.0])]
+    g = _goals(peer, rows)
+    assert g[1]["met"] is None and "missing: peer (diffusers) ddpm NFE 1000" in g[1]["note"]
+    assert g[1]["compared"][1]["row"] == f"{peer.PEER} ddim NFE 50"  # the best of the rows present
+    assert g[2]["met"] is True and g[3]["met"] is True
+    # the rows present already beat the default: refuted whatever the missing row says
+    rows = [r for r in _rows(peer, ddim=(9.0, 8.0, 4.0)) if r["sampler"] != "ddpm"]
+    assert _goals(peer, rows)[1]["met"] is False
+    # no sbm row at 10, no DDIM 50, no default: None, the missing figure flagged
+    rows = [r for r in _rows(peer) if not (r["model"] == "sbm latent" and r["target_nfe"] in (10, 20))
+            and not (r["sampler"] == "ddim" and r["target_nfe"] == 50)]
+    g = _goals(peer, rows)
+    assert g[1]["met"] is None and g[2]["met"] is None and g[3]["met"] is None
+    assert g[2]["compared"][0]["missing"] and g[2]["compared"][1]["missing"] and g[2]["ratio"] is None
+    # a row whose every seed scored NaN counts as missing
+    rows = _rows(peer)
+    rows[5]["metrics"]["fid"]["mean"] = math.nan  # sbm latent at 20, the default
+    assert _goals(peer, rows)[3]["met"] is None
+
+
+def test_goals_list_the_two_measured_elsewhere_and_print_as_a_table(peer):
+    entries = peer.goals(_rows(peer), peer.summarise([{"fid": 4.0}]), sbm_model="sbm latent")
+    assert [g["goal"] for g in entries] == [1, 2, 3, 4, 5]
+    assert [g["measured"] for g in entries] == [True, True, True, False, False]
+    assert "reports/distill_eval.json" in entries[3]["note"] and "stage-time table" in entries[4]["note"]
+    text = peer.goals_table(entries)
+    lines = text.splitlines()
+    assert len(lines) == 2 + 5 and "not measured here" in lines[5] and "not measured here" in lines[6]
+    assert "5 ± 0" in lines[2] and "0.83 (< 1)" in lines[2] and "| yes " in lines[2]
+    assert json.loads(json.dumps(peer.finite_or_none(entries))) == peer.finite_or_none(entries)
+    assert "0.0049 (< 1)" in peer.goals_table([{**entries[0], "ratio": 0.004948}])  # not "0.00"
