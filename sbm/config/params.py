@@ -594,8 +594,9 @@ class DistillParams(Section):
         process.grid(N + 1) whose neighbours one teacher ODE step joins.
     weighting: progressive's λ(t) of eq. (4): "snr_plus_one" (1 + α²/σ²) or "truncated_snr"
         (max(α²/σ², 1)).
-    teacher_solver: consistency's teacher step: "ddim" (eq. 1, one evaluation) or "heun"
-        (eq. 2, two).
+    teacher_solver: the score model's ODE step as a teacher: "ddim" (eq. 1, one evaluation) or
+        "heun" (eq. 2, two). consistency: between grid neighbours; progressive: in round 1 only
+        (later rounds' teachers are students, trained to take DDIM steps).
     denoise: progressive: also distil the sampler's final Tweedie denoise at t_min (for
         samplers run with denoise = true; see the module docstring).
     steps_per_round: optimizer steps of each progressive round, or of the consistency run.

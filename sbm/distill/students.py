@@ -44,6 +44,11 @@ at every level reproduces the teacher's sampler output: `integrate(ddim_step, st
 G[::2], denoise=d)` = `integrate(ddim_step, teacher, x_T, G, denoise=d)`. (Steps that end at
 s = t_min use (3) as is: σ_{t_min} > 0.)
 
+*A better first teacher.* Eq. (3) holds whatever lands on x_s, so the teacher's two steps may
+be any solver's: `teacher_solver` = "heun" makes round 1's target two Heun steps (2), a more
+accurate solution of the ODE than DDIM's on the same grid (four evaluations instead of two).
+Later rounds' teachers are students, trained to take DDIM steps: their steps stay (1).
+
 `progressive_distillation` runs the rounds teacher_steps → teacher_steps/2 → … → steps: each
 student starts as a copy of its teacher and becomes the next round's teacher. All grids are
 nested in the finest one (`distillation_grid`), so each student's grid is every other point
@@ -231,7 +236,8 @@ class ProgressiveDistillationLoss:
     t_min (level N, module docstring). Levels, times and noise come from torch's global
     generator (which `sbm.train.loop.train` seeds per step). The teacher runs without gradients."""
 
-    def __init__(self, teacher, grid: Tensor, *, weighting: str = "snr_plus_one", denoise: bool = True):
+    def __init__(self, teacher, grid: Tensor, *, weighting: str = "snr_plus_one", denoise: bool = True,
+                 solver: str | Solver = "ddim"):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting = {weighting!r}: allowed {', '.join(WEIGHTINGS)}")
         grid = torch.as_tensor(grid)
@@ -239,6 +245,9 @@ class ProgressiveDistillationLoss:
             raise ValueError(f"the teacher's grid needs 2N + 1 >= 3 times (N student steps), got shape "
                              f"{tuple(grid.shape)}")
         a, s = check_grid(teacher.process, grid, "progressive distillation grid")
+        if isinstance(solver, str) and solver not in SOLVERS:
+            raise ValueError(f"solver = {solver!r}: allowed {', '.join(SOLVERS)}")
+        self.solver = SOLVERS[solver] if isinstance(solver, str) else solver
         self.teacher, self.grid, self.weighting, self.denoise = teacher, grid, weighting, bool(denoise)
         self.student_steps = (len(grid) - 1) // 2
         # the grid's marginals, then the end of the denoise step, (α, σ) = (1, 0), at index 2N + 1
@@ -258,15 +267,25 @@ class ProgressiveDistillationLoss:
 
     def teacher_target(self, x_t: Tensor, level: Tensor, cond=None) -> Tensor:
         """x̃ of eq. (3) for x_t (B, ...) at the times grid[2·level], level (B,) long: the teacher's
-        two DDIM steps t → u → s (1 teacher evaluation each, batched over all levels)."""
+        two `solver` steps t → u → s (DDIM: 1 teacher evaluation each, Heun: 2), batched over the
+        levels; at the denoise level the teacher's x̂₀ (one evaluation)."""
         i_t, i_u, i_s = self.indices(level.cpu())
-        mt, mu, ms = (_take(self.table, i) for i in (i_t, i_u, i_s))
-        t, u = self.grid[i_t].to(x_t.device), self.grid[i_u].to(x_t.device)
+        mt, ms = _take(self.table, i_t), _take(self.table, i_s)
+        last = (i_u == i_t).to(x_t.device)  # the denoise level: identity half, then the teacher's x̂₀
+        grid = self.grid.to(x_t.device)
+        t, u, s = grid[i_t], grid[i_u], grid[i_s.clamp(max=len(grid) - 1)]
         _follow(self.teacher, x_t.device)
+        x_s = torch.empty_like(x_t)
         with torch.no_grad():
-            x_u = ddim_update(x_t, self.teacher.eps(x_t, t, cond), mt, mu)
-            x_u = torch.where(bcast((i_u == i_t).to(x_t.device), x_t), x_t, x_u)  # the denoise's identity half
-            x_s = ddim_update(x_u, self.teacher.eps(x_u, u, cond), mu, ms)
+            for rows, denoise in ((~last).nonzero().squeeze(1), False), (last.nonzero().squeeze(1), True):
+                if not len(rows):
+                    continue
+                c = cond[rows] if isinstance(cond, Tensor) else cond
+                if denoise:
+                    x_s[rows] = self.teacher.x0(x_t[rows], t[rows], c)
+                else:
+                    x_u = self.solver(self.teacher, x_t[rows], t[rows], u[rows], c)
+                    x_s[rows] = self.solver(self.teacher, x_u, u[rows], s[rows], c)
             return progressive_target(x_t, x_s, mt, ms)
 
     def __call__(self, model, x0: Tensor, cond=None) -> Tensor:
@@ -478,9 +497,13 @@ def progressive_distillation(teacher, data: Tensor, cfg: DistillParams, train_cf
     infos: list[RoundInfo] = []
     for r, n in enumerate(cfg.rounds):
         grid = distillation_grid(teacher.process, 2 * n, cfg.teacher_steps)
-        loss = _wrapped(ProgressiveDistillationLoss(teacher, grid, weighting=cfg.weighting, denoise=cfg.denoise),
-                        wrap_loss)
-        fp = _round_fingerprint(cfg, loop, seed, data, n, config_for_fingerprint)
+        # round 1's teacher is the score model, solved with cfg.teacher_solver; later rounds' teachers are
+        # students, trained to take DDIM steps
+        solver = cfg.teacher_solver if r == 0 else "ddim"
+        loss = _wrapped(ProgressiveDistillationLoss(teacher, grid, weighting=cfg.weighting, denoise=cfg.denoise,
+                                                    solver=solver), wrap_loss)
+        fp = _round_fingerprint(cfg, loop, seed, data, {"student_steps": n, "teacher_step": solver},
+                                config_for_fingerprint)
         name = f"round_{n:04d}"
         init, info = _run_round(init, loss, data, loop, round_dir=Path(ckpt_dir) / name, fp=fp,
                                 sizes=(n, 2 * n), save=save_model, seed=seed + r, cond=cond,
