@@ -254,8 +254,6 @@ LEVERS: dict[str, tuple[str, dict]] = {
                             {"process.name": "vp", "train.batch_size": 1024, "train.lr_schedule": "cosine"}),
     "ve-batch4096-cosine": ("VE, batch 4096, cosine learning-rate decay to 0",
                             {"train.batch_size": 4096, "train.lr_schedule": "cosine"}),
-    "ve-batch1024-16k-cosine": ("VE, batch 1024, 16000 train steps, cosine learning-rate decay to 0",
-                                {"train.batch_size": 1024, "train.steps": 16000, "train.lr_schedule": "cosine"}),
     "exact-ve": ("exact score, VE (floor: t_min, prior, solver)", {"exact": True}),
     "exact-vp": ("exact score, VP (floor: t_min, prior, solver)", {"exact": True, "process.name": "vp"}),
     "exact-ve-sigma_min1e-3": ("exact score, VE, σ_min = 1e-3", {"exact": True, "process.sigma_min": 1e-3}),
