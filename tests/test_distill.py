@@ -221,10 +221,14 @@ def test_settings_are_validated_naming_the_field():
                       (dict(weighting="snr"), "weighting"), (dict(method="dpm"), "method"),
                       (dict(steps=0), "steps"), (dict(target_decay=1.0), "target_decay"),
                       (dict(teacher_solver="rk4"), "teacher_solver"), (dict(lr=0.0), "lr"),
-                      (dict(teacher="classifier"), "teacher")]:
+                      (dict(teacher="classifier"), "teacher"), (dict(lr_schedule="linear"), "lr_schedule")]:
         with pytest.raises(ValueError, match=rf"distill\.{field} = "):
             DistillParams(**kw)
     DistillParams(method="consistency", steps=4, teacher_steps=18)  # any N for consistency
+    # the rounds' loop: the distillation's own steps, lr and schedule, the rest from train
+    loop = distill_mod._loop_params(DistillParams(steps_per_round=300, lr=5e-4, lr_schedule="cosine"),
+                                    TrainParams(lr_schedule="constant", lr_min_ratio=0.1, warmup_steps=7))
+    assert (loop.steps, loop.lr, loop.lr_schedule, loop.lr_min_ratio, loop.warmup_steps) == (300, 5e-4, "cosine", 0.1, 7)
     with pytest.raises(ValueError, match="decrease strictly"):  # a 200-step DDPM has no 400-step grid
         ProgressiveDistillationLoss(AnalyticScoreModel(lambda x, t: x, DDPM), distillation_grid(DDPM, 400, 400))
 

@@ -601,6 +601,9 @@ class DistillParams(Section):
         samplers run with denoise = true; see the module docstring).
     steps_per_round: optimizer steps of each progressive round, or of the consistency run.
     lr, batch_size: the training loop's learning rate and batch size for these runs.
+    lr_schedule: the learning rate after the warm-up within each run (round): "constant" or "cosine"
+        (`sbm.train.loop` eq. 2, down to train.lr_min_ratio · lr at its last step); the
+        distillation's own, like lr (train.lr_schedule is the other models').
     ema_decay: the training loop's EMA of the weights (the returned student holds it).
     target_decay: consistency's μ of the target network θ⁻ ← μ θ⁻ + (1 − μ) θ (0.95 in the
         paper's CD experiments).
@@ -616,6 +619,7 @@ class DistillParams(Section):
     denoise: bool = True
     steps_per_round: int = 2000
     lr: float = 1e-4
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     batch_size: int = 256
     ema_decay: float = 0.999
     target_decay: float = 0.95
@@ -626,7 +630,8 @@ class DistillParams(Section):
 
     def validate(self, key: str = "distill") -> None:
         """Raise ConfigError (a ValueError) naming the first bad field, its value and what is allowed."""
-        choices = {"method": METHODS, "teacher": TEACHERS, "weighting": WEIGHTINGS, "teacher_solver": TEACHER_SOLVERS}
+        choices = {"method": METHODS, "teacher": TEACHERS, "weighting": WEIGHTINGS, "teacher_solver": TEACHER_SOLVERS,
+                   "lr_schedule": ("constant", "cosine")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{key}.{name} = {getattr(self, name)!r}: allowed {', '.join(allowed)}")

@@ -425,10 +425,11 @@ class RoundInfo:
 
 
 def _loop_params(cfg: DistillParams, train_cfg: TrainParams | None) -> TrainParams:
-    """The training loop's settings: `train_cfg`'s, with the distillation's steps, batch, lr and EMA."""
+    """The training loop's settings: `train_cfg`'s, with the distillation's steps, batch, lr, lr
+    schedule and EMA."""
     base = train_cfg if train_cfg is not None else TrainParams()
     return dataclasses.replace(base, steps=cfg.steps_per_round, batch_size=cfg.batch_size, lr=cfg.lr,
-                               ema_decay=cfg.ema_decay,
+                               lr_schedule=cfg.lr_schedule, ema_decay=cfg.ema_decay,
                                checkpoint_every=min(base.checkpoint_every, cfg.steps_per_round))
 
 
