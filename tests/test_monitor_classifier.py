@@ -3,9 +3,7 @@ the EMA classifier's test accuracy in each quarter of the noise range lands in t
 files dvc.yaml declares (one row per checkpoint), the same noisy inputs every time, and a run
 stopped after its first checkpoint and rerun continues those curves without duplicates."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,8 @@ from sbm.models.classifier import NoisyClassifier, accuracy_by_noise_quarter, lo
 from sbm.pipeline import data
 from sbm.pipeline.prepared import load_meta, load_split
 from sbm.train.monitor import Monitor
+
+from stage_runs import Killed, killed_after_first_checkpoint, run_stage
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,16 +46,6 @@ def digits(tmp_path_factory):
     return d
 
 
-def _stage(name: str, argv: list[str], monkeypatch):
-    """Run stages/<name>.py's main in this process with command line `argv` -> the stage module."""
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(sys, "argv", [f"stages/{name}.py", *argv])
-    module.main()
-    return module
-
-
 def _params(tmp_path, **overrides) -> Path:
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump({**PARAMS, **overrides}))
@@ -66,22 +56,6 @@ def _argv(d: Path, tmp_path: Path, params: Path) -> list[str]:
     return ["--params", str(params), "--data", str(d / "prepared"), "--space", str(d / "space"),
             "--out", str(tmp_path / "classifier.safetensors"), "--checkpoints", str(tmp_path / "ckpt"),
             "--live", str(tmp_path / "live"), "--metrics", str(tmp_path / "train_classifier.json")]
-
-
-class Killed(Exception):
-    pass
-
-
-def _killed_after_first_checkpoint(monkeypatch):
-    """Monitor.__call__ that raises right after it has shown the first checkpoint (as a run killed there)."""
-    show = Monitor.__call__
-
-    def once(self, model, step, live):
-        show(self, model, step, live)
-        raise Killed(step)
-
-    monkeypatch.setattr(Monitor, "__call__", once)
-    return lambda: monkeypatch.setattr(Monitor, "__call__", show)
 
 
 def _rows(tsv: Path) -> list[tuple[int, float]]:
@@ -99,13 +73,13 @@ def _quality(plots: Path) -> dict[str, list[tuple[int, float]]]:
 def test_train_classifier_logs_accuracy_per_noise_quarter_and_a_rerun_continues(digits, tmp_path, monkeypatch):
     argv = _argv(digits, tmp_path, _params(tmp_path))
     plots = tmp_path / "live" / "plots"
-    restore = _killed_after_first_checkpoint(monkeypatch)
+    restore = killed_after_first_checkpoint(monkeypatch)
     with pytest.raises(Killed):
-        _stage("train_classifier", argv, monkeypatch)
+        run_stage("train_classifier", argv, monkeypatch)
     first = _quality(plots)
     assert list(first) == QUALITY and all([s for s, _ in rows] == [2] for rows in first.values())
     restore()
-    _stage("train_classifier", argv, monkeypatch)  # resumes at step 2, shows step 4
+    run_stage("train_classifier", argv, monkeypatch)  # resumes at step 2, shows step 4
     quality = _quality(plots)
     assert list(quality) == QUALITY
     for name, rows in quality.items():
@@ -124,7 +98,7 @@ def test_train_classifier_logs_accuracy_per_noise_quarter_and_a_rerun_continues(
 
 def test_monitor_off_logs_no_quality(digits, tmp_path, monkeypatch):
     argv = _argv(digits, tmp_path, _params(tmp_path, monitor={"enabled": False}))
-    _stage("train_classifier", argv, monkeypatch)
+    run_stage("train_classifier", argv, monkeypatch)
     plots = tmp_path / "live" / "plots"
     assert not (plots / "metrics" / "quality").exists()
     assert [s for s, _ in _rows(plots / "metrics" / "loss.tsv")][-1] == 4
@@ -136,7 +110,7 @@ def test_the_curve_is_the_weights_alone_and_less_noise_is_classified_better(digi
     params = parse_params(PARAMS)
     x, _ = load_split(digits / "prepared", "train")
     x_test, y_test = load_split(digits / "prepared", "test")
-    module = _stage("train_classifier", _argv(digits, tmp_path, _params(
+    module = run_stage("train_classifier", _argv(digits, tmp_path, _params(
         tmp_path, classifier={**PARAMS["classifier"], "steps": 150},
         train={**PARAMS["train"], "checkpoint_every": 150, "log_every": 50})), monkeypatch)
     rows = _quality(tmp_path / "live" / "plots")
@@ -179,7 +153,7 @@ def test_in_latent_space_the_encoded_test_split_is_measured(digits, tmp_path, mo
         draw(self, model, step, live)
 
     monkeypatch.setattr(Monitor, "__call__", spy)
-    _stage("train_classifier", argv, monkeypatch)
+    run_stage("train_classifier", argv, monkeypatch)
     assert seen == [(2, tuple(z["test"].shape[1:])), (4, tuple(z["test"].shape[1:]))]
     quality = _quality(tmp_path / "live" / "plots")
     assert list(quality) == QUALITY and all([s for s, _ in rows] == [2, 4] for rows in quality.values())

@@ -2,8 +2,6 @@
 checkpoint a picture and the small-n quality rows land in the plot files dvc.yaml declares, and a
 run stopped after its first checkpoint and rerun continues those curves without duplicates."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,8 @@ from sbm.pipeline import data
 from sbm.pipeline import monitoring
 from sbm.pipeline.monitoring import build_reconstruction_monitor
 from sbm.pipeline.prepared import load_split
-from sbm.train.monitor import Monitor
+
+from stage_runs import Killed, killed_after_first_checkpoint, run_stage
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,35 +61,10 @@ def digits(tmp_path_factory):
     return d
 
 
-def _stage(name: str, argv: list[str], monkeypatch) -> None:
-    """Run stages/<name>.py's main in this process with command line `argv`."""
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(sys, "argv", [f"stages/{name}.py", *argv])
-    module.main()
-
-
 def _params(tmp_path, **overrides) -> Path:
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump({**PARAMS, **overrides}))
     return path
-
-
-class Killed(Exception):
-    pass
-
-
-def _killed_after_first_checkpoint(monkeypatch):
-    """Monitor.__call__ that raises right after it has shown the first checkpoint (as a run killed there)."""
-    show = Monitor.__call__
-
-    def once(self, model, step, live):
-        show(self, model, step, live)
-        raise Killed(step)
-
-    monkeypatch.setattr(Monitor, "__call__", once)
-    return lambda: monkeypatch.setattr(Monitor, "__call__", show)
 
 
 def _steps(tsv: Path) -> list[int]:
@@ -132,12 +106,12 @@ def test_distill_shows_each_round_sampled_its_own_way_and_a_rerun_continues(digi
         return build(params, **kw)
 
     monkeypatch.setattr(monitoring, "build_monitor", spy)
-    restore = _killed_after_first_checkpoint(monkeypatch)
+    restore = killed_after_first_checkpoint(monkeypatch)
     with pytest.raises(Killed):
-        _stage("distill", argv, monkeypatch)
+        run_stage("distill", argv, monkeypatch)
     _check_shown(live / "round_0004" / "plots", [2])
     restore()
-    _stage("distill", argv, monkeypatch)  # resumes round 4 at step 2, then trains round 2
+    run_stage("distill", argv, monkeypatch)  # resumes round 4 at step 2, then trains round 2
     for name in ("round_0004", "round_0002"):
         _check_shown(live / name / "plots", [2, 4])
     assert not list(live.rglob("metrics.json"))  # no summaries inside the declared plot directory
@@ -157,12 +131,12 @@ def test_train_vae_shows_reconstructions_and_their_quality_and_a_rerun_continues
             "--evaluator", str(d / "evaluator"), "--out", str(tmp_path / "latent"),
             "--checkpoints", str(tmp_path / "ckpt"), "--live", str(live),
             "--metrics", str(tmp_path / "train_vae.json"), "--plot", str(tmp_path / "reconstructions.png")]
-    restore = _killed_after_first_checkpoint(monkeypatch)
+    restore = killed_after_first_checkpoint(monkeypatch)
     with pytest.raises(Killed):
-        _stage("train_vae", argv, monkeypatch)
+        run_stage("train_vae", argv, monkeypatch)
     _check_shown(live / "plots", [2])
     restore()
-    _stage("train_vae", argv, monkeypatch)
+    run_stage("train_vae", argv, monkeypatch)
     _check_shown(live / "plots", [2, 4])
     with Image.open(live / "plots" / "images" / "samples" / "000004.png") as img:
         assert img.size[1] > img.size[0]  # 4 × 4 real digits above 4 × 4 reconstructions
@@ -177,7 +151,7 @@ def test_train_vae_shows_reconstructions_and_their_quality_and_a_rerun_continues
 def test_train_vae_in_pixel_space_still_declares_an_empty_images_folder(digits, tmp_path, monkeypatch):
     d = digits
     live = tmp_path / "live"
-    _stage("train_vae", ["--params", str(_params(tmp_path)), "--data", str(d / "prepared"),
+    run_stage("train_vae", ["--params", str(_params(tmp_path)), "--data", str(d / "prepared"),
                          "--evaluator", str(tmp_path / "nowhere"), "--out", str(tmp_path / "latent"),
                          "--checkpoints", str(tmp_path / "ckpt"), "--live", str(live),
                          "--metrics", str(tmp_path / "m.json"), "--plot", str(tmp_path / "r.png")], monkeypatch)
