@@ -154,7 +154,8 @@ def build_reconstruction_monitor(params: Params, *, data, evaluator) -> Monitor:
     lo, hi = meta.get("value_range", (-1.0, 1.0))
 
     def reconstruct(model: nn.Module, k: int) -> Tensor:
-        return torch.cat([model.decode(model.encode(real[i:i + 256])).float().cpu().clamp(lo, hi)
+        d = _device(model)  # the VAE stays where it trains (a GPU): the examples go to it, reconstructions back
+        return torch.cat([model.decode(model.encode(real[i:i + 256].to(d))).float().cpu().clamp(lo, hi)
                           for i in range(0, k, 256)])
 
     measure, floor = _measuring(params, load_evaluator_dir(evaluator), train, test)
