@@ -60,7 +60,9 @@ class OnDevice(GuidedModel):
 
 
 def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    """Where `model`'s parameters live (the CPU for a module without any)."""
+    first = next(model.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 def _pictured(shape) -> bool:
