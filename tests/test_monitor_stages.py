@@ -91,6 +91,18 @@ def _check_shown(plots: Path, steps: list[int]) -> None:
     assert loss == sorted(set(loss)) and loss[-1] == steps[-1]  # increasing, no duplicated row
 
 
+def _sampler_spy(monkeypatch) -> list:
+    """-> the list of the `sampler` settings each build_monitor call gets from now on."""
+    samplers, build = [], monitoring.build_monitor
+
+    def spy(params, **kw):
+        samplers.append(kw["sampler"])
+        return build(params, **kw)
+
+    monkeypatch.setattr(monitoring, "build_monitor", spy)
+    return samplers
+
+
 def test_distill_shows_each_round_sampled_its_own_way_and_a_rerun_continues(digits, tmp_path, monkeypatch):
     d = digits
     live = tmp_path / "live"
@@ -98,14 +110,7 @@ def test_distill_shows_each_round_sampled_its_own_way_and_a_rerun_continues(digi
             "--model", str(d / "score.safetensors"), "--text-model", str(tmp_path / "none.safetensors"),
             "--evaluator", str(d / "evaluator"), "--out", str(tmp_path / "student.safetensors"),
             "--checkpoints", str(tmp_path / "ckpt"), "--live", str(live), "--metrics", str(tmp_path / "distill.json")]
-    samplers = []
-    build = monitoring.build_monitor
-
-    def spy(params, **kw):
-        samplers.append(kw["sampler"])
-        return build(params, **kw)
-
-    monkeypatch.setattr(monitoring, "build_monitor", spy)
+    samplers = _sampler_spy(monkeypatch)
     restore = killed_after_first_checkpoint(monkeypatch)
     with pytest.raises(Killed):
         run_stage("distill", argv, monkeypatch)
@@ -122,6 +127,23 @@ def test_distill_shows_each_round_sampled_its_own_way_and_a_rerun_continues(digi
     plots = _declared_plots("distill")
     assert plots["reports/live/distill"] == {"cache": False, "persist": True, "x": "step"}
     assert "data/models/evaluator" in STAGES["distill"]["deps"] and "monitor" in STAGES["distill"]["params"]
+
+
+def test_a_consistency_student_is_shown_with_the_consistency_sampler(digits, tmp_path, monkeypatch):
+    """distill.method = consistency: one run (live/consistency), its student drawn by the consistency
+    sampler at distill.steps + 1 grid points (as evaluate_distill), a picture and quality rows per checkpoint."""
+    d = digits
+    live = tmp_path / "live"
+    params = _params(tmp_path, distill={**PARAMS["distill"], "method": "consistency", "teacher_steps": 6})
+    argv = ["--params", str(params), "--data", str(d / "prepared"), "--space", str(d / "space"),
+            "--model", str(d / "score.safetensors"), "--text-model", str(tmp_path / "none.safetensors"),
+            "--evaluator", str(d / "evaluator"), "--out", str(tmp_path / "student.safetensors"),
+            "--checkpoints", str(tmp_path / "ckpt"), "--live", str(live), "--metrics", str(tmp_path / "distill.json")]
+    samplers = _sampler_spy(monkeypatch)
+    run_stage("distill", argv, monkeypatch)
+    assert [(s.name, s.steps) for s in samplers] == [("consistency", 3)]
+    assert sorted(p.name for p in live.iterdir()) == ["consistency"]
+    _check_shown(live / "consistency" / "plots", [2, 4])
 
 
 def test_train_vae_shows_reconstructions_and_their_quality_and_a_rerun_continues(digits, tmp_path, monkeypatch):
