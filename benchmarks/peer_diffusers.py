@@ -95,10 +95,10 @@ from sbm.eval.quality import QualityMeter
 from sbm.core.samplers import sampler_spec
 from sbm.eval.sweep import draw, settings_for_nfe
 from sbm.latent.space import SPACE_FILE
-from sbm.latent.vae import write_space
+from sbm.latent.vae import decode_samples, write_space
 from sbm.models.score import load_model, save_model
 from sbm.pipeline.measured import Measured, load_measured
-from sbm.pipeline.prepared import load_meta
+from sbm.pipeline.prepared import load_meta, sample_format
 from sbm.pipeline.stage import USER_ERRORS
 
 NFES = (10, 25, 50)
@@ -256,10 +256,17 @@ def train_peer(x: Tensor, *, budget: float, seed: int, progress: bool = True):
 
 
 @torch.no_grad()
-def sample_peer(unet, scheduler, steps: int, n: int, *, batch_size: int, seed: int) -> tuple[Tensor, int, float]:
+def clamped(x: Tensor) -> Tensor:
+    """The diffusers pipelines' output range: x clamped to [-1, 1]."""
+    return x.clamp(-1, 1)
+
+
+def sample_peer(unet, scheduler, steps: int, n: int, *, batch_size: int, seed: int,
+                write: Callable[[Tensor], Tensor] = clamped) -> tuple[Tensor, int, float]:
     """n samples of the peer with a diffusers scheduler at `steps` steps, the DDIM/DDPM pipelines'
-    loop (x_T ~ N(0, I), one UNet call and one scheduler.step per timestep, output clamped to
-    [-1, 1]) -> (x (n, 1, 8, 8), NFE per batch, sampling seconds)."""
+    loop (x_T ~ N(0, I), one UNet call and one scheduler.step per timestep), written by `write`
+    (default: clamped to [-1, 1]; `main` passes the data format sbm's samples get, params
+    sampler.quantize) -> (x (n, 1, 8, 8), NFE per batch, sampling seconds)."""
     g = torch.Generator().manual_seed(seed)
     scheduler.set_timesteps(steps)
     chunks, t0 = [], time.perf_counter()
@@ -268,8 +275,8 @@ def sample_peer(unet, scheduler, steps: int, n: int, *, batch_size: int, seed: i
                          unet.config.sample_size), generator=g) * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
             x = scheduler.step(unet(x, t).sample, t, x, generator=g).prev_sample
-        chunks.append(x.clamp(-1, 1))
-    return torch.cat(chunks), len(scheduler.timesteps), time.perf_counter() - t0
+        chunks.append(x)
+    return write(torch.cat(chunks)), len(scheduler.timesteps), time.perf_counter() - t0
 
 
 # --------------------------------------------------------------------------- sbm
@@ -621,9 +628,9 @@ def sbm_entry(model, space: Measured, *, path: str | None, train_seconds: float 
             "n_params_vae": n_parameters(space.vae) if space.vae is not None else None}
 
 
-def pixel_entry(args: argparse.Namespace, params_path: Path, tmp: Path, steps: int) -> dict:
+def pixel_entry(args: argparse.Namespace, params_path: Path, tmp: Path, steps: int, *, quantize: bool) -> dict:
     """The pixel-space sbm model: --pixel-model, or trained by stages/train_score.py (and kept
-    at --save-pixel-model), with its space (the prepared data, clamped) in tmp."""
+    at --save-pixel-model), with its space (the prepared data, clamped; quantize: params sampler.quantize) in tmp."""
     if args.pixel_model:
         try:
             model, meta = load_model(args.pixel_model)
@@ -640,7 +647,7 @@ def pixel_entry(args: argparse.Namespace, params_path: Path, tmp: Path, steps: i
             kept = {k: v for k, v in meta.items() if k not in ("kind", "model")}
             save_model(args.save_pixel_model, model,
                        extra={**kept, "train_seconds": detail["train_seconds"], "steps": detail["steps"]})
-    space = load_measured(args.data, tmp / "space", args.evaluator, "pixel")
+    space = load_measured(args.data, tmp / "space", args.evaluator, "pixel", quantize=quantize)
     return sbm_entry(model, space, path=args.pixel_model or args.save_pixel_model,
                      train_seconds=detail.get("train_seconds"), detail=detail)
 
@@ -648,10 +655,12 @@ def pixel_entry(args: argparse.Namespace, params_path: Path, tmp: Path, steps: i
 Run = tuple[str, str, int | None, bool, Callable[..., tuple[Tensor, int, float]]]
 
 
-def sampling_runs(models: dict[str, dict], base, n: int, batch: int, ddpm_steps: int, sbm_1000: bool) -> list[Run]:
+def sampling_runs(models: dict[str, dict], base, n: int, batch: int, ddpm_steps: int, sbm_1000: bool,
+                  write: Callable[[Tensor], Tensor] = clamped) -> list[Run]:
     """(model, sampler, target NFE, is params' default, run(seed=...) -> (x, NFE, seconds)) for every
-    row of the table: the peer's DDIM at NFES and DDPM at ddpm_steps; each sbm model at `sbm_targets`,
-    its default row drawn with params' sampler settings as they are."""
+    row of the table: the peer's DDIM at NFES and DDPM at ddpm_steps, its samples written by `write`
+    (the format of sbm's own, so both are scored alike); each sbm model at `sbm_targets`, its default
+    row drawn with params' sampler settings as they are."""
     from diffusers import DDIMScheduler
 
     runs: list[Run] = []
@@ -659,9 +668,9 @@ def sampling_runs(models: dict[str, dict], base, n: int, batch: int, ddpm_steps:
         if m["kind"] == "peer":
             ddpm = peer_scheduler()
             runs += [(name, "ddim", nfe, False, partial(sample_peer, m["model"], DDIMScheduler.from_config(ddpm.config),
-                                                        nfe, n, batch_size=batch)) for nfe in NFES]
+                                                        nfe, n, batch_size=batch, write=write)) for nfe in NFES]
             runs.append((name, "ddpm", ddpm_steps, False, partial(sample_peer, m["model"], ddpm, ddpm_steps, n,
-                                                                  batch_size=batch)))
+                                                                  batch_size=batch, write=write)))
         else:
             runs += [(name, base.name, nfe, default,
                       partial(sample_sbm, m["model"], m["space"], base, None if default else nfe, n))
@@ -720,7 +729,7 @@ def main(argv: list[str] | None = None) -> dict:
     # everything the run reads, loaded before any training
     try:
         space = load_measured(args.data, args.space, args.evaluator, params.score.space,
-                              need_evaluator="peer_diffusers")
+                              need_evaluator="peer_diffusers", quantize=params.sampler.quantize)
         model = load_model(args.model)[0]
     except USER_ERRORS as err:
         fail(f"{' '.join(str(err).split())}\n(the pipeline's outputs are incomplete or stale: {RUN_FIRST})")
@@ -745,7 +754,8 @@ def main(argv: list[str] | None = None) -> dict:
             model, space, path=args.model, train_seconds=reports and reports["seconds"],
             detail=reports and reports["parts"])}
         if params.score.space != "pixel":
-            models["sbm pixel"] = pixel_entry(args, Path(args.params), Path(tmp), pixel_steps)
+            models["sbm pixel"] = pixel_entry(args, Path(args.params), Path(tmp), pixel_steps,
+                                              quantize=params.sampler.quantize)
         elif args.pixel_model:
             print("peer_diffusers: params' own model is in pixel space; --pixel-model is not used")
         unet, peer_info = train_peer(space.train, budget=budget["seconds"], seed=params.seed)
@@ -755,7 +765,9 @@ def main(argv: list[str] | None = None) -> dict:
         models = {PEER: {"kind": "peer", "model": unet, "path": None,
                                        "train_seconds": peer_info["train_seconds"], "train_detail": peer_info,
                                        "n_params": peer_info["n_params"], "n_params_vae": None}, **models}
-        runs = sampling_runs(models, params.sampler, n, batch, ddpm_steps, args.sbm_1000)
+        # the peer's samples in the format sbm's get (clamped; rounded to the digits' 17 levels with sampler.quantize)
+        write = partial(decode_samples, None, **sample_format(space.meta, quantize=params.sampler.quantize))
+        runs = sampling_runs(models, params.sampler, n, batch, ddpm_steps, args.sbm_1000, write)
         rows = measure(runs, models, seeds, n, score, list(floor))
 
     text = table(rows, floor)

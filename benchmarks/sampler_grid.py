@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
                 space_dir = Path(tmp) / "space"
                 write_space(space_dir, load_meta(args.data)["shape"])
             kind = read_space(space_dir)["space"]
-            d = load_measured(args.data, space_dir, args.evaluator, kind, need_evaluator="sampler_grid")
+            d = load_measured(args.data, space_dir, args.evaluator, kind, need_evaluator="sampler_grid",
+                              quantize=params.sampler.quantize)
     except USER_ERRORS as err:
         sys.exit(f"sampler_grid: {' '.join(str(err).split())}")
     n = min(args.n or len(d.train), len(d.train))

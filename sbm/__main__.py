@@ -24,6 +24,7 @@ from sbm.latent.vae import decode_samples, load_vae
 from sbm.pipeline.ci_report import write_ci_report
 from sbm.pipeline.experiments import write_report
 from sbm.pipeline.plots import image_grid, plot_samples
+from sbm.pipeline.prepared import sample_format
 from sbm.pipeline.stage import USER_ERRORS
 from sbm.text.conditioning import cfg as guided
 from sbm.text.conditioning import prompt_ids
@@ -63,7 +64,8 @@ def _sampler_params(args) -> SamplerParams:
         if args.guidance is not None:
             TextParams(weight=args.guidance)
         cfg = SamplerParams(name=args.sampler, n_samples=args.n, batch_size=min(args.n, args.batch_size),
-                            steps=args.steps, denoise=not args.no_denoise)
+                            steps=args.steps, denoise=not args.no_denoise,
+                            quantize=not args.continuous)
         return cfg if args.step_size is None else dataclasses.replace(cfg, step_size=args.step_size)
     except ConfigError as err:
         message = str(err)
@@ -99,8 +101,9 @@ def _sample(args) -> None:
     if bad:
         raise ValueError(f"{bad} of {len(x)} samples are not finite ({args.sampler}, steps {args.steps}); "
                          "try more steps or another sampler")
-    image = len((meta.get("space") or {}).get("data_shape", shape)) == 3
-    x = decode_samples(vae, x, data_range=meta.get("data_range") if image else None)
+    data = {"data_shape": (meta.get("space") or {}).get("data_shape", shape),
+            "data_range": meta.get("data_range"), "n_levels": meta.get("n_levels")}
+    x = decode_samples(vae, x, **sample_format(data, quantize=cfg.quantize))
     w = f"CFG w = {args.guidance:g}" + (f" on a student distilled at w = {folded:g}" if folded is not None else "")
     title = f"{args.sampler}, NFE {nfe}" + (f", {w}" if args.prompt else "")
     if args.prompt and x.dim() == 4:
@@ -146,6 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     smp.add_argument("--batch-size", type=int, default=1000)
     smp.add_argument("--seed", type=int, default=0)
     smp.add_argument("--no-denoise", action="store_true", help="skip the final Tweedie denoise")
+    smp.add_argument("--continuous", action="store_true",
+                     help="keep image samples continuous (default: rounded to the data's quantisation levels, "
+                          "as params sampler.quantize; checkpoints without n_levels are never rounded)")
     smp.add_argument("--vae", default=None, help="latent models: the VAE that decodes the samples "
                      "(default: the one recorded in the checkpoint, data/latent/vae.safetensors)")
     smp.add_argument("--out", default="samples.png", help="PNG: scatter (2-D) or image grid")

@@ -28,7 +28,7 @@ def main() -> None:
                         plot="reports/samplers.png").parse_args()
 
     params = load_params(args.params)
-    d = load_measured(args.data, args.space, args.evaluator, params.score.space)
+    d = load_measured(args.data, args.space, args.evaluator, params.score.space, quantize=params.sampler.quantize)
     model, _ = load_model(args.model)
     n = min(params.eval.compare_points, len(d.train), len(d.test) if d.evaluator is None else len(d.train))
     seeds = seed_range(params.seed, params.eval.seeds)

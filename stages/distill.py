@@ -77,7 +77,7 @@ def main() -> None:
     if any(m.active for m in shown):
         print(f"monitor: {sum(m.seconds for m in shown):.1f}s showing the students at the checkpoints")
     guidance = teacher.guidance
-    extra = {k: teacher.meta.get(k) for k in ("data_shape", "data_range", "space", "space_dir", "templates")
+    extra = {k: teacher.meta.get(k) for k in ("data_shape", "data_range", "n_levels", "space", "space_dir", "templates")
              if k in teacher.meta}
     extra["student"] = {"method": cfg.method, "steps": cfg.steps, "sampler": STUDENT_SAMPLERS[cfg.method],
                         "teacher": cfg.teacher, "teacher_file": teacher.path, "teacher_steps": cfg.teacher_steps,

@@ -46,7 +46,8 @@ def main() -> None:
     why = no_evaluator(args.evaluator)
     if why:  # its measure is FID on the evaluator's features
         return skip_evaluation("evaluate_distill", why, metrics=args.metrics, detail=args.detail, plots=[args.plot])
-    d = load_measured(args.data, args.space, args.evaluator, params.score.space, need_evaluator="evaluate_distill")
+    d = load_measured(args.data, args.space, args.evaluator, params.score.space, need_evaluator="evaluate_distill",
+                      quantize=params.sampler.quantize)
     student, smeta = load_student(args.student)
     info = smeta["student"]
     if info.get("teacher", "score") != cfg.teacher:

@@ -41,7 +41,8 @@ def main() -> None:
     why = io.skipped_reason(args.classifier) or no_evaluator(args.evaluator)
     if why:
         return skip_evaluation("evaluate_guidance", why, metrics=args.metrics, detail=args.detail, plots=[args.plot])
-    d = load_measured(args.data, args.space, args.evaluator, params.score.space, need_evaluator="guidance")
+    d = load_measured(args.data, args.space, args.evaluator, params.score.space, need_evaluator="guidance",
+                      quantize=params.sampler.quantize)
     model, _ = load_model(args.model)
     classifier, _ = load_classifier(args.classifier)
     k = classifier.n_classes

@@ -48,7 +48,8 @@ def main() -> None:
     why = io.skipped_reason(args.model) or no_evaluator(args.evaluator)
     if why:
         return skip_evaluation("evaluate_text", why, metrics=args.metrics, detail=args.detail)
-    d = load_measured(args.data, args.space, args.evaluator, params.score.space, need_evaluator="evaluate_text")
+    d = load_measured(args.data, args.space, args.evaluator, params.score.space, need_evaluator="evaluate_text",
+                      quantize=params.sampler.quantize)
     model, _ = load_text_model(args.model)
     k = min(int(load_split(args.data, "train")[1].max()) + 1, len(CLASS_NAMES))
     y = torch.arange(k).repeat_interleave(cfg.n_per_class)  # (K · n,) the digit each sample is drawn for

@@ -2,7 +2,7 @@
 
 Reads params (seed, sampler), the model, the data meta and the space directory: a latent
 model's samples z_s are decoded by the VAE, x = decode(z_s / s) (sbm.latent.vae.decode_samples);
-image samples are clamped to the data's value range. Writes data/samples/samples.safetensors
+image samples are clamped to the data's value range (and, with sampler.quantize, rounded to its levels). Writes data/samples/samples.safetensors
 (data space), reports/sample.json (sbm.pipeline.outputs's SampleSummary) and reports/samples.png (an
 image grid, or a scatter for 2-D).
 
@@ -23,7 +23,7 @@ from sbm.latent.vae import decode_samples, load_space_vae
 from sbm.models.score import load_model
 from sbm.pipeline.outputs.sampling import SampleSummary
 from sbm.pipeline.plots import image_grid, placeholder, plot_samples
-from sbm.pipeline.prepared import load_meta, load_split
+from sbm.pipeline.prepared import load_meta, load_split, sample_format
 from sbm.pipeline.stage import run_stage, stage_parser
 from sbm.text.conditioning import cfg as guided
 from sbm.text.conditioning import prompt_ids
@@ -54,7 +54,7 @@ def main() -> None:
     if bad:
         raise ValueError(f"{bad} of {len(z)} samples are not finite (sampler {cfg.name}, step_size "
                          f"{cfg.step_size}); lower sampler.step_size or check the model")
-    x = decode_samples(vae, z, data_range=meta["value_range"] if image else None)
+    x = decode_samples(vae, z, **sample_format(meta, quantize=cfg.quantize))
     info = SampleSummary(sampler=cfg.name, space=space["space"], n=len(x), nfe=nfe, wall_time_s=round(seconds, 3),
                          seconds_per_sample=seconds / len(x))
     io.save_tensors(args.out, {"x": x.contiguous()}, {"kind": "samples", **info.to_json()})
@@ -71,7 +71,7 @@ def main() -> None:
         return
     w, n = params.text.weight, params.text.n_per_prompt
     z, nfe, seconds = draw(guided(text_model, w), cfg, len(ids), space["shape"], cond=ids, seed=params.seed)
-    xp = decode_samples(vae, z, data_range=meta["value_range"] if image else None)
+    xp = decode_samples(vae, z, **sample_format(meta, quantize=cfg.quantize))
     io.save_tensors(args.prompts_out, {"x": xp.contiguous()},
                     {"kind": "samples", "prompts": params.text.prompts, "n_per_prompt": n, "weight": w, "nfe": nfe})
     title = f"classifier-free guidance, w = {w:g}, {cfg.name}"

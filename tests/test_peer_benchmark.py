@@ -170,6 +170,12 @@ def test_peer_sampling_loop_recovers_gaussian_data_from_its_exact_eps(peer):
     y, nfe, _ = peer.sample_peer(ExactEps(), DDIMScheduler.from_config(ddpm.config), 25, 10, batch_size=10, seed=0)
     assert nfe == 25 and torch.equal(y, peer.sample_peer(ExactEps(), DDIMScheduler.from_config(ddpm.config), 25,
                                                          10, batch_size=10, seed=0)[0])
+    # written in sbm's format (params sampler.quantize): the same draws, rounded to the 17 levels
+    from sbm.core.units import quantize
+
+    q, _, _ = peer.sample_peer(ExactEps(), DDIMScheduler.from_config(ddpm.config), 25, 10, batch_size=10, seed=0,
+                               write=lambda v: quantize(v, 17))
+    assert torch.equal(q, quantize(y, 17)) and not torch.equal(q, y)
 
 
 # --------------------------------------------------------------------------- the default NFE and the sbm rows

@@ -342,6 +342,7 @@ class SamplerParams(Section):
     atol: float = _f(1e-5, gt=0.0)
     init: Literal["prior", "uniform"] = "prior"
     denoise: bool = True
+    quantize: bool = True
     schedule: Literal[SCHEDULES] = "uniform"
     order: int = _f(2, ge=1, le=3)
     churn: float = _f(0.0, ge=0.0)

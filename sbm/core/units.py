@@ -1,4 +1,4 @@
-"""Units of likelihood: dequantisation of quantised data, and bits/dim.
+"""Units of likelihood: dequantisation of quantised data, and bits/dim; and samples written on the data's grid.
 
 Quantised data and bits/dim. Data on n_levels evenly spaced values per coordinate, the
 grid lo, lo + Δ, …, hi of the model's (scaled) coordinates, Δ = (hi − lo)/(n_levels − 1)
@@ -32,6 +32,12 @@ is the bracket of (7) from the (K, N) log-densities; `bits_per_dim` turns it int
 exactly as it does (5). If log p is itself a noisy unbiased estimate (the Hutchinson ODE of
 `sbm.core.likelihood`), (5) gains no bias but (6) gains an optimistic one: E[e^ε] ≥ 1 for
 noise ε, up to ≈ Var(ε)/2 nats as K grows (Gaussian ε); the exact divergence adds no such noise.
+
+Samples of quantised data. `quantize` writes a continuous sample x in the data's own format::
+
+    Q(x) = lo + Δ · round((clamp(x, lo, hi) − lo)/Δ)                                   (8)
+
+(params `sampler.quantize`; `sbm.latent.vae.decode_samples` applies it to every image sample).
 """
 
 from __future__ import annotations
@@ -51,6 +57,20 @@ def bin_width(n_levels: int, data_range: Sequence[float] = (-1.0, 1.0)) -> float
     if not hi > lo:
         raise ValueError(f"data_range = {list(data_range)}: need low < high")
     return (hi - lo) / (n_levels - 1)
+
+
+def quantize(x: Tensor, n_levels: int, data_range: Sequence[float] = (-1.0, 1.0)) -> Tensor:
+    """x (N, ...) clamped to [lo, hi] and rounded to the nearest grid point lo + kΔ (eq. 8), same shape/dtype.
+
+    What a sample of quantised data is written as: the score model trains on the grid values, so its
+    samples lie near them, and rounding to the nearest one is the discrete decoder of Ho et al. (2020,
+    eq. 13: bins [x − Δ/2, x + Δ/2] about each value, the end bins open) taken at its mode — as an
+    8-bit image is written at its bit depth. (Unlike `dequantize`'s cells [x, x + Δ), which serve the
+    likelihood of eq. 4, not the sampler.) Idempotent, and the identity on the grid."""
+    delta = bin_width(n_levels, data_range)
+    lo, hi = float(data_range[0]), float(data_range[1])
+    k = ((x.double().clamp(lo, hi) - lo) / delta).round().clamp(0, n_levels - 1)
+    return (lo + delta * k).to(x.dtype)
 
 
 def dequantize(x: Tensor, n_levels: int, data_range: Sequence[float] = (-1.0, 1.0),

@@ -58,7 +58,7 @@ import torch
 from torch import Tensor, nn
 
 from sbm import io
-from sbm.core.units import bits_per_dim
+from sbm.core.units import bits_per_dim, quantize
 from sbm.latent.space import LATENTS_FILE, SPACE_FILE, VAE_FILE, read_space
 from sbm.nets.score import pad_to_multiple
 
@@ -402,14 +402,20 @@ def load_space_vae(space_dir: str | Path) -> VAE | None:
 
 @torch.no_grad()
 def decode_samples(vae: VAE | None, z_s: Tensor, *, data_range: Sequence[float] | None = None,
-                   batch_size: int = 1000) -> Tensor:
+                   n_levels: int | None = None, batch_size: int = 1000) -> Tensor:
     """Samples of the score model -> data space: x̂ = decode(z_s / s) for a latent model (the
-    decoder mean, eq. 2), unchanged for a pixel model; clamped to `data_range` if given. (N, ...)."""
+    decoder mean, eq. 2), unchanged for a pixel model; clamped to `data_range` if given, and with
+    `n_levels` too rounded to the data's grid of that many levels (`sbm.core.units.quantize`, eq. 8:
+    params `sampler.quantize`). (N, ...)."""
+    if n_levels is not None and data_range is None:
+        raise ValueError("decode_samples: n_levels needs the data_range of its grid")
     if vae is None:
         x = z_s
     else:
         x = torch.cat([vae.decode(z_s[i:i + batch_size], scaled=True).float().cpu()
                        for i in range(0, len(z_s), batch_size)])
+    if n_levels is not None:
+        return quantize(x, n_levels, data_range)
     return x.clamp(*data_range) if data_range is not None else x
 
 

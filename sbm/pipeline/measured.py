@@ -15,7 +15,7 @@ from sbm.latent.space import check_space
 from sbm.latent.vae import decode_samples, load_space_vae
 from sbm.pipeline.outputs.skipped import SkippedEvaluation
 from sbm.pipeline.plots import placeholder
-from sbm.pipeline.prepared import load_meta, load_split
+from sbm.pipeline.prepared import load_meta, load_split, sample_format
 
 
 @dataclass
@@ -23,8 +23,9 @@ class Measured:
     """What the evaluation stages share: the data (train, test (N, ...) and meta.json), the space
     the model samples in (shape, and the VAE that decodes it, None in pixel space) and the
     evaluator whose features give FID (None for data without labels). `decode(z)` maps drawn
-    samples to data space (latents decoded, images clamped to the data's range); `meter(...)` is
-    the quality meter against the test split."""
+    samples to data space (latents decoded, images clamped to the data's range and, with `quantize`,
+    rounded to its grid: `sbm.pipeline.prepared.sample_format`); `meter(...)` is the quality meter
+    against the test split."""
 
     meta: dict
     shape: list[int]
@@ -32,10 +33,11 @@ class Measured:
     evaluator: object
     train: Tensor
     test: Tensor
+    quantize: bool = True
 
     def decode(self, z: Tensor) -> Tensor:
 
-        return decode_samples(self.vae, z, data_range=self.meta["value_range"] if len(self.meta["shape"]) == 3 else None)
+        return decode_samples(self.vae, z, **sample_format(self.meta, quantize=self.quantize))
 
     def meter(self, cfg, seed: int) -> QualityMeter | None:
         """The stage's one `QualityMeter` (FID, KID, precision/recall) against the test split, on the
@@ -45,16 +47,18 @@ class Measured:
         return None if self.evaluator is None else QualityMeter.from_params(cfg, self.test, self.evaluator, seed=seed)
 
 
-def load_measured(data_dir, space_dir, evaluator_dir, space: str, *, need_evaluator: str | None = None) -> Measured:
+def load_measured(data_dir, space_dir, evaluator_dir, space: str, *, need_evaluator: str | None = None,
+                  quantize: bool) -> Measured:
     """`Measured` from a stage's inputs; space: params score.space (checked against the space
-    directory). need_evaluator: what needs it, for the error raised when the data has none."""
+    directory). need_evaluator: what needs it, for the error raised when the data has none.
+    quantize: params sampler.quantize (samples rounded to a quantised data's grid by `decode`)."""
 
     info = check_space(space_dir, space)
     evaluator = load_evaluator_dir(evaluator_dir)
     if evaluator is None and need_evaluator:
         raise ValueError(f"{evaluator_dir}: no evaluator (the data has no class labels); {need_evaluator} needs one")
     return Measured(load_meta(data_dir), info["shape"], load_space_vae(space_dir), evaluator,
-                    load_split(data_dir, "train")[0], load_split(data_dir, "test")[0])
+                    load_split(data_dir, "train")[0], load_split(data_dir, "test")[0], quantize)
 
 
 def skip_evaluation(stage: str, reason: str, *, metrics, detail=None, plots=()) -> None:

@@ -109,7 +109,7 @@ def build_monitor(params: Params, *, data, space, evaluator, condition: Conditio
     if not m.enabled:
         return Monitor(draw=None, n_grid=0, n_quality=0)
     _check_evaluator_dir(evaluator)
-    measured = load_measured(data, space, evaluator, params.score.space)
+    measured = load_measured(data, space, evaluator, params.score.space, quantize=params.sampler.quantize)
     data_range = measured.meta.get("value_range") if measured.vae is None else None
     cond, labels = condition(max(m.n_grid, m.n_quality)) if condition is not None else (None, None)
 

@@ -25,6 +25,19 @@ def load_meta(data_dir: str | Path) -> dict:
     return read_json(d / "meta.json")
 
 
+def sample_format(meta: dict, *, quantize: bool) -> dict:
+    """`sbm.latent.vae.decode_samples`' keywords for samples of the data `meta` describes (meta.json or a
+    checkpoint's data_range / n_levels / data_shape): images (C, H, W) clamped to their value range and,
+    with `quantize` (params `sampler.quantize`) and quantised data (n_levels), rounded to its grid;
+    vectors (2-D toys, continuous) as drawn."""
+    shape = meta.get("shape", meta.get("data_shape"))
+    lo_hi = meta.get("value_range", meta.get("data_range"))
+    if shape is None or len(shape) != 3 or lo_hi is None:
+        return {}
+    n_levels = meta.get("n_levels") if quantize else None
+    return {"data_range": lo_hi, "n_levels": n_levels}
+
+
 def load_split(data_dir: str | Path, split: str) -> tuple[Tensor, Tensor | None]:
     """x (N, *shape) float32 and labels (N,) int64, or None when the data has no labels."""
     import datasets
