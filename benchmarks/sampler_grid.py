@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,11 +31,8 @@ sys.path.insert(0, str(ROOT))
 from sbm.config.params import SCHEDULES, load_params, to_dict  # noqa: E402
 from sbm.eval.spread import seed_range  # noqa: E402
 from sbm.eval.sweep import compare_samplers  # noqa: E402
-from sbm.latent.space import read_space  # noqa: E402
-from sbm.latent.vae import write_space  # noqa: E402
 from sbm.models.score import load_model  # noqa: E402
-from sbm.pipeline.measured import load_measured  # noqa: E402
-from sbm.pipeline.prepared import load_meta  # noqa: E402
+from sbm.pipeline.measured import load_model_measured  # noqa: E402
 from sbm.pipeline.stage import USER_ERRORS  # noqa: E402
 
 
@@ -90,14 +86,9 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         params = load_params(args.params)
         model, _ = load_model(args.model)
-        with tempfile.TemporaryDirectory() as tmp:
-            space_dir = args.space
-            if space_dir is None:  # a pixel model: the space directory stage train_vae writes for it
-                space_dir = Path(tmp) / "space"
-                write_space(space_dir, load_meta(args.data)["shape"])
-            kind = read_space(space_dir)["space"]
-            d = load_measured(args.data, space_dir, args.evaluator, kind, need_evaluator="sampler_grid",
-                              quantize=params.sampler.quantize)
+        d = load_model_measured(args.data, args.space, args.evaluator, need_evaluator="sampler_grid",
+                                quantize=params.sampler.quantize)
+        kind = "pixel" if d.vae is None else "latent"
     except USER_ERRORS as err:
         sys.exit(f"sampler_grid: {' '.join(str(err).split())}")
     n = min(args.n or len(d.train), len(d.train))

@@ -100,3 +100,83 @@ def test_cli_samples_land_on_the_checkpoints_levels_unless_continuous(tmp_path):
     assert on_grid(xs[()], 17)
     assert not on_grid(xs[("--continuous",)], 17)
     assert float((xs[()] - xs[("--continuous",)]).abs().max()) <= bin_width(17) / 2 + 1e-6  # same draws, rounded
+
+
+# --------------------------------------------------------------------------- copies of the training data (eq. 3)
+
+
+def test_memorisation_counts_exact_copies_and_reads_the_test_split_as_its_reference():
+    from sbm.eval.distances import memorisation, nearest_distances
+
+    g = torch.Generator().manual_seed(3)
+    train, test = torch.randn(300, 1, 4, 4, generator=g), torch.randn(200, 1, 4, 4, generator=g)
+    # a copier: every sample a training example
+    copier = train[torch.randint(0, 300, (150,), generator=g)]
+    m = memorisation(copier, train, test)
+    assert m["copies"] == 1.0 and m["copies_floor"] == 0.0 and m["nn_ratio"] == 0.0
+    # a model of the same distribution that copies nothing: nn_ratio near 1
+    fresh = torch.randn(2000, 1, 4, 4, generator=g)
+    m = memorisation(fresh, train, test)
+    assert m["copies"] == 0.0 and 0.9 < m["nn_ratio"] < 1.1
+    # half copies, half fresh: half the samples at distance 0
+    half = torch.cat([copier[:100], fresh[:100]])
+    assert memorisation(half, train, test)["copies"] == 0.5
+    # the test split's duplicates of training examples make the floor
+    assert memorisation(half, train, torch.cat([test[:150], train[:50]]))["copies_floor"] == 0.25
+    # nearest distances against a brute-force loop
+    d = nearest_distances(fresh[:20], train)
+    brute = torch.stack([(train.flatten(1).double() - f.flatten().double()).norm(dim=1).min() for f in fresh[:20]])
+    torch.testing.assert_close(d, brute)
+
+
+# --------------------------------------------------------------------------- benchmarks/quantized_samples.py
+
+
+@pytest.fixture(scope="module")
+def qbench(benchmark_script):
+    return benchmark_script("quantized_samples")
+
+
+def test_benchmark_scores_the_same_draws_continuous_and_quantised(qbench, tmp_path):
+    """On prepared digits, an untrained tiny U-Net and a tiny evaluator: two rows per NFE, the same
+    samples (so the same NFE), the quantised ones scored as quantised data and their floor recorded."""
+    import json
+
+    import yaml
+
+    from sbm.config.params import parse_params
+    from sbm.core.processes import build_process
+    from sbm.eval.evaluator import EVALUATOR_FILE, save_evaluator, train_evaluator
+    from sbm.nets.score import build_net
+    from sbm.pipeline import data
+    from sbm.pipeline.prepared import load_split
+
+    raw = {"seed": 0, "score": {"space": "pixel"}, "data": {"name": "digits"},
+           "model": {"unet": {"channels": [8, 8], "layers_per_block": 1, "attention": [False, False],
+                              "mid_attention": False, "norm_groups": 4}},
+           "evaluator": {"channels": [8, 16], "hidden": 16, "steps": 20, "kid_subsets": 5, "kid_subset_size": 50},
+           "sampler": {"name": "dpmpp_2m", "steps": 5, "batch_size": 100}}
+    params = parse_params(raw)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    meta = data.prepare(params.data, params.seed, tmp_path / "prepared")
+    x, y = load_split(tmp_path / "prepared", "train")
+    save_evaluator(tmp_path / "evaluator" / EVALUATOR_FILE, train_evaluator(x, y, params.evaluator, 0), {})
+    torch.manual_seed(0)
+    model = ScoreModel(build_net(params.model, meta["shape"]), build_process(params.process, meta), "eps")
+    save_model(tmp_path / "score.safetensors", model, extra={"data_shape": meta["shape"]})
+    out = tmp_path / "q.json"
+    report = qbench.main(["--params", str(tmp_path / "params.yaml"), "--data", str(tmp_path / "prepared"),
+                          "--model", str(tmp_path / "score.safetensors"), "--evaluator", str(tmp_path / "evaluator"),
+                          "--nfe", "3", "--n", "100", "--seeds", "2", "--out", str(out)])
+    assert json.loads(out.read_text())["rows"] == json.loads(json.dumps(report["rows"], default=str))
+    rows = report["rows"]
+    assert [r["format"] for r in rows] == ["continuous", "quantised"] and rows[0]["nfe"] == rows[1]["nfe"] == 3
+    assert all(len(r["per_seed"]) == 2 and r["fid"]["mean"] > 0 for r in rows)
+    assert rows[0]["fid"]["values"] != rows[1]["fid"]["values"]  # rounding changed what the evaluator sees
+    assert report["n_levels"] == 17 and report["floor"]["fid"] > 0
+
+
+def test_benchmark_refuses_bad_budgets(qbench, capsys):
+    with pytest.raises(SystemExit):
+        qbench.parse_args(["--nfe", "ten"])
+    assert "comma-separated integers" in capsys.readouterr().err

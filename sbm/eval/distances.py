@@ -21,6 +21,17 @@ Distances between point clouds (any data; images are flattened to vectors):
   Gretton et al. 2012) times {0.5, 1, 2}. Being unbiased, the estimate can be slightly
   negative when the two distributions are equal.
 
+Copies of the training data (`memorisation`): with d(x) = min_j ‖x − x_j^train‖ the distance to the
+nearest training example, a sample set that copies its training data has many d = 0 and a small
+typical d. The held-out test split is the reference a model that does not copy matches (the idea of
+Meehan, Chaudhuri & Dasgupta 2020's data-copying test, read here through two numbers)::
+
+    copies = #{i: d(sᵢ) ≤ tol}/n_s,    nn_ratio = median_i d(sᵢ) / median_j d(tⱼ)                (3)
+
+next to copies_floor, the same fraction for the test points (real data can hold duplicates). A
+model that copies has copies ≫ copies_floor and nn_ratio ≪ 1; on quantised data (samples written on
+the data's grid, params sampler.quantize) d = 0 means an exact copy.
+
 Every function is deterministic given its `generator` / `seed`; none touches the
 global RNG.
 """
@@ -87,6 +98,20 @@ def _sq_dists(a: Tensor, b: Tensor) -> Tensor:
     """‖aᵢ − bⱼ‖², (len(a), len(b)), clamped at 0 against round-off."""
     d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
     return d.clamp_min_(0.0)
+
+
+def nearest_distances(x: Tensor, reference: Tensor) -> Tensor:
+    """d(xᵢ) = min_j ‖xᵢ − reference_j‖ (eq. 3), x (n, ...), reference (m, ...) -> (n,) float64."""
+    a, b = _flat64(x), _flat64(reference)
+    return torch.cat([_sq_dists(a[i:i + _CHUNK], b).min(1).values for i in range(0, len(a), _CHUNK)]).sqrt()
+
+
+def memorisation(samples: Tensor, train: Tensor, test: Tensor, tol: float = 1e-6) -> dict[str, float]:
+    """Eq. (3): {"copies", "copies_floor", "nn_ratio"} of samples (n, ...) against the training
+    examples train (m, ...), the test split test (k, ...) giving the floor and the reference."""
+    d_s, d_t = nearest_distances(samples, train), nearest_distances(test, train)
+    return {"copies": float((d_s <= tol).double().mean()), "copies_floor": float((d_t <= tol).double().mean()),
+            "nn_ratio": float(d_s.median() / d_t.median())}
 
 
 def median_distance(y: Tensor) -> float:

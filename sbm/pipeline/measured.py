@@ -3,6 +3,7 @@ evaluator (`Measured`), and what they write when their inputs were skipped."""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +12,8 @@ from torch import Tensor
 from sbm import io
 from sbm.eval.evaluator import NO_EVALUATOR_FILE, load_evaluator_dir
 from sbm.eval.quality import QualityMeter
-from sbm.latent.space import check_space
-from sbm.latent.vae import decode_samples, load_space_vae
+from sbm.latent.space import check_space, read_space
+from sbm.latent.vae import decode_samples, load_space_vae, write_space
 from sbm.pipeline.outputs.skipped import SkippedEvaluation
 from sbm.pipeline.plots import placeholder
 from sbm.pipeline.prepared import load_meta, load_split, sample_format
@@ -59,6 +60,19 @@ def load_measured(data_dir, space_dir, evaluator_dir, space: str, *, need_evalua
         raise ValueError(f"{evaluator_dir}: no evaluator (the data has no class labels); {need_evaluator} needs one")
     return Measured(load_meta(data_dir), info["shape"], load_space_vae(space_dir), evaluator,
                     load_split(data_dir, "train")[0], load_split(data_dir, "test")[0], quantize)
+
+
+def load_model_measured(data_dir, space_dir, evaluator_dir, *, need_evaluator: str | None = None,
+                        quantize: bool) -> Measured:
+    """`load_measured` for a trained model outside the pipeline (the benchmarks): space_dir None means a
+    pixel model, whose space directory is written to a temporary folder; the space's kind is read
+    from the directory rather than from params."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if space_dir is None:
+            space_dir = Path(tmp) / "space"
+            write_space(space_dir, load_meta(data_dir)["shape"])
+        return load_measured(data_dir, space_dir, evaluator_dir, read_space(space_dir)["space"],
+                             need_evaluator=need_evaluator, quantize=quantize)
 
 
 def skip_evaluation(stage: str, reason: str, *, metrics, detail=None, plots=()) -> None:
