@@ -255,12 +255,12 @@ def train_peer(x: Tensor, *, budget: float, seed: int, progress: bool = True):
                          "n_params": n_parameters(unet)}
 
 
-@torch.no_grad()
 def clamped(x: Tensor) -> Tensor:
     """The diffusers pipelines' output range: x clamped to [-1, 1]."""
     return x.clamp(-1, 1)
 
 
+@torch.no_grad()
 def sample_peer(unet, scheduler, steps: int, n: int, *, batch_size: int, seed: int,
                 write: Callable[[Tensor], Tensor] = clamped) -> tuple[Tensor, int, float]:
     """n samples of the peer with a diffusers scheduler at `steps` steps, the DDIM/DDPM pipelines'

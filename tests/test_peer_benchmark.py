@@ -170,6 +170,19 @@ def test_peer_sampling_loop_recovers_gaussian_data_from_its_exact_eps(peer):
     y, nfe, _ = peer.sample_peer(ExactEps(), DDIMScheduler.from_config(ddpm.config), 25, 10, batch_size=10, seed=0)
     assert nfe == 25 and torch.equal(y, peer.sample_peer(ExactEps(), DDIMScheduler.from_config(ddpm.config), 25,
                                                          10, batch_size=10, seed=0)[0])
+    # sampling keeps no autograd graph (a graph over 1000 steps of a real U-Net is tens of GB)
+    class WithWeight(torch.nn.Module):
+        config = ExactEps.config
+
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x, t):
+            return SimpleNamespace(sample=self.scale * ExactEps()(x, t).sample)
+
+    w, _, _ = peer.sample_peer(WithWeight(), DDIMScheduler.from_config(ddpm.config), 5, 4, batch_size=4, seed=0)
+    assert not w.requires_grad
     # written in sbm's format (params sampler.quantize): the same draws, rounded to the 17 levels
     from sbm.core.units import quantize
 
