@@ -103,10 +103,10 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append({"sampler": params.sampler.name, "nfe": actual, "format": f, "per_seed": per_seed[f],
                          **stats, "fid_over_floor": stats["fid"]["mean"] / floor["fid"]})
             r = rows[-1]
-            print(f"  {params.sampler.name} NFE {actual:3d} {f:10s}: FID {r['fid']['mean']:.3f} ± {r['fid'].get('sd', 0.0):.2g} "
-                  f"({r['fid_over_floor']:.3f}x floor), precision {r['precision']['mean']:.3f}, recall "
-                  f"{r['recall']['mean']:.3f}, copies {r['copies']['mean']:.4f} (test {r['copies_floor']['mean']:.4f}), "
-                  f"nn_ratio {r['nn_ratio']['mean']:.3f}", flush=True)
+            print(f"  {params.sampler.name} NFE {actual:3d} {f:10s}: FID {r['fid']['mean']:.3f} "
+                  f"± {r['fid'].get('sd', 0.0):.2g} ({r['fid_over_floor']:.3f}x floor), precision "
+                  f"{r['precision']['mean']:.3f}, recall {r['recall']['mean']:.3f}, copies {r['copies']['mean']:.4f} "
+                  f"(test {r['copies_floor']['mean']:.4f}), nn_ratio {r['nn_ratio']['mean']:.3f}", flush=True)
     report = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "n": n, "n_test": len(d.test),
               "seeds": seeds, "threads": torch.get_num_threads(), "seconds": time.perf_counter() - start,
               "n_levels": d.meta["n_levels"], "value_range": d.meta["value_range"], "floor": floor,

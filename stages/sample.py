@@ -2,9 +2,9 @@
 
 Reads params (seed, sampler), the model, the data meta and the space directory: a latent
 model's samples z_s are decoded by the VAE, x = decode(z_s / s) (sbm.latent.vae.decode_samples);
-image samples are clamped to the data's value range (and, with sampler.quantize, rounded to its levels). Writes data/samples/samples.safetensors
-(data space), reports/sample.json (sbm.pipeline.outputs's SampleSummary) and reports/samples.png (an
-image grid, or a scatter for 2-D).
+image samples are clamped to the data's value range (and, with sampler.quantize, rounded to its
+levels). Writes data/samples/samples.safetensors (data space), reports/sample.json
+(sbm.pipeline.outputs's SampleSummary) and reports/samples.png (an image grid, or a scatter for 2-D).
 
 From prompts: with the text-conditional model of train_text, text.n_per_prompt samples for
 every prompt of text.prompts under classifier-free guidance of weight text.weight

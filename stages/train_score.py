@@ -51,7 +51,8 @@ def main() -> None:
     ema_model, result = done
     # data_shape: the shape the model samples (latents for a latent model); space: how to decode them
     save_model(args.out, ema_model, extra={"loss": params.loss, "data_shape": meta["shape"],
-                                              "data_range": meta.get("value_range"), "n_levels": meta.get("n_levels"),
+                                              "data_range": meta.get("value_range"),
+                                              "n_levels": meta.get("n_levels"),
                                               "space": space, "space_dir": str(args.space)})
     out = ScoreTraining(loss=params.loss, space=space["space"], final_loss=result.final_loss, steps=result.steps,
                         train_seconds=round(result.total_seconds, 2), resumed_from=result.resumed_from,

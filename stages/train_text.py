@@ -87,7 +87,8 @@ def main() -> None:
         return
     ema_model, result = done
     save_model(args.out, ema_model, extra={"loss": params.loss, "data_shape": meta["shape"],
-                                                  "data_range": meta.get("value_range"), "n_levels": meta.get("n_levels"),
+                                                  "data_range": meta.get("value_range"),
+                                                  "n_levels": meta.get("n_levels"),
                                                   "space": space, "space_dir": str(args.space),
                                                   "templates": cfg.templates})
     out = TextTraining(encoder=cfg.encoder, loss=params.loss, space=space["space"], final_loss=result.final_loss,

@@ -123,6 +123,9 @@ def test_memorisation_counts_exact_copies_and_reads_the_test_split_as_its_refere
     assert memorisation(half, train, test)["copies"] == 0.5
     # the test split's duplicates of training examples make the floor
     assert memorisation(half, train, torch.cat([test[:150], train[:50]]))["copies_floor"] == 0.25
+    # a test split that is the training split is no reference: refused, not a division by zero
+    with pytest.raises(ValueError, match="no reference"):
+        memorisation(fresh, train, train[:100])
     # nearest distances against a brute-force loop
     d = nearest_distances(fresh[:20], train)
     brute = torch.stack([(train.flatten(1).double() - f.flatten().double()).norm(dim=1).min() for f in fresh[:20]])

@@ -110,6 +110,9 @@ def memorisation(samples: Tensor, train: Tensor, test: Tensor, tol: float = 1e-6
     """Eq. (3): {"copies", "copies_floor", "nn_ratio"} of samples (n, ...) against the training
     examples train (m, ...), the test split test (k, ...) giving the floor and the reference."""
     d_s, d_t = nearest_distances(samples, train), nearest_distances(test, train)
+    if not float(d_t.median()) > 0:
+        raise ValueError("memorisation: the median test point equals a training example; the test split "
+                         "is no reference (is it a copy of the training split?)")
     return {"copies": float((d_s <= tol).double().mean()), "copies_floor": float((d_t <= tol).double().mean()),
             "nn_ratio": float(d_s.median() / d_t.median())}
 

@@ -34,7 +34,7 @@ class Measured:
     evaluator: object
     train: Tensor
     test: Tensor
-    quantize: bool = True
+    quantize: bool
 
     def decode(self, z: Tensor) -> Tensor:
 
