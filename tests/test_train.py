@@ -218,6 +218,27 @@ def test_changed_configuration_does_not_resume(mixture, tmp_path):
     assert result.resumed_from == 0
 
 
+def test_another_network_never_resumes_a_checkpoint_even_without_a_configuration(mixture, tmp_path):
+    """No config_for_fingerprint: the network's parameter shapes still keep a different model
+    (here a wider MLP) from loading a checkpoint it happens to share a directory with, while the
+    same network resumes."""
+    x, _ = mixture.sample(2000, generator=torch.Generator().manual_seed(0))
+    train(_model(x), _loss(), x, _train_params(steps=20, checkpoint_every=10), seed=3, ckpt_dir=tmp_path,
+          progress=False)
+    torch.manual_seed(0)
+    wider = ScoreModel(MLPNet(2, 96, 2, 32), LADDER, data_std=float(x.std()))
+    with pytest.warns(UserWarning, match="different training configuration"):
+        _, result = train(wider, _loss(), x, _train_params(steps=30, checkpoint_every=10), seed=3,
+                          ckpt_dir=tmp_path, progress=False)
+    assert result.resumed_from == 0
+    _, same = train(_model(x), _loss(), x, _train_params(steps=30, checkpoint_every=10), seed=3,
+                    ckpt_dir=tmp_path / "other", progress=False)
+    assert same.resumed_from == 0  # a fresh directory: nothing to resume
+    _, again = train(_model(x), _loss(), x, _train_params(steps=40, checkpoint_every=10), seed=3,
+                     ckpt_dir=tmp_path / "other", progress=False)
+    assert again.resumed_from == 30
+
+
 def test_non_finite_loss_stops_with_the_step_and_last_checkpoint(mixture, tmp_path):
     x, _ = mixture.sample(2000, generator=torch.Generator().manual_seed(0))
     calls = {"n": 0}

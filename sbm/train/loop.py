@@ -183,6 +183,13 @@ def fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(_rounded(obj), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def net_signature(net: nn.Module, data: Tensor) -> dict:
+    """The trained network's state (parameter and buffer names with their shapes, in order) and
+    the shape of one example of `data` (N, ...): the part of a training run's fingerprint that
+    the configuration cannot be trusted to name."""
+    return {"state": [[k, list(v.shape)] for k, v in net.state_dict().items()], "example": list(data.shape[1:])}
+
+
 def _epoch_perm(n: int, seed: int, epoch: int) -> Tensor:
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g)
@@ -388,11 +395,16 @@ class Trainer:
         self.after_step = after_step
         self.on_checkpoint = on_checkpoint
 
-    def fingerprint(self, n: int) -> str:
+    def fingerprint(self, n: int, net: dict | None = None) -> str:
         """What a checkpoint must match to be resumed: the user's configuration, seed, data size,
-        loop version and the loop settings other than the budget and bookkeeping."""
+        loop version, the loop settings other than the budget and bookkeeping, and (`net`, from
+        `net_signature`; `fit` always passes it) the trained network's parameter names and shapes
+        and the shape of one example, so that a run without a configuration (or with one that does
+        not name the architecture) never resumes another model's checkpoint."""
         fp_obj = {"config": self.config_for_fingerprint, "seed": self.seed, "n": n, "loop": LOOP_VERSION,
                   "train": _fingerprinted_loop(self.cfg)}
+        if net is not None:
+            fp_obj["net"] = net
         if self.extra_state:  # only then, so the fingerprints of runs without extra state are unchanged
             fp_obj["extra_state"] = sorted(self.extra_state)
         return fingerprint(fp_obj)
@@ -471,7 +483,7 @@ class Trainer:
         W, rank = accel.num_processes, accel.process_index
         self._check(data, W)
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        fp = self.fingerprint(len(data))
+        fp = self.fingerprint(len(data), net_signature(model.net, data))
 
         work = copy.deepcopy(model)  # trained in place below; the caller's model stays untouched
         net = work.net
