@@ -17,6 +17,10 @@ assigns to the samples and the training split's class frequencies.
 
 Distances (sbm.eval.distances.distance_report): SW₂ and MMD² of samples vs test points, next to
 the floor — the same distances from real training points to the same test points.
+Copies (sbm.eval.distances.memorisation, eq. 3): `copies`, the fraction of samples equal to a
+training example, next to `copies_floor` (the test split's), and `nn_ratio`, the median distance
+of a sample to its nearest training example over the test split's (≈ 1: no copying; absent when the
+test split's median point is itself a training example).
 Likelihood (sbm.core.likelihood.dataset_nll): the probability-flow ODE log-likelihood of the first
 `likelihood.n_points` test points — `nll` (mean nats per example) for continuous data, or,
 when meta.json has n_levels (quantised data, e.g. digits), `bpd`: bits/dim of the points

@@ -143,6 +143,8 @@ def _check_distances(metrics: dict, n_eval: int) -> None:
     assert metrics["swd"] >= 0 and metrics["swd_floor"] > 0
     assert metrics["swd_ratio"] == pytest.approx(metrics["swd"] / metrics["swd_floor"], rel=1e-12)
     assert all(math.isfinite(metrics[k]) for k in ("mmd", "mmd_floor"))
+    _in_unit_interval(metrics, ("copies", "copies_floor"))  # the copy check (eq. 3 of sbm.eval.distances)
+    assert metrics["copies_floor"] == 0.0 and metrics["nn_ratio"] > 0  # no test point is a training point
 
 
 @pytest.fixture(scope="module")

@@ -132,6 +132,20 @@ def test_memorisation_counts_exact_copies_and_reads_the_test_split_as_its_refere
     torch.testing.assert_close(d, brute)
 
 
+def test_the_evaluate_stage_copy_check_reports_copies_and_steps_aside_without_a_reference():
+    """sbm.pipeline.evaluation.copy_check: the eq. (3) figures as metrics.json's record, and None with a
+    warning (not a failed stage) when the test split is no reference."""
+    from sbm.pipeline.evaluation import copy_check
+
+    g = torch.Generator().manual_seed(4)
+    train, test = torch.randn(300, 1, 4, 4, generator=g), torch.randn(200, 1, 4, 4, generator=g)
+    c = copy_check(train[:120], train, test)
+    assert (c.copies, c.copies_floor, c.nn_ratio) == (1.0, 0.0, 0.0)
+    assert c.to_json() == {"copies": 1.0, "copies_floor": 0.0, "nn_ratio": 0.0}
+    with pytest.warns(UserWarning, match="no copy check.*no reference"):
+        assert copy_check(test, train, train[:100]) is None
+
+
 # --------------------------------------------------------------------------- benchmarks/quantized_samples.py
 
 

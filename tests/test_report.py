@@ -156,7 +156,8 @@ def test_evaluate_stage_writes_flat_finite_metrics(pipeline):
     assert m == flat
     expected = {"n_samples", "n_eval", "swd", "swd_floor", "swd_ratio", "mmd", "mmd_floor",
                 "score_rel_err_mean", "score_rel_err_max", "score_mse_mean", "weight_err_max", "weight_tv",
-                "logp_samples", "logp_test", "logp_gap", "nll", "nll_nfe", "nll_exact", "nll_gap"} | {
+                "logp_samples", "logp_test", "logp_gap", "nll", "nll_nfe", "nll_exact", "nll_gap",
+                "copies", "copies_floor", "nn_ratio"} | {
                 f"score_rel_err_l{i:02d}" for i in range(20)}
     assert set(m) == expected
     for k, v in m.items():  # flat scalars only, all finite
@@ -167,6 +168,8 @@ def test_evaluate_stage_writes_flat_finite_metrics(pipeline):
     assert m["swd"] > 2 * m["swd_floor"] and m["mmd"] > 10 * abs(m["mmd_floor"])
     assert m["swd_ratio"] == pytest.approx(m["swd"] / m["swd_floor"], rel=1e-12)
     assert m["logp_samples"] < m["logp_test"] - 1
+    # no sample is a training point, and the shifted samples lie farther from the training data than test points
+    assert m["copies"] == m["copies_floor"] == 0.0 and m["nn_ratio"] > 1.5
 
     # the analytic metrics are exactly what the fixture implies (recomputed without sbm.eval.truth)
     exact = _exact_mixture_metrics(pipeline)

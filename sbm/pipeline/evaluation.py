@@ -7,7 +7,9 @@ Evaluator (labelled data; sbm.eval.quality.evaluator_metrics): FID, KID and prec
 samples vs test on the evaluator's calibrated features (or Inception's, params evaluator.feature),
 each next to its floor (train vs test), the evaluator's test accuracy and the class TV of the
 samples against the training frequencies. Distances (sbm.eval.distances.distance_report):
-SW₂ and MMD² of samples vs test next to the real-data floor. Likelihood
+SW₂ and MMD² of samples vs test next to the real-data floor. Copies (sbm.eval.distances.memorisation):
+the fraction of samples equal to a training example and their median distance to the nearest one,
+next to the test split's. Likelihood
 (sbm.eval.likelihood): the probability-flow ODE NLL (bits/dim for quantised data, uniformly
 dequantised) of a pixel model, the upper bound through the autoencoder of a latent model; for a
 pixel-space ddpm or vp model also its variational bound (sbm.core.vlb) ± its standard error. Gaussian mixture
@@ -17,6 +19,7 @@ the exact NLL.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +28,7 @@ import torch
 from sbm import io
 from sbm.config.params import Params
 from sbm.core.gmm import GaussianMixture
-from sbm.eval.distances import distance_report
+from sbm.eval.distances import distance_report, memorisation
 from sbm.eval.evaluator import load_evaluator_dir
 from sbm.eval.likelihood import has_vlb, latent_nll_metrics, nll_metrics, vlb_metrics
 from sbm.eval.quality import QualityMeter, evaluator_metrics
@@ -36,6 +39,7 @@ from sbm.models.score import load_model
 from sbm.pipeline.outputs.evaluation import (
     DataInfo,
     DistanceDetail,
+    Memorisation,
     EvalDetail,
     EvalMetrics,
     LatentBound,
@@ -63,6 +67,17 @@ def load_samples(path) -> tuple[torch.Tensor, dict]:
     if len(x) < 2:
         raise ValueError(f"{path}: {len(x)} samples; need at least 2 to evaluate")
     return x, meta
+
+
+def copy_check(samples: torch.Tensor, train: torch.Tensor, test: torch.Tensor) -> Memorisation | None:
+    """sbm.eval.distances.memorisation (eq. 3) of samples (n, ...) against the training split, the
+    test split (k, ...) as the reference; None, with a warning, when the test split is no reference
+    (its median point is a training example: a data set with many duplicates)."""
+    try:
+        return Memorisation.from_json(memorisation(samples, train, test), file="memorisation")
+    except ValueError as err:
+        warnings.warn(f"evaluate: no copy check: {err}", stacklevel=2)
+        return None
 
 
 @dataclass(frozen=True)
@@ -104,6 +119,7 @@ def evaluate(params: Params, *, data_dir, space_dir, evaluator_dir, model_path, 
     dist = DistanceDetail.from_json(
         distance_report(samples, test_x, train_x, cfg.n_points, cfg.n_projections, params.seed),
         file="distance_report")
+    copies = copy_check(samples, train_x, test_x)
     scores = ev_detail = None
     if evaluator is not None:
         meter = QualityMeter.from_params(params.evaluator, test_x, evaluator, seed=params.seed)
@@ -127,7 +143,8 @@ def evaluate(params: Params, *, data_dir, space_dir, evaluator_dir, model_path, 
     bound = likelihood if isinstance(likelihood, LatentBound) else None
     metrics = EvalMetrics(n_samples=len(samples), n_eval=dist.n, swd=dist.swd, swd_floor=dist.swd_floor,
                           swd_ratio=dist.swd_ratio, mmd=dist.mmd, mmd_floor=dist.mmd_floor, evaluator=scores,
-                          mixture=mixture, likelihood=None if bound else likelihood, bound=bound, vlb=vlb)
+                          mixture=mixture, likelihood=None if bound else likelihood, bound=bound, vlb=vlb,
+                          memorisation=copies)
     shape = meta.get("shape")
     detail = EvalDetail(
         data=DataInfo(name=meta.get("name"), shape=tuple(shape) if shape is not None else None,
@@ -171,6 +188,10 @@ def summary_line(m: EvalMetrics) -> str:
             msg += f", NLL {ode.nll:.3f} nats" + (f" (exact {ode.nll_exact:.3f})" if ode.nll_exact is not None else "")
         nfe = ode.nll_nfe
     msg += f" ({nfe:.0f} NFE)"
+    if m.memorisation is not None:
+        c = m.memorisation
+        msg += (f", copies of training examples {c.copies:.3f} (test split {c.copies_floor:.3f}), "
+                f"nearest-training distance samples/test {c.nn_ratio:.2f}")
     if m.vlb is not None:
         v = m.vlb
         msg += (f", variational bound ≤ {v.vlb_bpd:.3f} ± {v.vlb_bpd_se:.3f} bits/dim" if v.vlb_bpd is not None

@@ -489,6 +489,12 @@ def quality_section(m: EvalMetrics | None, sample: SampleSummary | None, inp: Re
                 "(SW₂ ratio ≈ 1, MMD² ≈ floor ≈ 0) only up to that noise — with few points or well-separated "
                 "modes the SW₂ floor itself varies by a factor of ~2 between draws.", "",
                 _table(metrics_table(m).map(_fmt))]
+        if m.memorisation is not None:
+            c = m.memorisation
+            out += ["", f"Copies of the training data (eq. 3 of sbm.eval.distances): {c.copies:.1%} of the samples "
+                    f"equal a training example (test split: {c.copies_floor:.1%}); a sample's median distance to "
+                    f"its nearest training example is {c.nn_ratio:.2f}× the test split's (≈ 1: no closer to the "
+                    "training data than new data; ≪ 1: copying)."]
     out.append("")
     if sample is None:
         out += [_skip("the sampler summary", inp.sample, "sample"), ""]

@@ -98,6 +98,17 @@ class VariationalBound(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Memorisation(Record):
+    """Copies of the training data (sbm.eval.distances.memorisation, eq. 3): the fraction of samples
+    equal to a training example next to the test split's, and the ratio of median distances to the
+    nearest training example, samples over test (≈ 1: no closer to the training data than new data)."""
+
+    copies: float
+    copies_floor: float
+    nn_ratio: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvalMetrics(Record):
     """reports/metrics.json (stage evaluate): flat scalars for `dvc metrics show` / `dvc exp show`."""
 
@@ -113,6 +124,8 @@ class EvalMetrics(Record):
     likelihood: OdeLikelihood | None = inline(optional=True)  # pixel-space models
     bound: LatentBound | None = inline(optional=True)  # latent models
     vlb: VariationalBound | None = inline(optional=True)  # pixel-space ddpm / vp models
+    # absent when the test split is no reference (its median point is a training example)
+    memorisation: Memorisation | None = inline(optional=True)
 
     def __post_init__(self):
         if (self.likelihood is None) == (self.bound is None):
