@@ -29,9 +29,12 @@ sampled its own way (params `monitor`, sbm.pipeline.monitoring): `distill.method
 evaluator of data/models/evaluator, the small-n FID/KID (plots/metrics/quality/*.tsv). dvc.yaml
 declares reports/live/distill whole as the plot (the round names depend on params), so the rounds'
 dvclive summaries (metrics.json, not plot data) are removed when the stage ends: the rounds' final
-losses are in reports/distill.json.
+losses are in reports/distill.json. The directory persists (so a resumed round continues its curves);
+rounds of other settings (e.g. round_0016 after distill.teacher_steps went from 32 to 16) are removed
+from it when the stage ends, so the plots show this run's rounds only.
 """
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -74,6 +77,10 @@ def main() -> None:
                               config_for_fingerprint=teacher.fingerprint(), monitor=monitor)
     for summary in Path(args.live).glob("*/metrics.json"):  # not plot data in the declared plot directory
         summary.unlink(missing_ok=True)  # every process may get here
+    ours = {r.name for r in rounds}  # the directory persists (resumed curves): drop other settings' rounds
+    for stale in Path(args.live).iterdir() if Path(args.live).is_dir() else ():
+        if stale.is_dir() and stale.name not in ours:
+            shutil.rmtree(stale, ignore_errors=True)
     if any(m.active for m in shown):
         print(f"monitor: {sum(m.seconds for m in shown):.1f}s showing the students at the checkpoints")
     guidance = teacher.guidance

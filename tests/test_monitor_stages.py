@@ -116,9 +116,13 @@ def test_distill_shows_each_round_sampled_its_own_way_and_a_rerun_continues(digi
         run_stage("distill", argv, monkeypatch)
     _check_shown(live / "round_0004" / "plots", [2])
     restore()
+    stale = live / "round_0016" / "plots" / "metrics"  # a round of other settings (teacher_steps 32), persisted
+    stale.mkdir(parents=True)
+    (stale / "loss.tsv").write_text("step\tloss\n0\t1.0\n")
     run_stage("distill", argv, monkeypatch)  # resumes round 4 at step 2, then trains round 2
     for name in ("round_0004", "round_0002"):
         _check_shown(live / name / "plots", [2, 4])
+    assert sorted(p.name for p in live.iterdir()) == ["round_0002", "round_0004"]  # this run's rounds only
     assert not list(live.rglob("metrics.json"))  # no summaries inside the declared plot directory
     # each round's student drawn with DDIM (η = 0) at its own steps (+ 1 grid points), as evaluate_distill does
     assert [(s.name, s.steps, s.eta) for s in samplers] == [("ddim", 5, 0.0), ("ddim", 5, 0.0), ("ddim", 3, 0.0)]

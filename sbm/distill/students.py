@@ -423,6 +423,12 @@ class RoundInfo:
     seconds: float  # the round's training wall time, over every call that trained it (also when reloaded)
     path: str  # the round's student file
 
+    @property
+    def name(self) -> str:
+        """The round's name (round_<student steps> or consistency): its directory under the
+        checkpoints and under the live directory."""
+        return Path(self.path).parent.name
+
 
 def _loop_params(cfg: DistillParams, train_cfg: TrainParams | None) -> TrainParams:
     """The training loop's settings: `train_cfg`'s, with the distillation's steps, batch, lr, lr
