@@ -6,6 +6,11 @@ in data/checkpoints/vae, dvclive curve), compute the latent scale s = 1/std of t
 latents, encode both splits (one z ~ q(z|x) each, times s) and write the space directory
 data/latent (space.json, vae.safetensors, latents.safetensors). Metrics (test split):
 reconstruction MSE and PSNR of decode(μ(x)), mean KL(q(z|x) ‖ N(0, I)) in nats, the scale;
+with an evaluator (labelled data), the latent model's ceiling: FID and KID against the test split
+of the training split's reconstructions from the posterior mean and from a posterior sample,
+written as samples are (params sampler.quantize), next to their floor
+(sbm.pipeline.measured.reconstruction_ceiling: a latent model that learned the training latents
+exactly would score these);
 reports/reconstructions.png shows test images above their reconstructions. At every checkpoint
 the EMA autoencoder's reconstructions of fixed training examples are pictured below them
 (plots/images/samples/<step>.png) and, with the evaluator of data/models/evaluator, their small-n
@@ -25,8 +30,9 @@ import torch
 from sbm.config.params import load_params, to_dict
 from sbm.latent.space import SPACE_FILE
 from sbm.latent.vae import build_vae, encode_dataset, latent_scale, reconstruction_metrics, vae_loss, write_space
+from sbm.pipeline.measured import load_measured, no_evaluator, reconstruction_ceiling
 from sbm.pipeline.monitoring import build_reconstruction_monitor
-from sbm.pipeline.outputs.training import PixelSpace, VaeTraining
+from sbm.pipeline.outputs.training import PixelSpace, ReconstructionCeiling, VaeTraining
 from sbm.pipeline.plots import image_grid, plot_samples
 from sbm.pipeline.prepared import load_meta, load_split
 from sbm.pipeline.stage import run_stage, stage_parser
@@ -77,6 +83,11 @@ def main() -> None:
     z = {"train": encode_dataset(ema_vae, x, generator=g), "test": encode_dataset(ema_vae, test, generator=g)}
     info = write_space(args.out, meta["shape"], ema_vae, z)
     rec = reconstruction_metrics(ema_vae, test)
+    ceiling = None
+    if no_evaluator(args.evaluator) is None:  # labelled data: the latent model's ceiling on the evaluator's features
+        d = load_measured(args.data, args.out, args.evaluator, "latent", quantize=params.sampler.quantize)
+        ceiling = ReconstructionCeiling.from_json(
+            reconstruction_ceiling(d, d.meter(params.evaluator, params.seed), seed=params.seed), file="ceiling")
     with torch.no_grad():
         shown_rec = ema_vae.decode(ema_vae.encode(shown)).clamp(-1, 1)
     image_grid([shown, shown_rec], args.plot, row_titles=["test images", "reconstructions decode(μ(x))"],
@@ -84,9 +95,13 @@ def main() -> None:
     VaeTraining(recon_mse=rec["mse"], recon_psnr=rec["psnr"], kl=rec["kl"], scale=ema_vae.scale,
                 latent_shape=tuple(info["shape"]), final_loss=result.final_loss, steps=result.steps,
                 train_seconds=round(result.total_seconds, 2), resumed_from=result.resumed_from,
-                n_params=n_params(ema_vae), vae=to_dict(params.vae)).write(args.metrics)
+                n_params=n_params(ema_vae), vae=to_dict(params.vae), ceiling=ceiling).write(args.metrics)
     print(f"train_vae: PSNR {rec['psnr']:.2f} dB, MSE {rec['mse']:.4f}, KL {rec['kl']:.2f} nats, scale "
           f"{ema_vae.scale:.4f}, latents {info['shape']} ({result.seconds:.1f}s) -> {args.out}")
+    if ceiling is not None:
+        print(f"train_vae: the latent model's ceiling, FID of the training split's reconstructions against test: "
+              f"{ceiling.ceiling_fid_mean:.3f} (posterior mean), {ceiling.ceiling_fid_sample:.3f} (a posterior "
+              f"sample); floor {ceiling.ceiling_fid_floor:.3f}")
 
 
 if __name__ == "__main__":

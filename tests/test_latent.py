@@ -358,3 +358,53 @@ def test_training_set_serves_latents_or_pixels_with_the_space_meta(tmp_path):
     assert ml["sigma_max"] == pytest.approx(float(torch.cdist(xl.flatten(1).double(), xl.flatten(1).double()).max()))
     with pytest.raises(ValueError, match="5 latents for the test split"):
         training_set(tmp_path / "prepared", tmp_path / "latent", "latent", "test")
+
+
+class _ScaledCopy:
+    """An autoencoder whose latent is the image times `gain`, decoded as latent / gain · shrink, with a
+    posterior of zero variance: shrink = 1 reconstructs every image exactly, shrink < 1 loses contrast."""
+
+    def __init__(self, shrink: float = 1.0, gain: float = 2.0):
+        self.shrink, self.gain, self.scale = shrink, gain, 0.5
+
+    def posterior(self, x):
+        mean = x * self.gain
+        return mean, torch.full_like(mean, float("-inf"))
+
+    def decode(self, z, *, scaled: bool = False):
+        z = z / self.scale if scaled else z
+        return z / self.gain * self.shrink
+
+
+def test_the_reconstruction_ceiling_is_the_floor_for_an_exact_autoencoder_and_rises_with_its_loss():
+    """sbm.pipeline.measured.reconstruction_ceiling: the training split through the autoencoder and written
+    as samples are, against test. An exact autoencoder reproduces the training images, so both FID ceilings
+    are the floor to the last bit; one that halves the contrast is far above it."""
+    from sbm.eval.quality import QualityMeter
+    from sbm.pipeline.measured import Measured, reconstruction_ceiling
+
+    x = _digits(600)
+    train, test = x[:400], x[400:]
+    meta = {"shape": [1, 8, 8], "value_range": [-1.0, 1.0], "n_levels": 17}
+
+    class Flat(torch.nn.Module):
+        num_features = 64
+
+        def forward(self, v):
+            return v.reshape(len(v), -1).double()
+
+    def ceiling(vae):
+        d = Measured(meta, [1, 8, 8], vae, None, train, test, True)
+        return reconstruction_ceiling(d, QualityMeter(Flat(), test.reshape(len(test), -1).double(), kid_subsets=5,
+                                                      kid_subset_size=100), seed=0)
+
+    exact = ceiling(_ScaledCopy())
+    assert set(exact) == {f"ceiling_{m}_{w}" for m in ("fid", "kid") for w in ("mean", "sample", "floor")}
+    assert exact["ceiling_fid_mean"] == exact["ceiling_fid_sample"] == exact["ceiling_fid_floor"] > 0
+    # (KID draws its subsets in the floor's own order, so it agrees only up to their noise)
+    lossy = ceiling(_ScaledCopy(shrink=0.5))
+    assert lossy["ceiling_fid_floor"] == exact["ceiling_fid_floor"]
+    assert lossy["ceiling_fid_mean"] > 3 * lossy["ceiling_fid_floor"]  # 12.3 against 3.69
+    assert lossy["ceiling_kid_mean"] > 3 * lossy["ceiling_kid_floor"]
+    with pytest.raises(ValueError, match="no autoencoder"):
+        reconstruction_ceiling(Measured(meta, [1, 8, 8], None, None, train, test, True), None, seed=0)

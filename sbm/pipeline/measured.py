@@ -7,13 +7,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from sbm import io
 from sbm.eval.evaluator import NO_EVALUATOR_FILE, load_evaluator_dir
 from sbm.eval.quality import QualityMeter
 from sbm.latent.space import check_space, read_space
-from sbm.latent.vae import decode_samples, load_space_vae, write_space
+from sbm.latent.vae import decode_samples, encode_dataset, load_space_vae, write_space
 from sbm.pipeline.outputs.skipped import SkippedEvaluation
 from sbm.pipeline.plots import placeholder
 from sbm.pipeline.prepared import load_meta, load_split, sample_format
@@ -46,6 +47,23 @@ class Measured:
         subsets. None without an evaluator (data without labels). Floors: `meter.floor(self.train, n)`."""
 
         return None if self.evaluator is None else QualityMeter.from_params(cfg, self.test, self.evaluator, seed=seed)
+
+
+def reconstruction_ceiling(d: Measured, meter: QualityMeter, *, seed: int) -> dict[str, float]:
+    """The ceiling of a latent model: how its samples would score if it had learned the latents of
+    the training split exactly. The training split reconstructed through the space's VAE and
+    written as samples are (`d.decode`), decode(s·μ(x)) (the posterior mean) and decode(s·z) with
+    z ~ q(z|x) (one draw, seeded by `seed`), measured by `meter` against the test split next to the
+    floor (the training examples themselves, as many). -> {ceiling_<metric>_mean,
+    ceiling_<metric>_sample, ceiling_<metric>_floor} for FID and KID."""
+
+    if d.vae is None:
+        raise ValueError("reconstruction_ceiling: a pixel-space model has no autoencoder")
+    with torch.no_grad():
+        mean = encode_dataset(d.vae, d.train, sample=False, scaled=True)
+        drawn = encode_dataset(d.vae, d.train, sample=True, scaled=True, generator=torch.Generator().manual_seed(seed))
+    scores = {"mean": meter(d.decode(mean)), "sample": meter(d.decode(drawn)), "floor": meter.floor(d.train, len(d.train))}
+    return {f"ceiling_{m}_{which}": scores[which][m] for m in ("fid", "kid") for which in ("mean", "sample", "floor")}
 
 
 def load_measured(data_dir, space_dir, evaluator_dir, space: str, *, need_evaluator: str | None = None,

@@ -443,7 +443,16 @@ def _vae_rows(vae: VaeTraining) -> list[tuple[str, object]]:
             ("KL(q(z∣x) ‖ N(0, I)) (nats / test example)", vae.kl), ("latent scale s = 1/std", vae.scale),
             ("latent shape (C × H × W)", _shape(vae.latent_shape)), ("final_loss", vae.final_loss),
             ("steps", vae.steps), ("train_seconds", vae.train_seconds), ("n_params", vae.n_params),
-            ("resumed_from", vae.resumed_from)]
+            ("resumed_from", vae.resumed_from)] + _ceiling_rows(vae.ceiling)
+
+
+def _ceiling_rows(c) -> list[tuple[str, object]]:
+    """The latent model's ceiling: FID of the training split's reconstructions against test."""
+    if c is None:
+        return []
+    return [("ceiling: FID of training reconstructions vs test, decode(μ(x))", c.ceiling_fid_mean),
+            ("ceiling: FID, decode(z), z ~ q(z∣x)", c.ceiling_fid_sample),
+            ("ceiling: FID floor (the training images themselves)", c.ceiling_fid_floor)]
 
 
 def autoencoder_section(vae: VaeTraining | PixelSpace | None, inp: ReportInputs) -> list[str]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from sbm.pipeline.outputs.skipped import SkippedTraining
-from sbm.pipeline.records import INDEX, KeyFamily, Record, family
+from sbm.pipeline.records import INDEX, KeyFamily, Record, family, inline
 
 #: train_classifier.json: the noisy classifier's test accuracy in noise quarter q (1 = least noise), "acc_q1"
 QUARTER_KEY = KeyFamily("acc_q{}", (INDEX,))
@@ -39,6 +39,20 @@ class PixelSpace(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReconstructionCeiling(Record):
+    """The ceiling of a latent model (sbm.pipeline.measured.reconstruction_ceiling): FID and KID
+    against the test split of the training split's reconstructions, from the posterior mean and
+    from one posterior sample, next to the floor (the training examples themselves)."""
+
+    ceiling_fid_mean: float
+    ceiling_fid_sample: float
+    ceiling_fid_floor: float
+    ceiling_kid_mean: float
+    ceiling_kid_sample: float
+    ceiling_kid_floor: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class VaeTraining(Record):
     """reports/train_vae.json of a latent model (stage train_vae); pixel space: `PixelSpace()`."""
 
@@ -54,6 +68,7 @@ class VaeTraining(Record):
     resumed_from: int | None
     n_params: int
     vae: Mapping[str, Any]  # params `vae`
+    ceiling: ReconstructionCeiling | None = inline(optional=True)  # labelled data (an evaluator) only
 
     _VARIANTS = (PixelSpace,)
 
