@@ -205,7 +205,9 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     assert vae["space"] == "latent" and vae["latent_shape"] == [4, 4, 4] and vae["scale"] > 0
     assert vae["kl"] >= 0 and vae["recon_psnr"] == pytest.approx(10 * math.log10(4 / vae["recon_mse"]))
     # the latent model's ceiling (labelled data): the training reconstructions' FID/KID against test, and the floor
-    assert all(vae[f"ceiling_{m}_{w}"] >= 0 for m in ("fid", "kid") for w in ("mean", "sample", "floor"))
+    # (FID is a squared distance; KID's unbiased estimate may dip below 0)
+    for w in ("mean", "sample", "floor"):
+        assert vae[f"ceiling_fid_{w}"] >= 0 and math.isfinite(vae[f"ceiling_kid_{w}"]), w
     assert vae["ceiling_fid_floor"] > 0
     classifier = json.loads((d / "reports/train_classifier.json").read_text())
     _in_unit_interval(classifier, ("acc_q1", "acc_q2", "acc_q3", "acc_q4"))
