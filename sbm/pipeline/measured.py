@@ -62,7 +62,8 @@ def reconstruction_ceiling(d: Measured, meter: QualityMeter, *, seed: int) -> di
     with torch.no_grad():
         mean = encode_dataset(d.vae, d.train, sample=False, scaled=True)
         drawn = encode_dataset(d.vae, d.train, sample=True, scaled=True, generator=torch.Generator().manual_seed(seed))
-    scores = {"mean": meter(d.decode(mean)), "sample": meter(d.decode(drawn)), "floor": meter.floor(d.train, len(d.train))}
+    scores = {"mean": meter(d.decode(mean)), "sample": meter(d.decode(drawn)),
+              "floor": meter.floor(d.train, len(d.train))}
     return {f"ceiling_{m}_{which}": scores[which][m] for m in ("fid", "kid") for which in ("mean", "sample", "floor")}
 
 
